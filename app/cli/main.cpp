@@ -1,0 +1,431 @@
+// recur: the engine's command-line tool (DESIGN §6). Every command prints human text, or one
+// JSON object with --json; errors are one line on stderr and a non-zero exit code.
+#include "json_writer.h"
+#include "options.h"
+
+#include "recur/chat.h"
+#include "recur/model.h"
+#include "recur/quants.h"
+#include "recur/sampling.h"
+#include "recur/tokenizer.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <sys/resource.h>
+
+using namespace recur;
+using recur_cli::json_writer;
+using recur_cli::options;
+
+namespace recur_cli {
+
+std::string sanitize_utf8(const std::string &s) {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + size_t(len) <= s.size();
+        for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+        if (ok) {
+            out.append(s, i, size_t(len));
+            i += size_t(len);
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    return out;
+}
+
+} // namespace recur_cli
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+size_t peak_rss_bytes() {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    return size_t(ru.ru_maxrss) * 1024;
+}
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw error("cannot read '" + path + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string device_name(const options &o) {
+    if (o.device == "cuda") throw error("--device cuda: this build has no CUDA backend (use --device cpu)");
+    return "cpu";
+}
+
+// Without -m: $RECUR_MODEL, else the default model that installer/setup.sh puts in the
+// user's data folder.
+std::string default_model_path() {
+    if (const char *env = std::getenv("RECUR_MODEL"); env && *env) return env;
+    std::string data;
+    if (const char *x = std::getenv("XDG_DATA_HOME"); x && *x) data = x;
+    else if (const char *home = std::getenv("HOME"); home && *home) data = std::string(home) + "/.local/share";
+    return data + "/RecurDesk/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+std::unique_ptr<model> load_model(const options &o) {
+    std::string path = o.model_path;
+    if (path.empty()) {
+        path = default_model_path();
+        if (!std::ifstream(path))
+            throw error("no model given (-m MODEL.gguf) and the default model " + path +
+                        " is not there; run installer/setup.sh to fetch it");
+    }
+    return model::load(path);
+}
+
+context_params make_context_params(const options &o, const model &m, int fallback_ctx) {
+    context_params cp;
+    cp.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(fallback_ctx, m.hparams().n_ctx_train);
+    cp.n_batch = o.n_batch;
+    cp.n_threads = o.n_threads;
+    cp.kv_type = o.kv_f32 ? tensor_type::F32 : tensor_type::F16;
+    return cp;
+}
+
+void write_memory(json_writer &j, const memory_report &r) {
+    j.key("memory").begin_object();
+    j.field("n_ctx", int64_t(r.n_ctx));
+    j.field("weights_bytes", uint64_t(r.weights_bytes));
+    j.field("kv_bytes", uint64_t(r.kv_bytes));
+    j.field("recurrent_bytes", uint64_t(r.recurrent_bytes));
+    j.field("full_attention_kv_bytes", uint64_t(r.full_attention_kv_bytes));
+    j.field("scratch_bytes", uint64_t(r.scratch_bytes));
+    j.end_object();
+}
+
+int cmd_info(const options &o) {
+    auto m = load_model(o);
+    const model_hparams &hp = m->hparams();
+    context_params cp = make_context_params(o, *m, hp.n_ctx_train);
+    memory_report r = context::plan(*m, cp);
+    const std::string tmpl = m->chat_template();
+    const chat_format fmt = detect_chat_format(tmpl);
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.field("name", recur_cli::sanitize_utf8(m->name()));
+        j.field("arch", hp.arch);
+        j.field("n_layer", hp.n_layer).field("n_embd", hp.n_embd).field("n_head", hp.n_head);
+        j.field("n_head_kv", hp.n_head_kv).field("head_dim", hp.head_dim).field("n_ff", hp.n_ff);
+        j.field("n_vocab", hp.n_vocab).field("n_ctx_train", hp.n_ctx_train);
+        j.field("rope_freq_base", hp.rope_freq_base).field("rope_dim", hp.rope_dim);
+        j.field("rope_style", hp.rope == rope_style::neox ? "neox" : "normal");
+        j.field("weights_type", m->weights_type());
+        j.field("tokenizer", m->file().get_string("tokenizer.ggml.model", ""));
+        j.field("chat_format", chat_format_name(fmt));
+        j.field("replaced_groups", int64_t(0));
+        write_memory(j, r);
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        auto mb = [](size_t b) { return double(b) / (1024.0 * 1024.0); };
+        printf("model        %s (%s, %s weights)\n", m->name().c_str(), hp.arch.c_str(), m->weights_type().c_str());
+        printf("layers       %d, n_embd %d, ffn %d\n", hp.n_layer, hp.n_embd, hp.n_ff);
+        printf("heads        %d query, %d KV (groups of %d), head_dim %d\n", hp.n_head, hp.n_head_kv,
+               hp.group_size(), hp.head_dim);
+        printf("vocab        %d (%s), chat format %s\n", hp.n_vocab,
+               m->file().get_string("tokenizer.ggml.model", "").c_str(), chat_format_name(fmt));
+        printf("rope         base %g, dim %d, %s\n", hp.rope_freq_base, hp.rope_dim,
+               hp.rope == rope_style::neox ? "neox" : "normal");
+        printf("memory at %d tokens: weights %.1f MiB, KV cache %.1f MiB (full attention %.1f MiB), "
+               "recurrent %.1f MiB, buffers %.1f MiB\n",
+               r.n_ctx, mb(r.weights_bytes), mb(r.kv_bytes), mb(r.full_attention_kv_bytes), mb(r.recurrent_bytes),
+               mb(r.scratch_bytes));
+    }
+    return 0;
+}
+
+int cmd_tokenize(const options &o) {
+    auto m = load_model(o);
+    std::string text = o.prompt_given ? o.prompt : (o.file.empty() ? "" : read_file(o.file));
+    std::vector<int32_t> ids = m->vocab().encode(text, !o.no_bos, true);
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.array("tokens", std::vector<int64_t>(ids.begin(), ids.end()));
+        if (o.pieces) {
+            j.key("pieces").begin_array();
+            for (int32_t id : ids) j.value(recur_cli::sanitize_utf8(m->vocab().token_to_piece(id)));
+            j.end_array();
+        }
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        for (size_t i = 0; i < ids.size(); ++i) {
+            if (o.pieces)
+                printf("%6d -> '%s'\n", ids[i], m->vocab().token_to_piece(ids[i]).c_str());
+            else
+                printf("%s%d", i ? " " : "", ids[i]);
+        }
+        if (!o.pieces) printf("\n");
+    }
+    return 0;
+}
+
+int cmd_generate(const options &o) {
+    auto m = load_model(o);
+    const std::string device = device_name(o);
+    const tokenizer &vocab = m->vocab();
+    std::string text = o.prompt_given ? o.prompt : (o.file.empty() ? "" : read_file(o.file));
+    std::vector<std::string> stop_strings;
+    std::vector<int32_t> prompt;
+    if (o.chat) {
+        const chat_format fmt = detect_chat_format(m->chat_template());
+        if (fmt == chat_format::plain && !m->chat_template().empty())
+            fprintf(stderr, "warning: chat template not recognised; using a plain prompt\n");
+        std::vector<chat_message> msgs;
+        if (!o.system_prompt.empty()) msgs.push_back({"system", o.system_prompt});
+        msgs.push_back({"user", text});
+        const std::string rendered = apply_chat_template(fmt, msgs, true);
+        // The template writes BOS as text where the format has one; add it as a token only
+        // when the rendered text does not begin with it.
+        prompt = vocab.encode(rendered, vocab.adds_bos() && !o.no_bos, true);
+        stop_strings = chat_stop_strings(fmt);
+    } else {
+        prompt = vocab.encode(text, !o.no_bos, false);
+    }
+    if (prompt.empty()) {
+        if (vocab.bos() < 0) throw error("empty prompt and the vocabulary has no BOS token to start from");
+        prompt.push_back(vocab.bos());
+    }
+    context_params cp = make_context_params(o, *m, 4096);
+    cp.n_ctx = std::max<int32_t>(cp.n_ctx, 1);
+    if (int64_t(prompt.size()) + o.n_predict > cp.n_ctx)
+        cp.n_ctx = std::min<int64_t>(int64_t(prompt.size()) + o.n_predict, std::max(m->hparams().n_ctx_train, cp.n_ctx));
+    if (int64_t(prompt.size()) >= cp.n_ctx)
+        throw error("the prompt has " + std::to_string(prompt.size()) + " tokens, more than the context of " +
+                    std::to_string(cp.n_ctx));
+    context ctx(*m, cp);
+    sampler smp(o.sampling);
+    for (int32_t t : prompt) smp.accept(t);
+
+    std::vector<float> logits;
+    auto t0 = clock_type::now();
+    ctx.eval(prompt, logits);
+    const double prefill_s = seconds_since(t0);
+
+    std::vector<int32_t> generated;
+    std::string out_text;
+    std::string stop_reason = "length";
+    auto t1 = clock_type::now();
+    const int n_vocab = m->hparams().n_vocab;
+    while (int(generated.size()) < o.n_predict) {
+        const int32_t tok = smp.sample(logits.data(), n_vocab);
+        if (vocab.is_end_of_generation(tok)) {
+            stop_reason = "eos";
+            break;
+        }
+        generated.push_back(tok);
+        smp.accept(tok);
+        const std::string piece = vocab.token_to_piece(tok);
+        out_text += piece;
+        bool stopped = false;
+        for (auto &s : stop_strings) {
+            auto pos = out_text.find(s);
+            if (pos != std::string::npos) {
+                out_text.erase(pos);
+                stopped = true;
+            }
+        }
+        if (stopped) {
+            stop_reason = "stop";
+            break;
+        }
+        if (!o.json) {
+            fputs(piece.c_str(), stdout);
+            fflush(stdout);
+        }
+        if (ctx.n_past() >= ctx.n_ctx()) {
+            stop_reason = "context";
+            break;
+        }
+        ctx.eval({tok}, logits);
+    }
+    const double decode_s = seconds_since(t1);
+    const double prefill_tps = double(prompt.size()) / prefill_s;
+    const double decode_tps = generated.empty() ? 0.0 : double(generated.size()) / decode_s;
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.array("tokens", std::vector<int64_t>(generated.begin(), generated.end()));
+        j.field("text", recur_cli::sanitize_utf8(out_text));
+        j.field("prompt_tokens", int64_t(prompt.size()));
+        j.field("prefill_tok_s", prefill_tps).field("decode_tok_s", decode_tps);
+        j.field("stop", stop_reason).field("seed", uint64_t(smp.seed()));
+        j.field("threads", int64_t(ctx.n_threads())).field("device", device);
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        printf("\n");
+        fprintf(stderr, "[prompt %zu tokens, %.1f tok/s; generated %zu tokens, %.1f tok/s; stop: %s]\n",
+                prompt.size(), prefill_tps, generated.size(), decode_tps, stop_reason.c_str());
+    }
+    return 0;
+}
+
+int cmd_perplexity(const options &o) {
+    auto m = load_model(o);
+    if (o.file.empty()) throw error("perplexity needs a text file (-f FILE)");
+    const std::string text = read_file(o.file);
+    const tokenizer &vocab = m->vocab();
+    const std::vector<int32_t> ids = vocab.encode(text, false, false);
+    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : 512;
+    if (n_ctx < 2) throw error("perplexity needs -c of at least 2");
+    // Each chunk is n_ctx positions: BOS (where the vocabulary adds one) then text tokens;
+    // chunks do not overlap, and every position after the first is scored.
+    const bool bos = vocab.adds_bos() && vocab.bos() >= 0 && !o.no_bos;
+    const int text_per_chunk = bos ? n_ctx - 1 : n_ctx;
+    int64_t n_chunks = int64_t(ids.size()) / text_per_chunk;
+    if (o.chunks > 0) n_chunks = std::min<int64_t>(n_chunks, o.chunks);
+    if (n_chunks == 0)
+        throw error("the text has " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
+                    std::to_string(text_per_chunk));
+    context_params cp = make_context_params(o, *m, n_ctx);
+    cp.n_ctx = n_ctx;
+    context ctx(*m, cp);
+    const int n_vocab = m->hparams().n_vocab;
+    double nll = 0;
+    int64_t scored = 0;
+    std::vector<float> logits;
+    auto t0 = clock_type::now();
+    for (int64_t c = 0; c < n_chunks; ++c) {
+        std::vector<int32_t> chunk;
+        if (bos) chunk.push_back(vocab.bos());
+        chunk.insert(chunk.end(), ids.begin() + c * text_per_chunk, ids.begin() + (c + 1) * text_per_chunk);
+        ctx.truncate(0);
+        ctx.eval(chunk, logits, true);
+        for (size_t i = 0; i + 1 < chunk.size(); ++i) {
+            const float *row = logits.data() + i * size_t(n_vocab);
+            double mx = row[0];
+            for (int v = 1; v < n_vocab; ++v) mx = std::max<double>(mx, row[v]);
+            double sum = 0;
+            for (int v = 0; v < n_vocab; ++v) sum += std::exp(double(row[v]) - mx);
+            nll += (std::log(sum) + mx) - row[chunk[i + 1]];
+            ++scored;
+        }
+        if (!o.json)
+            fprintf(stderr, "[%lld/%lld] ppl so far %.4f\n", (long long)(c + 1), (long long)n_chunks,
+                    std::exp(nll / double(scored)));
+    }
+    const double secs = seconds_since(t0);
+    const double ppl = std::exp(nll / double(scored));
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.field("ppl", ppl).field("n_tokens", int64_t(scored)).field("n_chunks", int64_t(n_chunks));
+        j.field("n_ctx", int64_t(n_ctx)).field("tok_s", double(n_chunks) * n_ctx / secs);
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        printf("perplexity %.4f over %lld scored tokens in %lld chunks of %d (%.1f s)\n", ppl, (long long)scored,
+               (long long)n_chunks, n_ctx, secs);
+    }
+    return 0;
+}
+
+int cmd_bench(const options &o) {
+    auto m = load_model(o);
+    const std::string device = device_name(o);
+    const int n_prompt = o.n_prompt_bench, n_gen = o.n_predict, depth = o.depth;
+    if (n_prompt < 0 || depth < 0) throw error("bench: -p and -d must not be negative");
+    context_params cp = make_context_params(o, *m, 0);
+    cp.n_ctx = o.n_ctx > 0 ? o.n_ctx : depth + n_prompt + n_gen + 1;
+    if (cp.n_ctx < depth + n_prompt + n_gen)
+        throw error("bench: -c " + std::to_string(cp.n_ctx) + " is smaller than depth + prompt + generated tokens");
+    context ctx(*m, cp);
+    // Random token ids, as llama-bench uses: the speed does not depend on the text.
+    std::mt19937 rng(1234);
+    std::uniform_int_distribution<int32_t> pick(0, m->hparams().n_vocab - 1);
+    auto random_tokens = [&](int n) {
+        std::vector<int32_t> t(size_t(n));
+        for (auto &x : t) x = pick(rng);
+        return t;
+    };
+    std::vector<float> logits;
+    double best_prefill = 0, best_decode = 0;
+    for (int rep = 0; rep < std::max(1, o.repetitions); ++rep) {
+        ctx.truncate(0);
+        if (depth > 0) ctx.eval(random_tokens(depth), logits);
+        if (n_prompt > 0) {
+            auto t0 = clock_type::now();
+            ctx.eval(random_tokens(n_prompt), logits);
+            best_prefill = std::max(best_prefill, n_prompt / seconds_since(t0));
+        }
+        if (n_gen > 0) {
+            ctx.truncate(depth);
+            auto t1 = clock_type::now();
+            for (int i = 0; i < n_gen; ++i) ctx.eval({pick(rng)}, logits);
+            best_decode = std::max(best_decode, n_gen / seconds_since(t1));
+        }
+    }
+    memory_report r = ctx.memory();
+    const model_hparams &hp = m->hparams();
+    // Bytes a decode step streams: every weight matrix once, plus the KV cache read at the
+    // average context position of the decode run.
+    const double kv_per_token = 2.0 * hp.n_layer * hp.n_head_kv * hp.head_dim * (o.kv_f32 ? 4 : 2);
+    const double decode_bytes = double(m->weights_bytes()) + kv_per_token * (depth + n_gen / 2.0);
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.field("model", recur_cli::sanitize_utf8(m->name())).field("weights_type", m->weights_type());
+        j.field("n_prompt", int64_t(n_prompt)).field("n_gen", int64_t(n_gen)).field("depth", int64_t(depth));
+        j.field("prefill_tok_s", best_prefill).field("decode_tok_s", best_decode);
+        j.field("decode_bytes_per_token", decode_bytes);
+        j.field("decode_gb_s", decode_bytes * best_decode / 1e9);
+        j.field("kv_bytes", uint64_t(r.kv_bytes)).field("recurrent_bytes", uint64_t(r.recurrent_bytes));
+        j.field("full_attention_kv_bytes", uint64_t(r.full_attention_kv_bytes));
+        j.field("kv_bytes_per_token", kv_per_token);
+        j.field("weights_bytes", uint64_t(r.weights_bytes)).field("peak_rss_bytes", uint64_t(peak_rss_bytes()));
+        j.field("threads", int64_t(ctx.n_threads())).field("device", device).field("simd", simd_level());
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        printf("%s (%s): prefill %d tokens %.1f tok/s, decode %d tokens at depth %d %.1f tok/s (%.1f GB/s), "
+               "%d threads, %s\n",
+               m->name().c_str(), m->weights_type().c_str(), n_prompt, best_prefill, n_gen, depth, best_decode,
+               decode_bytes * best_decode / 1e9, ctx.n_threads(), simd_level());
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    try {
+        options o = recur_cli::parse_options(argc, argv);
+        if (o.command == "help") {
+            fputs(recur_cli::usage().c_str(), stdout);
+            return 0;
+        }
+        if (o.command == "info") return cmd_info(o);
+        if (o.command == "tokenize") return cmd_tokenize(o);
+        if (o.command == "generate") return cmd_generate(o);
+        if (o.command == "perplexity") return cmd_perplexity(o);
+        if (o.command == "bench") return cmd_bench(o);
+        throw error("unknown command '" + o.command + "' (see recur --help)");
+    } catch (const std::exception &e) {
+        fprintf(stderr, "recur: error: %s\n", e.what());
+        return 1;
+    }
+}

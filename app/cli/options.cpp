@@ -1,0 +1,112 @@
+#include "options.h"
+
+#include "recur/error.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace recur_cli {
+
+namespace {
+int to_int(const std::string &flag, const std::string &v) {
+    try {
+        size_t used = 0;
+        long long x = std::stoll(v, &used);
+        if (used != v.size() || x < -2147483647LL || x > 2147483647LL) throw std::invalid_argument(v);
+        return int(x);
+    } catch (const std::exception &) {
+        throw recur::error(flag + " expects an integer, got '" + v + "'");
+    }
+}
+float to_float(const std::string &flag, const std::string &v) {
+    try {
+        size_t used = 0;
+        float x = std::stof(v, &used);
+        if (used != v.size()) throw std::invalid_argument(v);
+        return x;
+    } catch (const std::exception &) {
+        throw recur::error(flag + " expects a number, got '" + v + "'");
+    }
+}
+} // namespace
+
+std::string usage() {
+    return "usage: recur COMMAND [options]\n"
+           "commands:\n"
+           "  info       -m MODEL [-c N]            model, tokenizer and memory plan\n"
+           "  tokenize   -m MODEL -p TEXT [--pieces] token ids\n"
+           "  generate   -m MODEL -p TEXT [-n N] [--chat] [--system S] [--temp T] [--seed S] ...\n"
+           "  perplexity -m MODEL -f FILE [-c N] [--chunks K]\n"
+           "  bench      -m MODEL [-p 512] [-n 128] [-d DEPTH] [-r REPS]\n"
+           "common options:\n"
+           "  -t N          threads (default: all cores)     -c N   context length\n"
+           "  -b N          prefill batch (default 256)      --json one JSON object on stdout\n"
+           "  --device D    cpu | cuda | auto (default auto)  --kv-f32  F32 KV cache (default F16)\n"
+           "sampling: --temp T (0: greedy) --top-k K --top-p P --min-p P --repeat-penalty R\n"
+           "          --repeat-last-n N --seed S\n"
+           "see docs/CLI.md\n";
+}
+
+options parse_options(int argc, char **argv) {
+    options o;
+    if (argc < 2) throw recur::error("no command given\n" + usage());
+    o.command = argv[1];
+    if (o.command == "-h" || o.command == "--help" || o.command == "help") {
+        o.command = "help";
+        return o;
+    }
+    for (int i = 2; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) throw recur::error(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "-m" || a == "--model") o.model_path = next();
+        else if (a == "-p" || a == "--prompt") {
+            std::string v = next();
+            if (o.command == "bench") o.n_prompt_bench = to_int(a, v);
+            else o.prompt = v, o.prompt_given = true;
+        } else if (a == "-f" || a == "--file") o.file = next();
+        else if (a == "-n" || a == "--n-predict") o.n_predict = to_int(a, next());
+        else if (a == "-c" || a == "--ctx-size") o.n_ctx = to_int(a, next());
+        else if (a == "-b" || a == "--batch-size") o.n_batch = to_int(a, next());
+        else if (a == "-t" || a == "--threads") o.n_threads = to_int(a, next());
+        else if (a == "-d" || a == "--depth") o.depth = to_int(a, next());
+        else if (a == "-r" || a == "--repetitions") o.repetitions = to_int(a, next());
+        else if (a == "--chunks") o.chunks = to_int(a, next());
+        else if (a == "--json") o.json = true;
+        else if (a == "--chat") o.chat = true;
+        else if (a == "--system") o.system_prompt = next();
+        else if (a == "--pieces") o.pieces = true;
+        else if (a == "--no-bos") o.no_bos = true;
+        else if (a == "--kv-f32") o.kv_f32 = true;
+        else if (a == "--device") o.device = next();
+        else if (a == "--temp") o.sampling.temperature = to_float(a, next());
+        else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
+        else if (a == "--top-p") o.sampling.top_p = to_float(a, next());
+        else if (a == "--min-p") o.sampling.min_p = to_float(a, next());
+        else if (a == "--repeat-penalty") o.sampling.repeat_penalty = to_float(a, next());
+        else if (a == "--repeat-last-n") o.sampling.repeat_last_n = to_int(a, next());
+        else if (a == "--seed") {
+            std::string v = next();
+            try {
+                o.sampling.seed = std::stoull(v);
+            } catch (const std::exception &) {
+                throw recur::error("--seed expects a non-negative integer, got '" + v + "'");
+            }
+        } else if (a == "-h" || a == "--help") {
+            o.command = "help";
+        } else {
+            throw recur::error("unknown option '" + a + "' (see recur --help)");
+        }
+    }
+    if (o.n_threads < 0 || o.n_threads > 1024) throw recur::error("-t must be between 1 and 1024");
+    if (o.n_batch <= 0) throw recur::error("-b must be positive");
+    if (o.n_ctx < 0) throw recur::error("-c must be positive");
+    if (o.n_predict < 0) throw recur::error("-n must not be negative");
+    if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
+        throw recur::error("--device must be cpu, cuda or auto");
+    return o;
+}
+
+} // namespace recur_cli

@@ -1,0 +1,39 @@
+#pragma once
+// Command-line options shared by the recur subcommands (llama.cpp-style flags).
+#include "recur/sampling.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace recur_cli {
+
+struct options {
+    std::string command;
+    std::string model_path;     // -m
+    std::string prompt;         // -p
+    bool prompt_given = false;
+    std::string file;           // -f
+    int n_predict = 128;        // -n
+    int n_ctx = 0;              // -c (0: the command's default)
+    int n_batch = 256;          // -b
+    int n_threads = 0;          // -t (0: all cores)
+    int n_prompt_bench = 512;   // bench -p
+    int depth = 0;              // bench -d
+    int repetitions = 1;        // bench -r
+    int chunks = 0;             // perplexity --chunks (0: all)
+    bool json = false;
+    bool chat = false;          // generate: wrap the prompt in the model's chat template
+    std::string system_prompt;  // --system
+    bool pieces = false;        // tokenize --pieces
+    bool no_bos = false;
+    bool kv_f32 = false;        // --kv-f32
+    std::string device = "auto";
+    recur::sampling_params sampling;
+};
+
+// Parses argv; throws recur::error with a one-line message on a bad flag or value.
+options parse_options(int argc, char **argv);
+std::string usage();
+
+} // namespace recur_cli

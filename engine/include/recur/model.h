@@ -1,0 +1,148 @@
+#pragma once
+// Llama-family model (GGUF architectures `llama` and `qwen2`) and an inference context
+// holding one sequence's KV cache. The model is immutable after load and may be shared by
+// several contexts; a context is used by one thread at a time.
+#include "recur/gguf.h"
+#include "recur/tensor_type.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace recur {
+
+class tokenizer;
+class thread_pool;
+
+enum class rope_style { normal, neox }; // pairs (2i, 2i+1) vs (i, i + rope_dim/2)
+
+struct model_hparams {
+    std::string arch;
+    int32_t n_layer = 0;
+    int32_t n_embd = 0;
+    int32_t n_head = 0;
+    int32_t n_head_kv = 0;
+    int32_t head_dim = 0;
+    int32_t n_ff = 0;
+    int32_t n_vocab = 0;
+    int32_t n_ctx_train = 0;
+    float rms_eps = 1e-5f;
+    float rope_freq_base = 10000.0f;
+    float rope_scale = 1.0f; // positions are divided by this (linear scaling)
+    int32_t rope_dim = 0;
+    rope_style rope = rope_style::normal;
+
+    int32_t group_size() const { return n_head / n_head_kv; } // query heads per KV head
+};
+
+// A weight matrix [n_out rows][n_in] in its stored type, pointing into the mapped file.
+struct weight_matrix {
+    const uint8_t *data = nullptr;
+    tensor_type type = tensor_type::F32;
+    int64_t n_in = 0;  // ne[0], the row length
+    int64_t n_out = 0; // rows
+    size_t row_bytes = 0;
+    std::string name;
+};
+
+struct layer_weights {
+    std::vector<float> attn_norm;                   // [n_embd]
+    weight_matrix wq, wk, wv, wo;                   // [n_head*hd, n_embd], [n_kv*hd, n_embd] x2, [n_embd, n_head*hd]
+    std::vector<float> bq, bk, bv;                  // qwen2 biases, empty when absent
+    std::vector<float> ffn_norm;                    // [n_embd]
+    weight_matrix w_gate, w_up, w_down;             // [n_ff, n_embd] x2, [n_embd, n_ff]
+};
+
+class model {
+  public:
+    // Loads and validates every tensor's presence, type and shape. Throws recur::error.
+    static std::unique_ptr<model> load(const std::string &path);
+    ~model();
+
+    const model_hparams &hparams() const { return hp_; }
+    const tokenizer &vocab() const { return *tokenizer_; }
+    const gguf_file &file() const { return *file_; }
+    std::string chat_template() const;
+    std::string name() const;
+    // Bytes of all tensors the forward pass reads (what a decode step streams from memory).
+    size_t weights_bytes() const { return weights_bytes_; }
+    // The dominant storage type of the big matrices, e.g. "Q4_1".
+    std::string weights_type() const;
+
+    // The forward pass reads these.
+    const weight_matrix &token_embd() const { return token_embd_; }
+    const weight_matrix &output() const { return output_; }
+    const std::vector<float> &output_norm() const { return output_norm_; }
+    const std::vector<layer_weights> &layers() const { return layers_; }
+    const std::vector<float> &rope_freq_factors() const { return rope_freq_factors_; }
+
+  private:
+    model() = default;
+    std::unique_ptr<gguf_file> file_;
+    std::unique_ptr<tokenizer> tokenizer_;
+    model_hparams hp_;
+    weight_matrix token_embd_, output_;
+    std::vector<float> output_norm_;
+    std::vector<float> rope_freq_factors_; // [rope_dim/2], empty unless the file has rope_freqs.weight
+    std::vector<layer_weights> layers_;
+    size_t weights_bytes_ = 0;
+};
+
+struct context_params {
+    int32_t n_ctx = 4096;    // tokens the KV cache holds
+    int32_t n_batch = 256;   // tokens per prefill step
+    int32_t n_threads = 0;   // 0: all cores
+    tensor_type kv_type = tensor_type::F16; // F16 or F32
+};
+
+// Per-layer memory figures (bytes). For the plain model every group is attention.
+struct memory_report {
+    int32_t n_ctx = 0;
+    size_t weights_bytes = 0;
+    size_t kv_bytes = 0;                 // allocated KV cache
+    size_t recurrent_bytes = 0;          // recurrent state (hybrid models)
+    size_t full_attention_kv_bytes = 0;  // what full attention would allocate at n_ctx
+    size_t scratch_bytes = 0;            // activations and buffers
+};
+
+// Called during a long evaluation with (tokens done, tokens total); return false to cancel.
+using progress_callback = std::function<bool(int64_t done, int64_t total)>;
+
+class cancelled_error : public error {
+  public:
+    using error::error;
+};
+
+class context {
+  public:
+    context(const model &m, const context_params &p);
+    ~context();
+
+    // Appends `tokens` to the sequence and runs them through the model in batches.
+    // logits_out: if all_logits, [n × n_vocab] for every new token, else [n_vocab] for the last.
+    // Throws recur::error when the context would overflow (nothing is appended then) and
+    // cancelled_error when the callback asks to stop (the tokens evaluated so far stay).
+    void eval(const std::vector<int32_t> &tokens, std::vector<float> &logits_out, bool all_logits = false,
+              const progress_callback &progress = {});
+
+    int32_t n_past() const { return n_past_; }
+    int32_t n_ctx() const { return params_.n_ctx; }
+    const std::vector<int32_t> &tokens() const { return history_; }
+    // Forgets positions >= n (n <= n_past); the cache keeps the rest.
+    void truncate(int32_t n);
+    int n_threads() const;
+    memory_report memory() const;
+    static memory_report plan(const model &m, const context_params &p);
+
+  private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+    const model &model_;
+    context_params params_;
+    int32_t n_past_ = 0;
+    std::vector<int32_t> history_;
+};
+
+} // namespace recur

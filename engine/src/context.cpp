@@ -1,0 +1,377 @@
+// The forward pass on the CPU: batched prefill and one-token decode share one code path.
+// Per layer, for a batch of n tokens at positions [n_past, n_past + n):
+//   xn = rmsnorm(x) * attn_norm                       x, xn: [n][n_embd]
+//   q = Wq xn (+bq), k = Wk xn (+bk), v = Wv xn (+bv)  q: [n][n_head*hd], k, v: [n][n_kv*hd]
+//   rope(q), rope(k); k, v appended to the cache       cache: [layer][kv_head][n_ctx][hd]
+//   x += Wo attention(q, cache)                        online softmax, never an n x n matrix
+//   x += Wdown (silu(Wgate rmsnorm(x)) * Wup rmsnorm(x))
+#include "attention_kernels.h"
+#include "recur/model.h"
+#include "recur/quants.h"
+#include "recur/thread_pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+namespace recur {
+
+namespace {
+
+// Keys processed per online-softmax step: the scores of a block stay in L1.
+constexpr int attn_key_block = 256;
+
+size_t available_memory_bytes() {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    size_t kb = 0;
+    std::string unit;
+    while (meminfo >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return std::numeric_limits<size_t>::max();
+}
+
+std::string mib(size_t bytes) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1024.0 * 1024.0));
+    return buf;
+}
+
+void rmsnorm(const float *x, const float *weight, float *out, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+    const float scale = float(1.0 / std::sqrt(ss / n + eps));
+    for (int i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+} // namespace
+
+struct context::impl {
+    const model &m;
+    const model_hparams &hp;
+    thread_pool pool;
+    tensor_type kv_type;
+    size_t kv_elem_bytes;
+    int32_t n_ctx, n_batch;
+
+    // K and V caches: [n_layer][n_head_kv][n_ctx][head_dim] elements of kv_type. Left
+    // uninitialised so pages are only committed as positions are written.
+    std::unique_ptr<uint8_t[]> k_cache, v_cache;
+    size_t kv_cache_bytes = 0; // each of K and V
+
+    // Scratch for one batch.
+    std::vector<float> x, xn, q, k, v, attn_out, gate, up, logits_rows;
+    std::vector<uint8_t> act;         // activations quantised for the integer dot products
+    std::vector<float> attn_scratch;  // per thread: scores [group][block] + acc [group][hd] + m, l
+    std::vector<float> rope_cos, rope_sin; // [n][rope_dim/2]
+    std::vector<double> inv_freq;          // [rope_dim/2]
+
+    impl(const model &mm, const context_params &p)
+        : m(mm), hp(mm.hparams()), pool(p.n_threads > 0 ? p.n_threads : thread_pool::default_threads()),
+          kv_type(p.kv_type), kv_elem_bytes(p.kv_type == tensor_type::F32 ? 4 : 2), n_ctx(p.n_ctx),
+          n_batch(p.n_batch) {}
+
+    size_t kv_offset(int layer, int kv_head, int pos) const {
+        return ((size_t(layer) * hp.n_head_kv + kv_head) * n_ctx + pos) * hp.head_dim * kv_elem_bytes;
+    }
+
+    void matmul(const weight_matrix &w, const float *in, int n, float *out) {
+        const tensor_type at = activation_type(w.type);
+        const uint8_t *a;
+        size_t a_row;
+        if (at == tensor_type::F32) {
+            a = reinterpret_cast<const uint8_t *>(in);
+            a_row = size_t(w.n_in) * sizeof(float);
+        } else {
+            a_row = row_bytes(at, w.n_in);
+            uint8_t *dst = act.data();
+            pool.parallel_for(n, [&](int64_t r, int) {
+                quantize_activation(at, in + r * w.n_in, dst + r * a_row, w.n_in);
+            });
+            a = dst;
+        }
+        const int nt = pool.n_threads();
+        // Decode: split rows finely so both threads stream weights; prefill: tiles that keep a
+        // slice of weight rows hot in L1/L2 while it meets a block of activation rows.
+        int64_t rows_per_task, cols_per_task;
+        if (n == 1) {
+            rows_per_task = std::max<int64_t>(16, (w.n_out / (int64_t(nt) * 8) + 15) / 16 * 16);
+            cols_per_task = 1;
+        } else {
+            rows_per_task = 64;
+            cols_per_task = 64;
+        }
+        const int64_t row_tasks = (w.n_out + rows_per_task - 1) / rows_per_task;
+        const int64_t col_tasks = (n + cols_per_task - 1) / cols_per_task;
+        pool.parallel_for(row_tasks * col_tasks, [&](int64_t t, int) {
+            const int64_t r0 = (t % row_tasks) * rows_per_task, c0 = (t / row_tasks) * cols_per_task;
+            const int64_t nr = std::min(rows_per_task, w.n_out - r0), nc = std::min<int64_t>(cols_per_task, n - c0);
+            gemm_block(w.type, w.n_in, w.data + r0 * w.row_bytes, w.row_bytes, nr, a + c0 * a_row, a_row, nc,
+                       out + c0 * w.n_out + r0, w.n_out);
+        });
+    }
+
+    void prepare_rope(int32_t pos0, int n) {
+        const int half = hp.rope_dim / 2;
+        if (inv_freq.empty()) {
+            inv_freq.resize(half);
+            const auto &factors = m.rope_freq_factors();
+            for (int i = 0; i < half; ++i) {
+                inv_freq[i] = std::pow(double(hp.rope_freq_base), -2.0 * i / hp.rope_dim);
+                if (!factors.empty()) inv_freq[i] /= factors[i];
+            }
+        }
+        rope_cos.resize(size_t(n) * half);
+        rope_sin.resize(size_t(n) * half);
+        for (int t = 0; t < n; ++t) {
+            const double p = double(pos0 + t) / hp.rope_scale;
+            for (int i = 0; i < half; ++i) {
+                rope_cos[size_t(t) * half + i] = float(std::cos(p * inv_freq[i]));
+                rope_sin[size_t(t) * half + i] = float(std::sin(p * inv_freq[i]));
+            }
+        }
+    }
+
+    // Rotates n_heads vectors of head_dim for token t in place.
+    void apply_rope(float *vecs, int n_heads, int t) const {
+        const int half = hp.rope_dim / 2, hd = hp.head_dim;
+        const float *c = rope_cos.data() + size_t(t) * half, *s = rope_sin.data() + size_t(t) * half;
+        for (int h = 0; h < n_heads; ++h) {
+            float *v = vecs + size_t(h) * hd;
+            if (hp.rope == rope_style::normal) {
+                for (int i = 0; i < half; ++i) {
+                    const float a = v[2 * i], b = v[2 * i + 1];
+                    v[2 * i] = a * c[i] - b * s[i];
+                    v[2 * i + 1] = a * s[i] + b * c[i];
+                }
+            } else {
+                for (int i = 0; i < half; ++i) {
+                    const float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] - b * s[i];
+                    v[i + half] = a * s[i] + b * c[i];
+                }
+            }
+        }
+    }
+
+    void store_kv(int layer, int32_t pos0, int n) {
+        const int hd = hp.head_dim, n_kv = hp.n_head_kv;
+        pool.parallel_for(int64_t(n) * n_kv, [&](int64_t task, int) {
+            const int t = int(task / n_kv), h = int(task % n_kv);
+            const float *ks = k.data() + (size_t(t) * n_kv + h) * hd;
+            const float *vs = v.data() + (size_t(t) * n_kv + h) * hd;
+            uint8_t *kd = k_cache.get() + kv_offset(layer, h, pos0 + t);
+            uint8_t *vd = v_cache.get() + kv_offset(layer, h, pos0 + t);
+            if (kv_type == tensor_type::F32) {
+                std::memcpy(kd, ks, hd * sizeof(float));
+                std::memcpy(vd, vs, hd * sizeof(float));
+            } else {
+                auto *k16 = reinterpret_cast<uint16_t *>(kd);
+                auto *v16 = reinterpret_cast<uint16_t *>(vd);
+                for (int d = 0; d < hd; ++d) {
+                    k16[d] = fp32_to_fp16(ks[d]);
+                    v16[d] = fp32_to_fp16(vs[d]);
+                }
+            }
+        });
+    }
+
+    // attn_out[t][h*hd..] = softmax(q_t·K[0..pos]ᵀ/√hd) V for every query head of the batch.
+    void attention(int layer, int32_t pos0, int n) {
+        const int hd = hp.head_dim, g = hp.group_size(), n_kv = hp.n_head_kv;
+        const float scale = 1.0f / std::sqrt(float(hd));
+        const size_t per_thread = size_t(g) * attn_key_block + size_t(g) * hd + 2 * size_t(g);
+        attn_scratch.resize(per_thread * pool.n_threads());
+        pool.parallel_for(int64_t(n) * n_kv, [&](int64_t task, int thread) {
+            const int t = int(task / n_kv), kvh = int(task % n_kv);
+            const int n_keys = pos0 + t + 1;
+            float *scores = attn_scratch.data() + per_thread * thread;
+            float *acc = scores + size_t(g) * attn_key_block;
+            float *run_max = acc + size_t(g) * hd, *run_sum = run_max + g;
+            const float *qg = q.data() + (size_t(t) * hp.n_head + size_t(kvh) * g) * hd;
+            std::fill(acc, acc + size_t(g) * hd, 0.0f);
+            std::fill(run_max, run_max + g, -std::numeric_limits<float>::infinity());
+            std::fill(run_sum, run_sum + g, 0.0f);
+            const uint8_t *kbase = k_cache.get() + kv_offset(layer, kvh, 0);
+            const uint8_t *vbase = v_cache.get() + kv_offset(layer, kvh, 0);
+            for (int j0 = 0; j0 < n_keys; j0 += attn_key_block) {
+                const int nb = std::min(attn_key_block, n_keys - j0);
+                if (kv_type == tensor_type::F32)
+                    attn_scores_f32(qg, g, hd, reinterpret_cast<const float *>(kbase) + size_t(j0) * hd, hd, nb, scale,
+                                    scores);
+                else
+                    attn_scores_f16(qg, g, hd, reinterpret_cast<const uint16_t *>(kbase) + size_t(j0) * hd, hd, nb,
+                                    scale, scores);
+                for (int h = 0; h < g; ++h) {
+                    float *sh = scores + size_t(h) * nb;
+                    const float block_max = *std::max_element(sh, sh + nb);
+                    const float new_max = std::max(run_max[h], block_max);
+                    const float correction = std::exp(run_max[h] - new_max); // 0 on the first block
+                    run_sum[h] = run_sum[h] * correction + exp_shift_sum(sh, nb, new_max);
+                    run_max[h] = new_max;
+                    if (correction != 1.0f)
+                        for (int d = 0; d < hd; ++d) acc[size_t(h) * hd + d] *= correction;
+                }
+                if (kv_type == tensor_type::F32)
+                    attn_accum_f32(scores, g, hd, reinterpret_cast<const float *>(vbase) + size_t(j0) * hd, hd, nb, acc);
+                else
+                    attn_accum_f16(scores, g, hd, reinterpret_cast<const uint16_t *>(vbase) + size_t(j0) * hd, hd, nb,
+                                   acc);
+            }
+            float *out = attn_out.data() + (size_t(t) * hp.n_head + size_t(kvh) * g) * hd;
+            for (int h = 0; h < g; ++h)
+                for (int d = 0; d < hd; ++d) out[size_t(h) * hd + d] = acc[size_t(h) * hd + d] / run_sum[h];
+        });
+    }
+
+    // Runs n tokens at positions [pos0, pos0+n). Writes logits of the rows asked for.
+    void forward(const int32_t *tokens, int n, int32_t pos0, bool all_logits, float *logits) {
+        const int E = hp.n_embd, hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
+        // Embedding rows, dequantised.
+        const weight_matrix &emb = m.token_embd();
+        for (int t = 0; t < n; ++t)
+            dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, x.data() + size_t(t) * E, E);
+        prepare_rope(pos0, n);
+
+        for (int l = 0; l < hp.n_layer; ++l) {
+            const layer_weights &L = m.layers()[size_t(l)];
+            pool.parallel_for(n, [&](int64_t t, int) {
+                rmsnorm(x.data() + t * E, L.attn_norm.data(), xn.data() + t * E, E, hp.rms_eps);
+            });
+            matmul(L.wq, xn.data(), n, q.data());
+            matmul(L.wk, xn.data(), n, k.data());
+            matmul(L.wv, xn.data(), n, v.data());
+            pool.parallel_for(n, [&](int64_t t, int) {
+                float *qt = q.data() + t * nq, *kt = k.data() + t * nkv, *vt = v.data() + t * nkv;
+                if (!L.bq.empty())
+                    for (int i = 0; i < nq; ++i) qt[i] += L.bq[size_t(i)];
+                if (!L.bk.empty())
+                    for (int i = 0; i < nkv; ++i) kt[i] += L.bk[size_t(i)];
+                if (!L.bv.empty())
+                    for (int i = 0; i < nkv; ++i) vt[i] += L.bv[size_t(i)];
+                apply_rope(qt, hp.n_head, int(t));
+                apply_rope(kt, hp.n_head_kv, int(t));
+            });
+            store_kv(l, pos0, n);
+            attention(l, pos0, n);
+            matmul(L.wo, attn_out.data(), n, xn.data());
+            pool.parallel_for(n, [&](int64_t t, int) {
+                for (int i = 0; i < E; ++i) x[size_t(t) * E + i] += xn[size_t(t) * E + i];
+                rmsnorm(x.data() + t * E, L.ffn_norm.data(), xn.data() + t * E, E, hp.rms_eps);
+            });
+            matmul(L.w_gate, xn.data(), n, gate.data());
+            matmul(L.w_up, xn.data(), n, up.data());
+            const int F = hp.n_ff;
+            pool.parallel_for(n, [&](int64_t t, int) {
+                float *gt = gate.data() + t * F;
+                const float *ut = up.data() + t * F;
+                for (int i = 0; i < F; ++i) gt[i] = gt[i] / (1.0f + std::exp(-gt[i])) * ut[i];
+            });
+            matmul(L.w_down, gate.data(), n, xn.data());
+            pool.parallel_for(n, [&](int64_t t, int) {
+                for (int i = 0; i < E; ++i) x[size_t(t) * E + i] += xn[size_t(t) * E + i];
+            });
+        }
+
+        const int first = all_logits ? 0 : n - 1, rows = n - first;
+        for (int t = first; t < n; ++t)
+            rmsnorm(x.data() + size_t(t) * E, m.output_norm().data(), xn.data() + size_t(t - first) * E, E, hp.rms_eps);
+        matmul(m.output(), xn.data(), rows, logits);
+    }
+};
+
+context::context(const model &m, const context_params &p) : model_(m), params_(p) {
+    const model_hparams &hp = m.hparams();
+    if (p.n_ctx <= 0) throw error("context: n_ctx must be positive");
+    if (p.n_batch <= 0) throw error("context: n_batch must be positive");
+    if (p.kv_type != tensor_type::F16 && p.kv_type != tensor_type::F32)
+        throw error("context: the KV cache type must be F16 or F32");
+    params_.n_batch = std::min(p.n_batch, p.n_ctx);
+    const memory_report need = plan(m, params_);
+    const size_t avail = available_memory_bytes();
+    if (need.kv_bytes + need.scratch_bytes > avail)
+        throw error("context: " + std::to_string(p.n_ctx) + " tokens need " + mib(need.kv_bytes) + " of KV cache and " +
+                    mib(need.scratch_bytes) + " of buffers, but only " + mib(avail) +
+                    " of memory is available; choose a smaller context (-c)");
+
+    impl_ = std::make_unique<impl>(m, params_);
+    impl &s = *impl_;
+    s.kv_cache_bytes = need.kv_bytes / 2;
+    s.k_cache.reset(new uint8_t[s.kv_cache_bytes]);
+    s.v_cache.reset(new uint8_t[s.kv_cache_bytes]);
+    const size_t B = size_t(params_.n_batch);
+    const size_t nq = size_t(hp.n_head) * hp.head_dim, nkv = size_t(hp.n_head_kv) * hp.head_dim;
+    const size_t widest = std::max<size_t>({size_t(hp.n_embd), nq, size_t(hp.n_ff)});
+    s.x.resize(B * hp.n_embd);
+    s.xn.resize(B * std::max<size_t>(hp.n_embd, nq));
+    s.q.resize(B * nq);
+    s.k.resize(B * nkv);
+    s.v.resize(B * nkv);
+    s.attn_out.resize(B * nq);
+    s.gate.resize(B * hp.n_ff);
+    s.up.resize(B * hp.n_ff);
+    s.act.resize(B * widest * sizeof(float));
+}
+
+context::~context() = default;
+
+int context::n_threads() const { return impl_->pool.n_threads(); }
+
+void context::eval(const std::vector<int32_t> &tokens, std::vector<float> &logits_out, bool all_logits,
+                   const progress_callback &progress) {
+    const model_hparams &hp = model_.hparams();
+    if (tokens.empty()) throw error("eval: no tokens given");
+    if (int64_t(n_past_) + int64_t(tokens.size()) > params_.n_ctx)
+        throw error("eval: " + std::to_string(tokens.size()) + " tokens do not fit: " + std::to_string(n_past_) +
+                    " of the context's " + std::to_string(params_.n_ctx) + " positions are used");
+    for (int32_t id : tokens)
+        if (id < 0 || id >= hp.n_vocab)
+            throw error("eval: token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                        std::to_string(hp.n_vocab - 1) + ")");
+    const int64_t total = int64_t(tokens.size());
+    logits_out.resize(size_t(all_logits ? total : 1) * hp.n_vocab);
+    for (int64_t done = 0; done < total;) {
+        if (progress && !progress(done, total)) throw cancelled_error("evaluation cancelled");
+        const int n = int(std::min<int64_t>(params_.n_batch, total - done));
+        const bool last = done + n == total;
+        float *dst = all_logits ? logits_out.data() + size_t(done) * hp.n_vocab : logits_out.data();
+        if (all_logits || last) {
+            impl_->forward(tokens.data() + done, n, n_past_, all_logits, dst);
+        } else {
+            // Intermediate batches need no logits; the output projection runs on one row only.
+            impl_->forward(tokens.data() + done, n, n_past_, false, dst);
+        }
+        history_.insert(history_.end(), tokens.begin() + done, tokens.begin() + done + n);
+        n_past_ += n;
+        done += n;
+    }
+    if (progress) progress(total, total);
+}
+
+void context::truncate(int32_t n) {
+    if (n < 0 || n > n_past_) throw error("truncate: position out of range");
+    n_past_ = n;
+    history_.resize(size_t(n));
+}
+
+memory_report context::plan(const model &m, const context_params &p) {
+    const model_hparams &hp = m.hparams();
+    memory_report r;
+    r.n_ctx = p.n_ctx;
+    r.weights_bytes = m.weights_bytes();
+    const size_t elem = p.kv_type == tensor_type::F32 ? 4 : 2;
+    r.full_attention_kv_bytes = 2 * size_t(hp.n_layer) * hp.n_head_kv * size_t(p.n_ctx) * hp.head_dim * elem;
+    r.kv_bytes = r.full_attention_kv_bytes;
+    const size_t B = size_t(std::min(p.n_batch, p.n_ctx));
+    const size_t nq = size_t(hp.n_head) * hp.head_dim, nkv = size_t(hp.n_head_kv) * hp.head_dim;
+    const size_t widest = std::max<size_t>({size_t(hp.n_embd), nq, size_t(hp.n_ff)});
+    r.scratch_bytes = sizeof(float) * B * (hp.n_embd + std::max<size_t>(hp.n_embd, nq) + 2 * nq + 2 * nkv + 2 * hp.n_ff) +
+                      B * widest * sizeof(float);
+    return r;
+}
+
+memory_report context::memory() const { return plan(model_, params_); }
+
+} // namespace recur

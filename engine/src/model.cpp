@@ -1,0 +1,159 @@
+// Model loading: hyperparameters from `{arch}.*` metadata, weights as views into the mapped
+// GGUF file, every tensor's presence, type and shape checked before the first forward pass.
+#include "recur/model.h"
+
+#include "recur/quants.h"
+#include "recur/tokenizer.h"
+
+#include <map>
+
+namespace recur {
+
+namespace {
+
+weight_matrix matrix_view(const gguf_file &f, const std::string &name, int64_t n_in, int64_t n_out) {
+    const gguf_tensor_info *t = f.find_tensor(name);
+    if (!t) throw format_error("model: tensor '" + name + "' is missing");
+    if (t->ne.size() != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        throw format_error("model: tensor '" + name + "' has shape " + [&] {
+            std::string s = "[";
+            for (size_t i = 0; i < t->ne.size(); ++i) s += (i ? ", " : "") + std::to_string(t->ne[i]);
+            return s + "]";
+        }() + ", expected [" + std::to_string(n_in) + ", " + std::to_string(n_out) + "]");
+    switch (t->type) {
+    case tensor_type::F32: case tensor_type::F16: case tensor_type::BF16: case tensor_type::Q8_0:
+    case tensor_type::Q4_0: case tensor_type::Q4_1: case tensor_type::Q4_K: case tensor_type::Q6_K: break;
+    default: throw format_error("model: tensor '" + name + "' has type " + type_name(uint32_t(t->type)) +
+                                ", which is not supported for weights");
+    }
+    weight_matrix w;
+    w.data = t->data;
+    w.type = t->type;
+    w.n_in = n_in;
+    w.n_out = n_out;
+    w.row_bytes = row_bytes(t->type, n_in);
+    w.name = name;
+    return w;
+}
+
+// Small 1-D tensors (norms, biases) are converted to fp32 once at load.
+std::vector<float> vector_f32(const gguf_file &f, const std::string &name, int64_t n, bool required = true) {
+    const gguf_tensor_info *t = f.find_tensor(name);
+    if (!t) {
+        if (required) throw format_error("model: tensor '" + name + "' is missing");
+        return {};
+    }
+    if (t->n_elements() != n || t->ne[0] != n)
+        throw format_error("model: tensor '" + name + "' has " + std::to_string(t->n_elements()) +
+                           " elements, expected " + std::to_string(n));
+    std::vector<float> out(size_t(n));
+    dequantize_row_ref(t->type, t->data, out.data(), n);
+    return out;
+}
+
+int32_t positive_int(const gguf_file &f, const std::string &key, int64_t limit) {
+    int64_t v = f.get_int(key);
+    if (v <= 0 || v > limit)
+        throw format_error("model: '" + key + "' = " + std::to_string(v) + " is out of range (1.." +
+                           std::to_string(limit) + ")");
+    return int32_t(v);
+}
+
+} // namespace
+
+model::~model() = default;
+
+std::unique_ptr<model> model::load(const std::string &path) {
+    std::unique_ptr<model> m(new model());
+    m->file_ = gguf_file::open(path);
+    const gguf_file &f = *m->file_;
+    model_hparams &hp = m->hp_;
+    hp.arch = f.get_string("general.architecture", "");
+    if (hp.arch == "llama") {
+        hp.rope = rope_style::normal; // the GGUF converter permutes Q/K rows for adjacent-pair RoPE
+    } else if (hp.arch == "qwen2") {
+        hp.rope = rope_style::neox;
+    } else {
+        throw format_error("model: architecture '" + hp.arch + "' is not supported (llama, qwen2 are)");
+    }
+    const std::string a = hp.arch + ".";
+    hp.n_layer = positive_int(f, a + "block_count", 1024);
+    hp.n_embd = positive_int(f, a + "embedding_length", 1 << 16);
+    hp.n_head = positive_int(f, a + "attention.head_count", 1024);
+    hp.n_head_kv = int32_t(f.get_int(a + "attention.head_count_kv", hp.n_head));
+    if (hp.n_head_kv <= 0 || hp.n_head % hp.n_head_kv != 0)
+        throw format_error("model: head_count_kv " + std::to_string(hp.n_head_kv) + " does not divide head_count " +
+                           std::to_string(hp.n_head));
+    hp.n_ff = positive_int(f, a + "feed_forward_length", 1 << 18);
+    hp.head_dim = int32_t(f.get_int(a + "attention.key_length", hp.n_embd / hp.n_head));
+    if (hp.head_dim <= 0 || hp.head_dim % 2 != 0 || hp.head_dim > 1024)
+        throw format_error("model: head dimension " + std::to_string(hp.head_dim) + " is not supported");
+    hp.n_ctx_train = int32_t(f.get_int(a + "context_length", 2048));
+    hp.rms_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
+    hp.rope_freq_base = float(f.get_float(a + "rope.freq_base", 10000.0));
+    hp.rope_dim = int32_t(f.get_int(a + "rope.dimension_count", hp.head_dim));
+    if (hp.rope_dim <= 0 || hp.rope_dim > hp.head_dim || hp.rope_dim % 2 != 0)
+        throw format_error("model: rope.dimension_count " + std::to_string(hp.rope_dim) + " is invalid");
+    std::string scaling = f.get_string(a + "rope.scaling.type", "none");
+    if (scaling == "linear") {
+        hp.rope_scale = float(f.get_float(a + "rope.scaling.factor", 1.0));
+        if (!(hp.rope_scale > 0)) throw format_error("model: rope.scaling.factor must be positive");
+    } else if (scaling != "none" && scaling != "") {
+        throw format_error("model: rope scaling '" + scaling + "' is not supported (linear is)");
+    }
+
+    m->tokenizer_ = make_tokenizer(load_vocab(f));
+    const gguf_tensor_info *emb = f.find_tensor("token_embd.weight");
+    if (!emb || emb->ne.size() != 2) throw format_error("model: tensor 'token_embd.weight' is missing");
+    hp.n_vocab = int32_t(emb->ne[1]);
+    if (hp.n_vocab != m->tokenizer_->n_vocab())
+        throw format_error("model: token_embd has " + std::to_string(hp.n_vocab) + " rows but the vocabulary has " +
+                           std::to_string(m->tokenizer_->n_vocab()) + " tokens");
+
+    const int64_t n_q = int64_t(hp.n_head) * hp.head_dim, n_kv = int64_t(hp.n_head_kv) * hp.head_dim;
+    m->token_embd_ = matrix_view(f, "token_embd.weight", hp.n_embd, hp.n_vocab);
+    m->output_ = f.find_tensor("output.weight") ? matrix_view(f, "output.weight", hp.n_embd, hp.n_vocab)
+                                                 : m->token_embd_; // tied embeddings
+    m->output_norm_ = vector_f32(f, "output_norm.weight", hp.n_embd);
+    if (f.find_tensor("rope_freqs.weight"))
+        m->rope_freq_factors_ = vector_f32(f, "rope_freqs.weight", hp.rope_dim / 2);
+
+    auto add_bytes = [&](const weight_matrix &w) { m->weights_bytes_ += w.row_bytes * size_t(w.n_out); };
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const std::string p = "blk." + std::to_string(l) + ".";
+        layer_weights L;
+        L.attn_norm = vector_f32(f, p + "attn_norm.weight", hp.n_embd);
+        L.wq = matrix_view(f, p + "attn_q.weight", hp.n_embd, n_q);
+        L.wk = matrix_view(f, p + "attn_k.weight", hp.n_embd, n_kv);
+        L.wv = matrix_view(f, p + "attn_v.weight", hp.n_embd, n_kv);
+        L.wo = matrix_view(f, p + "attn_output.weight", n_q, hp.n_embd);
+        L.bq = vector_f32(f, p + "attn_q.bias", n_q, false);
+        L.bk = vector_f32(f, p + "attn_k.bias", n_kv, false);
+        L.bv = vector_f32(f, p + "attn_v.bias", n_kv, false);
+        L.ffn_norm = vector_f32(f, p + "ffn_norm.weight", hp.n_embd);
+        L.w_gate = matrix_view(f, p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
+        L.w_up = matrix_view(f, p + "ffn_up.weight", hp.n_embd, hp.n_ff);
+        L.w_down = matrix_view(f, p + "ffn_down.weight", hp.n_ff, hp.n_embd);
+        for (auto *w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add_bytes(*w);
+        m->layers_.push_back(std::move(L));
+    }
+    add_bytes(m->output_); // a decode step reads the whole output matrix, one embedding row
+    return m;
+}
+
+std::string model::chat_template() const { return file_->get_string("tokenizer.chat_template", ""); }
+std::string model::name() const { return file_->get_string("general.name", hp_.arch); }
+
+std::string model::weights_type() const {
+    std::map<std::string, size_t> bytes;
+    for (auto &L : layers_)
+        for (auto *w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+            bytes[type_name(uint32_t(w->type))] += w->row_bytes * size_t(w->n_out);
+    std::string best;
+    size_t most = 0;
+    for (auto &[k, v] : bytes)
+        if (v > most) most = v, best = k;
+    return best;
+}
+
+} // namespace recur
