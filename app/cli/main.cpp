@@ -358,7 +358,7 @@ int cmd_bench(const options &o) {
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> pick(0, m->hparams().n_vocab - 1);
     auto random_tokens = [&](int n) {
-        std::vector<int32_t> t(size_t(n));
+        std::vector<int32_t> t(static_cast<size_t>(n));
         for (auto &x : t) x = pick(rng);
         return t;
     };

@@ -46,7 +46,7 @@ std::vector<float> vector_f32(const gguf_file &f, const std::string &name, int64
     if (t->n_elements() != n || t->ne[0] != n)
         throw format_error("model: tensor '" + name + "' has " + std::to_string(t->n_elements()) +
                            " elements, expected " + std::to_string(n));
-    std::vector<float> out(size_t(n));
+    std::vector<float> out(static_cast<size_t>(n));
     dequantize_row_ref(t->type, t->data, out.data(), n);
     return out;
 }

@@ -87,19 +87,159 @@ void sampler::reset() {
     seed_rng(seed_);
 }
 
-void sampler::apply_penalties(int32_t n_vocab) {
-    if (params_.repeat_last_n == 0 || params_.repeat_penalty == 1.0f) return;
+float sampler::penalised(float l) const {
+    // Dividing a negative logit would raise it; llama.cpp multiplies instead so that a penalty
+    // above 1 always makes the token less likely.
     const float pen = params_.repeat_penalty;
-    for (const auto &[tok, count] : counts_) {
-        if (tok < 0 || tok >= n_vocab) continue;
-        float &l = cand_[static_cast<size_t>(tok)].logit; // cand_ is still indexed by id here
-        // Dividing a negative logit would raise it; llama.cpp multiplies instead so the penalty
-        // always makes the token less likely.
-        if (l <= 0.0f)
-            l *= pen;
-        else
-            l /= pen;
+    return l <= 0.0f ? l * pen : l / pen;
+}
+
+// Removes NaN and -inf from cand_[0 .. n), keeping order. If anything is +inf it outranks every
+// finite logit, so only the +inf tokens stay, as equals (logit 0), which also keeps the softmax
+// free of inf - inf.
+size_t sampler::drop_non_finite(size_t n) {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    bool any_pos_inf = false;
+    for (size_t i = 0; i < n; ++i) any_pos_inf |= (cand_[i].logit == inf);
+    size_t m = 0;
+    for (size_t i = 0; i < n; ++i) {
+        float l = cand_[i].logit;
+        if (std::isnan(l) || l == -inf) continue;
+        if (any_pos_inf) {
+            if (l != inf) continue;
+            l = 0.0f;
+        }
+        cand_[m++] = {cand_[i].id, l};
     }
+    cand_.resize(m);
+    return m;
+}
+
+// Top-k (and greedy, as k = 1) in one pass over the logits, without copying the vocabulary: a
+// heap of the k best so far, whose worst entry is a threshold that almost every logit fails.
+// Penalised tokens are skipped in the scan and offered afterwards with their penalised logits.
+// Leaves cand_ sorted best first.
+size_t sampler::load_top_k(const float *logits, int32_t n_vocab, size_t k) {
+    const by_logit_desc cmp; // as a heap order: front() is the worst candidate kept
+    const bool penalties = params_.repeat_last_n != 0 && params_.repeat_penalty != 1.0f && !counts_.empty();
+    if (penalties) {
+        if (penalised_mark_.size() < static_cast<size_t>(n_vocab)) penalised_mark_.resize(static_cast<size_t>(n_vocab), 0);
+        for (const auto &kv : counts_)
+            if (kv.first >= 0 && kv.first < n_vocab) penalised_mark_[static_cast<size_t>(kv.first)] = 1;
+    }
+
+    cand_.clear();
+    auto offer = [&](candidate c) {
+        if (cand_.size() < k) {
+            cand_.push_back(c);
+            std::push_heap(cand_.begin(), cand_.end(), cmp);
+        } else if (cmp(c, cand_.front())) {
+            std::pop_heap(cand_.begin(), cand_.end(), cmp);
+            cand_.back() = c;
+            std::push_heap(cand_.begin(), cand_.end(), cmp);
+        }
+    };
+
+    int32_t i = 0;
+    for (; i < n_vocab && cand_.size() < k; ++i) { // filling: everything but NaN goes in
+        const float l = logits[i];
+        if (std::isnan(l) || (penalties && penalised_mark_[static_cast<size_t>(i)])) continue;
+        offer({i, l});
+    }
+    if (cand_.size() == k) {
+        // Ids rise during the scan, so a logit equal to the threshold loses the tie; NaN fails
+        // the comparison too. This one comparison is all most of the vocabulary costs.
+        float threshold = cand_.front().logit;
+        for (; i < n_vocab; ++i) {
+            const float l = logits[i];
+            if (!(l > threshold)) continue;
+            if (penalties && penalised_mark_[static_cast<size_t>(i)]) continue;
+            offer({i, l});
+            threshold = cand_.front().logit;
+        }
+    }
+    if (penalties) {
+        for (const auto &kv : counts_) {
+            if (kv.first < 0 || kv.first >= n_vocab) continue;
+            penalised_mark_[static_cast<size_t>(kv.first)] = 0;
+            const float l = penalised(logits[kv.first]);
+            if (!std::isnan(l)) offer({kv.first, l});
+        }
+    }
+    std::sort(cand_.begin(), cand_.end(), cmp);
+    return drop_non_finite(cand_.size());
+}
+
+// The whole vocabulary, in id order, penalised and with non-finite logits dealt with.
+size_t sampler::load_all(const float *logits, int32_t n_vocab) {
+    const size_t n = static_cast<size_t>(n_vocab);
+    cand_.resize(n);
+    bool non_finite = false;
+    for (size_t i = 0; i < n; ++i) {
+        const float l = logits[i];
+        cand_[i] = {static_cast<int32_t>(i), l};
+        non_finite |= (l - l != 0.0f); // NaN for inf and NaN, 0 for every finite value
+    }
+    if (params_.repeat_last_n != 0 && params_.repeat_penalty != 1.0f) {
+        for (const auto &kv : counts_) {
+            if (kv.first < 0 || kv.first >= n_vocab) continue;
+            float &l = cand_[static_cast<size_t>(kv.first)].logit;
+            l = penalised(l);
+            non_finite |= (l - l != 0.0f); // a penalty below 1 can overflow
+        }
+    }
+    return non_finite ? drop_non_finite(n) : n;
+}
+
+// top-p over cand_[0 .. n) in no particular order. Returns m such that cand_[0 .. m) is the
+// top-p set (the smallest prefix of the sorted order with mass >= top_p), without sorting the
+// vocabulary: the mass is histogrammed by logit, the bucket where the cumulative mass crosses
+// top_p is found, and only that bucket's tokens are sorted to find the exact cut.
+size_t sampler::top_p_unsorted(size_t n, float lmax) {
+    constexpr size_t n_buckets = 1024;
+    // Tokens more than 32 below the max (relative weight < 1.3e-14) share the last bucket.
+    constexpr float span_max = 32.0f;
+    const by_logit_desc cmp;
+    const double p = params_.top_p;
+    auto first = cand_.begin();
+
+    float lmin = lmax;
+    for (size_t i = 0; i < n; ++i) lmin = std::min(lmin, cand_[i].logit);
+    const float span = std::min(lmax - lmin, span_max);
+    const float scale = span > 0.0f ? static_cast<float>(n_buckets - 1) / span : 0.0f;
+    auto bucket_of = [&](float l) -> size_t {
+        const float d = (lmax - l) * scale;
+        return d >= static_cast<float>(n_buckets - 1) ? n_buckets - 1 : static_cast<size_t>(d);
+    };
+
+    bucket_mass_.assign(n_buckets, 0.0);
+    double z = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        const float w = std::exp(cand_[i].logit - lmax);
+        bucket_mass_[bucket_of(cand_[i].logit)] += w;
+        z += w;
+    }
+    size_t cut = n_buckets - 1;
+    double before = 0.0; // mass of the buckets above the cut
+    for (size_t b = 0; b < n_buckets; ++b) {
+        if (b == n_buckets - 1 || (before + bucket_mass_[b]) / z >= p) {
+            cut = b;
+            break;
+        }
+        before += bucket_mass_[b];
+    }
+
+    auto mid = std::partition(first, first + static_cast<std::ptrdiff_t>(n),
+                              [&](const candidate &c) { return bucket_of(c.logit) < cut; });
+    auto end = std::partition(mid, first + static_cast<std::ptrdiff_t>(n),
+                              [&](const candidate &c) { return bucket_of(c.logit) == cut; });
+    std::sort(mid, end, cmp);
+    double cum = before / z;
+    for (auto it = mid; it != end; ++it) {
+        cum += static_cast<double>(std::exp(it->logit - lmax)) / z;
+        if (cum >= p) return static_cast<size_t>(it - first) + 1;
+    }
+    return static_cast<size_t>(end - first); // not reached only through rounding: keep the bucket
 }
 
 int32_t sampler::sample(const float *logits, int32_t n_vocab) {
@@ -107,106 +247,86 @@ int32_t sampler::sample(const float *logits, int32_t n_vocab) {
         throw error("sampler: no logits to sample from (n_vocab = " + std::to_string(n_vocab) + ")");
 
     constexpr float inf = std::numeric_limits<float>::infinity();
-    cand_.resize(static_cast<size_t>(n_vocab));
-    for (int32_t i = 0; i < n_vocab; ++i) cand_[static_cast<size_t>(i)] = {i, logits[i]};
-    apply_penalties(n_vocab);
-
-    // Drop NaN and -inf; if anything is +inf, it outranks every finite logit, so only the +inf
-    // tokens stay, as equals (logit 0), which keeps the softmax free of inf - inf.
-    bool any_pos_inf = false;
-    for (const auto &c : cand_) any_pos_inf |= (c.logit == inf);
-    size_t n = 0;
-    for (const auto &c : cand_) {
-        float l = c.logit;
-        if (std::isnan(l) || l == -inf) continue;
-        if (any_pos_inf) {
-            if (l != inf) continue;
-            l = 0.0f;
-        }
-        cand_[n++] = {c.id, l};
-    }
-    cand_.resize(n);
+    const by_logit_desc cmp;
+    const bool greedy = !(params_.temperature > 0.0f);
+    // Greedy is top-1: the best under the same order, so ties go to the lowest id.
+    const size_t k = greedy ? 1 : (params_.top_k > 0 ? static_cast<size_t>(params_.top_k) : 0);
+    const bool sorted = k > 0 && k < static_cast<size_t>(n_vocab);
+    const size_t n = sorted ? load_top_k(logits, n_vocab, k) : load_all(logits, n_vocab);
     if (n == 0) throw error("sampler: every logit is NaN or -inf");
 
-    // Greedy: cand_ is in id order, so the first strict maximum is the lowest id among ties.
-    if (!(params_.temperature > 0.0f)) {
-        size_t best = 0;
-        for (size_t i = 1; i < n; ++i)
-            if (cand_[i].logit > cand_[best].logit) best = i;
-        return cand_[best].id;
-    }
-
-    const by_logit_desc cmp;
-    size_t n_sorted = 0; // cand_[0 .. n_sorted) holds the n_sorted best, in order
-
-    // top-k: selection then a sort of only k elements, O(n + k log k), instead of sorting the vocab.
-    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
-        const size_t k = static_cast<size_t>(params_.top_k);
-        std::nth_element(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(), cmp);
-        cand_.resize(k);
-        std::sort(cand_.begin(), cand_.end(), cmp);
-        n = k;
-        n_sorted = k;
-    }
+    // Greedy took the top-k path with k = 1 unless the vocabulary has a single token; either
+    // way the answer is cand_[0].
+    if (greedy) return cand_[0].id;
 
     float lmax = -inf;
-    if (n_sorted > 0) {
+    if (sorted) {
         lmax = cand_[0].logit;
     } else {
-        for (const auto &c : cand_) lmax = std::max(lmax, c.logit);
+        for (size_t i = 0; i < n; ++i) lmax = std::max(lmax, cand_[i].logit);
     }
 
-    // min-p in logit space: p_i >= min_p * p_max  <=>  l_i >= l_max + ln(min_p).
+    // min-p in logit space: p_i >= min_p * p_max  <=>  l_i >= l_max + ln(min_p). min_p > 1
+    // would cut every token; clamping to lmax keeps the best one(s), as min_p = 1 does.
     const bool use_min_p = params_.min_p > 0.0f;
-    // min_p > 1 would cut every token; clamping to lmax keeps the best one(s), as min_p = 1 does.
     const float min_logit = use_min_p ? std::min(lmax, lmax + std::log(params_.min_p)) : -inf;
     size_t n_min = n;
     if (use_min_p) {
         n_min = 0;
-        for (const auto &c : cand_) n_min += (c.logit >= min_logit);
+        for (size_t i = 0; i < n; ++i) n_min += (cand_[i].logit >= min_logit);
     }
+    auto keep_min_p = [&](size_t m) { // moves the min-p survivors among cand_[0 .. m) to the front
+        size_t j = 0;
+        for (size_t i = 0; i < m; ++i)
+            if (cand_[i].logit >= min_logit) cand_[j++] = cand_[i];
+        return j;
+    };
 
+    // Both top-p and min-p keep a prefix of the sorted order (min-p: every logit above a
+    // threshold), so applying one after the other keeps the shorter of the two prefixes.
     size_t keep = n;
     if (params_.top_p < 1.0f) {
-        // Both cuts keep a prefix of the sorted order (min-p: all logits >= a threshold), so the
-        // result is the shorter prefix. The top-p prefix therefore never needs to be looked for
-        // past n_min, and the vocabulary is sorted only as far as the scan actually goes.
-        double z = 0.0;
-        for (const auto &c : cand_) z += std::exp(static_cast<double>(c.logit) - lmax);
-        const double p = params_.top_p;
-        double cum = 0.0;
-        keep = n_min;
-        for (size_t i = 0; i < n_min; ++i) {
-            if (i == n_sorted) {
-                // Extend the sorted prefix geometrically: select the next block, sort only it.
-                const size_t end = std::min(n, std::max<size_t>(2 * n_sorted, 256));
-                auto first = cand_.begin() + static_cast<std::ptrdiff_t>(n_sorted);
-                auto last = cand_.begin() + static_cast<std::ptrdiff_t>(end);
-                if (end < n) std::nth_element(first, last, cand_.end(), cmp);
-                std::sort(first, last, cmp);
-                n_sorted = end;
+        constexpr size_t small = 1024;
+        bool prefix_sorted = sorted;
+        if (!sorted && use_min_p && n_min <= small) {
+            // Few min-p survivors: the top-p cut is among them, so only they need sorting.
+            std::partition(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(n),
+                           [&](const candidate &c) { return c.logit >= min_logit; });
+            std::sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(n_min), cmp);
+            prefix_sorted = true;
+        }
+        if (prefix_sorted) {
+            double z = 0.0; // over every candidate: top-p uses the full temperature-1 softmax
+            for (size_t i = 0; i < n; ++i) z += std::exp(cand_[i].logit - lmax);
+            const double p = params_.top_p;
+            double cum = 0.0;
+            keep = n_min;
+            for (size_t i = 0; i < n_min; ++i) {
+                cum += static_cast<double>(std::exp(cand_[i].logit - lmax)) / z;
+                if (cum >= p) {
+                    keep = i + 1;
+                    break;
+                }
             }
-            cum += std::exp(static_cast<double>(cand_[i].logit) - lmax) / z;
-            if (cum >= p) {
-                keep = i + 1;
-                break;
-            }
+        } else {
+            keep = top_p_unsorted(n, lmax);
+            if (use_min_p && n_min < keep) keep = keep_min_p(keep);
         }
     } else if (use_min_p) {
-        // Filter in place; order (sorted or by id) is preserved.
-        size_t m = 0;
-        for (size_t i = 0; i < n; ++i)
-            if (cand_[i].logit >= min_logit) cand_[m++] = cand_[i];
-        keep = m;
+        keep = keep_min_p(n);
     }
 
-    // Temperature, softmax over the survivors, one draw. lmax is a survivor (every cut keeps the
-    // best token), so the largest weight is exactly 1 and the total never underflows.
+    // Temperature, softmax over the survivors, one draw. The best token always survives, so
+    // the largest weight is exactly 1 and the total cannot underflow. The scaled difference is
+    // formed in double so that a tiny temperature cannot turn 0 * inf into NaN.
     const double inv_t = 1.0 / static_cast<double>(params_.temperature);
     weights_.resize(keep);
     double total = 0.0;
     for (size_t i = 0; i < keep; ++i) {
-        weights_[i] = std::exp((static_cast<double>(cand_[i].logit) - lmax) * inv_t);
+        // Clamped before narrowing (an out-of-range double -> float conversion is undefined);
+        // expf already underflows to 0 well above -200.
+        const double x = std::max((static_cast<double>(cand_[i].logit) - lmax) * inv_t, -200.0);
+        weights_[i] = std::exp(static_cast<float>(x));
         total += weights_[i];
     }
     // Uniform in [0, 1) from the top 53 bits: every value is an exact double.
@@ -215,7 +335,7 @@ int32_t sampler::sample(const float *logits, int32_t n_vocab) {
     double acc = 0.0;
     size_t last_positive = 0;
     for (size_t i = 0; i < keep; ++i) {
-        if (weights_[i] <= 0.0) continue;
+        if (weights_[i] <= 0.0f) continue;
         acc += weights_[i];
         last_positive = i;
         if (target < acc) return cand_[i].id;

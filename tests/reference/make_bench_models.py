@@ -171,6 +171,8 @@ def copy_vocab_from_spm(w: GGUFWriter, path: str, n_vocab: int, bos, eos, unk) -
 def add_vocab(w: GGUFWriter, shape: dict, vocab_from: str | None) -> str:
     n, bos, eos, unk = shape["n_vocab"], shape["bos"], shape["eos"], shape["unk"]
     src = vocab_from if vocab_from is not None else shape["vocab_from"]()
+    if src and src != "synthetic":
+        src = os.path.normpath(src)
     if src and src != "synthetic" and os.path.exists(src):
         if src.endswith(".gguf") and copy_vocab_from_gguf(w, src, n):
             return f"copied from {src}"

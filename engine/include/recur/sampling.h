@@ -87,7 +87,11 @@ class sampler {
         float logit;
     };
 
-    void apply_penalties(int32_t n_vocab);
+    float penalised(float logit) const;
+    size_t load_top_k(const float *logits, int32_t n_vocab, size_t k);
+    size_t load_all(const float *logits, int32_t n_vocab);
+    size_t drop_non_finite(size_t n);
+    size_t top_p_unsorted(size_t n, float lmax);
     uint64_t next_u64();
     void seed_rng(uint64_t s);
 
@@ -98,8 +102,11 @@ class sampler {
     std::deque<int32_t> history_;                 // the last repeat_last_n accepted tokens
     std::unordered_map<int32_t, int32_t> counts_; // occurrences of each token in history_
 
-    std::vector<candidate> cand_; // scratch, reused between calls to avoid a 150k-entry allocation
-    std::vector<double> weights_;
+    // Scratch, reused between calls so that a 150k-entry vocabulary costs no allocation per token.
+    std::vector<candidate> cand_;
+    std::vector<uint8_t> penalised_mark_; // all zero between calls
+    std::vector<double> bucket_mass_;
+    std::vector<float> weights_;
 };
 
 } // namespace recur
