@@ -4,6 +4,7 @@
 #include "options.h"
 
 #include "recur/chat.h"
+#include "recur/gguf_writer.h"
 #include "recur/model.h"
 #include "recur/quants.h"
 #include "recur/sampling.h"
@@ -409,6 +410,53 @@ int cmd_bench(const options &o) {
     return 0;
 }
 
+// Re-stores every 2-D weight of a model in another tensor type (like llama-quantize, with
+// plain round-to-nearest quantisers); norms and other 1-D tensors are copied unchanged.
+int cmd_quantize(const options &o) {
+    if (o.model_path.empty() || o.output_path.empty() || o.type_name.empty())
+        throw error("quantize needs -m IN.gguf -o OUT.gguf --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k");
+    const std::pair<const char *, tensor_type> names[] = {
+        {"f32", tensor_type::F32},   {"f16", tensor_type::F16},   {"bf16", tensor_type::BF16},
+        {"q8_0", tensor_type::Q8_0}, {"q4_0", tensor_type::Q4_0}, {"q4_1", tensor_type::Q4_1},
+        {"q4_k", tensor_type::Q4_K}, {"q6_k", tensor_type::Q6_K}};
+    tensor_type target = tensor_type::F32;
+    bool found = false;
+    for (auto &[n, t] : names)
+        if (o.type_name == n) target = t, found = true;
+    if (!found) throw error("unknown --type '" + o.type_name + "'");
+    auto src = gguf_file::open(o.model_path);
+    gguf_writer w;
+    w.copy_metadata(*src);
+    const int64_t block = type_traits(target).block_elems;
+    int converted = 0;
+    for (auto &t : src->tensors()) {
+        if (t.ne.size() != 2 || t.ne[0] % block != 0 || t.type == target) {
+            w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
+            continue;
+        }
+        const int64_t n_in = t.ne[0], rows = t.ne[1];
+        const size_t src_row = row_bytes(t.type, n_in), dst_row = row_bytes(target, n_in);
+        std::vector<uint8_t> out(dst_row * size_t(rows));
+        std::vector<float> tmp(static_cast<size_t>(n_in));
+        for (int64_t r = 0; r < rows; ++r) {
+            dequantize_row_ref(t.type, t.data + size_t(r) * src_row, tmp.data(), n_in);
+            quantize_row_ref(target, tmp.data(), out.data() + size_t(r) * dst_row, n_in);
+        }
+        w.add_tensor(t.name, target, t.ne, std::move(out));
+        ++converted;
+    }
+    w.write(o.output_path);
+    if (o.json) {
+        json_writer j;
+        j.begin_object().field("output", o.output_path).field("type", o.type_name).field("converted", int64_t(converted));
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        printf("wrote %s: %d matrices stored as %s\n", o.output_path.c_str(), converted, o.type_name.c_str());
+    }
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -423,6 +471,7 @@ int main(int argc, char **argv) {
         if (o.command == "generate") return cmd_generate(o);
         if (o.command == "perplexity") return cmd_perplexity(o);
         if (o.command == "bench") return cmd_bench(o);
+        if (o.command == "quantize") return cmd_quantize(o);
         throw error("unknown command '" + o.command + "' (see recur --help)");
     } catch (const std::exception &e) {
         fprintf(stderr, "recur: error: %s\n", e.what());

@@ -38,6 +38,7 @@ std::string usage() {
            "  generate   -m MODEL -p TEXT [-n N] [--chat] [--system S] [--temp T] [--seed S] ...\n"
            "  perplexity -m MODEL -f FILE [-c N] [--chunks K]\n"
            "  bench      -m MODEL [-p 512] [-n 128] [-d DEPTH] [-r REPS]\n"
+           "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
            "common options:\n"
            "  -t N          threads (default: all cores)     -c N   context length\n"
            "  -b N          prefill batch (default 256)      --json one JSON object on stdout\n"
@@ -81,6 +82,8 @@ options parse_options(int argc, char **argv) {
         else if (a == "--no-bos") o.no_bos = true;
         else if (a == "--kv-f32") o.kv_f32 = true;
         else if (a == "--device") o.device = next();
+        else if (a == "-o" || a == "--output") o.output_path = next();
+        else if (a == "--type") o.type_name = next();
         else if (a == "--temp") o.sampling.temperature = to_float(a, next());
         else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
         else if (a == "--top-p") o.sampling.top_p = to_float(a, next());

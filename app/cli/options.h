@@ -29,6 +29,8 @@ struct options {
     bool no_bos = false;
     bool kv_f32 = false;        // --kv-f32
     std::string device = "auto";
+    std::string output_path;    // -o
+    std::string type_name;      // quantize --type
     recur::sampling_params sampling;
 };
 

@@ -12,8 +12,11 @@ inline void cpu_relax() {
     _mm_pause();
 #endif
 }
-// About 50-100 µs of spinning before a worker goes to sleep.
-constexpr int spin_iterations = 20000;
+// A worker first spins with pause (a few µs: the next job of a decode step usually follows at
+// once), then keeps polling with sched_yield so that on a loaded machine the thread the others
+// wait for gets the core, and after that goes to sleep on the condition variable.
+constexpr int pause_iterations = 2000;
+constexpr int yield_iterations = 2000;
 } // namespace
 
 thread_pool::thread_pool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
@@ -61,17 +64,21 @@ void thread_pool::parallel_for(int64_t n_tasks, const std::function<void(int64_t
     }
     wake_.notify_all();
     run_tasks(0);
-    while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+    for (int spins = 0; busy_workers_.load(std::memory_order_acquire) != 0; ++spins) {
+        if (spins < pause_iterations) cpu_relax();
+        else std::this_thread::yield();
+    }
     job_ = nullptr;
 }
 
 void thread_pool::worker_loop(int thread_index) {
     uint64_t seen = 0;
     for (;;) {
-        int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < spin_iterations) {
-            cpu_relax();
-            ++spins;
+        for (int spins = 0; generation_.load(std::memory_order_acquire) == seen &&
+                            spins < pause_iterations + yield_iterations;
+             ++spins) {
+            if (spins < pause_iterations) cpu_relax();
+            else std::this_thread::yield();
         }
         if (generation_.load(std::memory_order_acquire) == seen) {
             std::unique_lock<std::mutex> lock(mutex_);
