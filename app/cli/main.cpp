@@ -239,8 +239,11 @@ int cmd_generate(const options &o) {
         }
         generated.push_back(tok);
         smp.accept(tok);
-        const std::string piece = vocab.token_to_piece(tok);
-        out_text += piece;
+        // decode() applies the vocabulary's rules for the whole sequence (sentencepiece drops
+        // the space it prefixed to the first word); print what it adds each step.
+        const size_t printed = out_text.size();
+        out_text = vocab.decode(generated);
+        const std::string piece = out_text.size() >= printed ? out_text.substr(printed) : std::string();
         bool stopped = false;
         for (auto &s : stop_strings) {
             auto pos = out_text.find(s);

@@ -358,13 +358,12 @@ void act_scales_32(t_ wt, const uint8_t *a, int64_t nb, float *ds) {
 // so one AND / shift / two maddubs / madd / cvt / FMA serve two rows; the activation's two
 // 16-element halves are broadcast to both 128-bit lanes once per block.
 template <t_ T, int R>
-void gemv32(int64_t nb, const uint8_t *const *w, const uint8_t *a, const float *ds, float *out) {
+void gemv32(int64_t nb, const uint8_t *const *w, size_t pf, const uint8_t *a, const float *ds, float *out) {
     constexpr size_t wb = T == t_::Q4_0 ? sizeof(block_q4_0) : T == t_::Q4_1 ? sizeof(block_q4_1) : sizeof(block_q8_0);
     constexpr size_t ab = T == t_::Q4_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
     constexpr size_t aq = T == t_::Q4_1 ? 4 : 2; // offset of qs in the activation block
     constexpr size_t wq = T == t_::Q4_1 ? 4 : 2; // offset of qs in the weight block
     constexpr int NA = T == t_::Q8_0 ? R : (R + 1) / 2; // accumulators: one per row, or per row pair
-    constexpr int64_t PF = 1024 / wb;
     const __m256i ones16 = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(15);
     __m256 acc[NA], accm = _mm256_setzero_ps();
     for (int r = 0; r < NA; ++r) acc[r] = _mm256_setzero_ps();
@@ -381,10 +380,10 @@ void gemv32(int64_t nb, const uint8_t *const *w, const uint8_t *a, const float *
         const __m256 pair = _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double *>(ds + 2 * b)));
         const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(dmv), pair);
         const uint8_t *aqs = a + b * ab + aq;
-        // Rows are streamed once from DRAM: prefetch ~1 KB ahead in each row (the hardware
-        // prefetcher alone leaves about half the bandwidth unused here).
+        // Rows are streamed once from DRAM: prefetch the same block pf bytes further on (the
+        // next group of rows); the hardware prefetcher alone leaves about half the bandwidth unused.
 #pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char *>(wr[r] + (b + PF) * wb), _MM_HINT_T0);
+        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char *>(wr[r] + pf + b * wb), _MM_HINT_T0);
         if constexpr (T == t_::Q8_0) {
             const __m256i av = load32(aqs);
 #pragma GCC unroll 4
@@ -492,13 +491,13 @@ void gemv32_rows(int64_t nb, const uint8_t *w, size_t wrb, int64_t n_rows, const
     int64_t r = 0;
     for (; r + 4 <= n_rows; r += 4) {
         const uint8_t *rows[4] = {w + r * wrb, w + (r + 1) * wrb, w + (r + 2) * wrb, w + (r + 3) * wrb};
-        gemv32<T, 4>(nb, rows, a, ds, out + r);
+        gemv32<T, 4>(nb, rows, 4 * wrb, a, ds, out + r);
     }
     const uint8_t *rows[3] = {w + r * wrb, w + (r + 1) * wrb, w + (r + 2) * wrb}; // only the valid ones are used
     switch (n_rows - r) {
-    case 3: gemv32<T, 3>(nb, rows, a, ds, out + r); break;
-    case 2: gemv32<T, 2>(nb, rows, a, ds, out + r); break;
-    case 1: gemv32<T, 1>(nb, rows, a, ds, out + r); break;
+    case 3: gemv32<T, 3>(nb, rows, 1024, a, ds, out + r); break;
+    case 2: gemv32<T, 2>(nb, rows, 1024, a, ds, out + r); break;
+    case 1: gemv32<T, 1>(nb, rows, 1024, a, ds, out + r); break;
     default: break;
     }
 }

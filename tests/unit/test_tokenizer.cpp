@@ -134,7 +134,7 @@ const std::vector<std::string> &assorted_texts() {
         "line one\nline two\n\nline four\n",
         "\n\nstarts with newlines",
         "windows\r\nline\r\nendings",
-        "caf\xC3\xA9 na\xC3\xAFve \xC3\x89COLE",                               // é ï É
+        "caf\xC3\xA9 na\xC3\xAFve \xC3\x89" "COLE",                           // é ï É
         "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82 \xD0\xBC\xD0\xB8\xD1\x80", // Привет мир
         "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87",       // 日本語の文
         "emoji \xF0\x9F\x98\x80 and \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD and \xF0\x9F\x87\xA9\xF0\x9F\x87\xAA",
