@@ -413,6 +413,74 @@ int cmd_bench(const options &o) {
     return 0;
 }
 
+// Per-head recency statistics over the first -c tokens of a text (DESIGN §4).
+int cmd_analyze(const options &o) {
+    auto m = load_model(o);
+    if (o.file.empty()) throw error("analyze needs a text file (-f FILE)");
+    const std::string text = read_file(o.file);
+    std::vector<int32_t> ids = m->vocab().encode(text, !o.no_bos, false);
+    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(4096, m->hparams().n_ctx_train);
+    if (int(ids.size()) > n_ctx) ids.resize(size_t(n_ctx));
+    if (int(ids.size()) <= o.window)
+        throw error("the text has " + std::to_string(ids.size()) + " tokens; analysis needs more than the window (" +
+                    std::to_string(o.window) + ")");
+    context_params cp = make_context_params(o, *m, n_ctx);
+    cp.n_ctx = int32_t(ids.size());
+    context ctx(*m, cp);
+    ctx.collect_recency(o.window);
+    std::vector<float> logits;
+    auto t0 = clock_type::now();
+    ctx.eval(ids, logits, false, [&](int64_t done, int64_t total) {
+        if (!o.json) fprintf(stderr, "\ranalysing %lld/%lld tokens", (long long)done, (long long)total);
+        return true;
+    });
+    if (!o.json) fprintf(stderr, "\n");
+    const double secs = seconds_since(t0);
+    const recency_stats &s = ctx.recency();
+    const model_hparams &hp = m->hparams();
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.field("window", int64_t(o.window)).field("n_tokens", int64_t(ids.size())).field("seconds", secs);
+        j.field("group_size", int64_t(hp.group_size()));
+        j.key("layers").begin_array();
+        for (int l = 0; l < hp.n_layer; ++l) {
+            j.begin_object().field("layer", int64_t(l));
+            j.key("groups").begin_array();
+            for (int g = 0; g < hp.n_head_kv; ++g) j.value(s.group_recency(l, g, hp.group_size()));
+            j.end_array();
+            j.key("heads").begin_array();
+            for (int h = 0; h < hp.n_head; ++h) {
+                j.begin_object().field("head", int64_t(h)).field("group", int64_t(h / hp.group_size()));
+                j.field("recency", s.mean_recency(l, h)).field("sink", s.mean_sink(l, h));
+                j.key("hist").begin_array();
+                for (int b = 0; b < s.n_bins; ++b) j.value(s.mean_hist(l, h, b));
+                j.end_array().end_object();
+            }
+            j.end_array().end_object();
+        }
+        j.end_array().end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        printf("recency(%d) per query head over %zu tokens (%.1f s); '*' marks the group minimum\n", o.window,
+               ids.size(), secs);
+        printf("layer");
+        for (int h = 0; h < hp.n_head; ++h) printf("  h%-4d", h);
+        printf("  | sink (mean over heads)\n");
+        for (int l = 0; l < hp.n_layer; ++l) {
+            printf("%5d", l);
+            double sink = 0;
+            for (int h = 0; h < hp.n_head; ++h) {
+                const bool is_min = s.mean_recency(l, h) == s.group_recency(l, h / hp.group_size(), hp.group_size());
+                printf("  %.3f%c", s.mean_recency(l, h), is_min && hp.group_size() > 1 ? '*' : ' ');
+                sink += s.mean_sink(l, h);
+            }
+            printf("  | %.3f\n", sink / hp.n_head);
+        }
+    }
+    return 0;
+}
+
 // Re-stores every 2-D weight of a model in another tensor type (like llama-quantize, with
 // plain round-to-nearest quantisers); norms and other 1-D tensors are copied unchanged.
 int cmd_quantize(const options &o) {
@@ -475,6 +543,7 @@ int main(int argc, char **argv) {
         if (o.command == "perplexity") return cmd_perplexity(o);
         if (o.command == "bench") return cmd_bench(o);
         if (o.command == "quantize") return cmd_quantize(o);
+        if (o.command == "analyze") return cmd_analyze(o);
         throw error("unknown command '" + o.command + "' (see recur --help)");
     } catch (const std::exception &e) {
         fprintf(stderr, "recur: error: %s\n", e.what());

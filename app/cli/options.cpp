@@ -38,6 +38,7 @@ std::string usage() {
            "  generate   -m MODEL -p TEXT [-n N] [--chat] [--system S] [--temp T] [--seed S] ...\n"
            "  perplexity -m MODEL -f FILE [-c N] [--chunks K]\n"
            "  bench      -m MODEL [-p 512] [-n 128] [-d DEPTH] [-r REPS]\n"
+           "  analyze    -m MODEL -f FILE [-c N] [--window K]  per-head recency statistics\n"
            "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
            "common options:\n"
            "  -t N          threads (default: all cores)     -c N   context length\n"
@@ -84,6 +85,7 @@ options parse_options(int argc, char **argv) {
         else if (a == "--device") o.device = next();
         else if (a == "-o" || a == "--output") o.output_path = next();
         else if (a == "--type") o.type_name = next();
+        else if (a == "--window") o.window = to_int(a, next());
         else if (a == "--temp") o.sampling.temperature = to_float(a, next());
         else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
         else if (a == "--top-p") o.sampling.top_p = to_float(a, next());
@@ -107,6 +109,7 @@ options parse_options(int argc, char **argv) {
     if (o.n_batch <= 0) throw recur::error("-b must be positive");
     if (o.n_ctx < 0) throw recur::error("-c must be positive");
     if (o.n_predict < 0) throw recur::error("-n must not be negative");
+    if (o.window <= 0) throw recur::error("--window must be positive");
     if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
         throw recur::error("--device must be cpu, cuda or auto");
     return o;

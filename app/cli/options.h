@@ -31,6 +31,7 @@ struct options {
     std::string device = "auto";
     std::string output_path;    // -o
     std::string type_name;      // quantize --type
+    int window = 32;            // analyze --window: recency window k
     recur::sampling_params sampling;
 };
 

@@ -68,6 +68,11 @@ struct context::impl {
     std::vector<float> rope_cos, rope_sin; // [n][rope_dim/2]
     std::vector<double> inv_freq;          // [rope_dim/2]
 
+    // Recency statistics: off when recency_window == 0.
+    int32_t recency_window = 0;
+    recency_stats stats;
+    std::vector<double> stats_scratch; // per thread: [n_head][2 + n_bins] sums for the current layer
+
     impl(const model &mm, const context_params &p)
         : m(mm), hp(mm.hparams()), pool(p.n_threads > 0 ? p.n_threads : thread_pool::default_threads()),
           kv_type(p.kv_type), kv_elem_bytes(p.kv_type == tensor_type::F32 ? 4 : 2), n_ctx(p.n_ctx),
@@ -182,8 +187,14 @@ struct context::impl {
     void attention(int layer, int32_t pos0, int n) {
         const int hd = hp.head_dim, g = hp.group_size(), n_kv = hp.n_head_kv;
         const float scale = 1.0f / std::sqrt(float(hd));
-        const size_t per_thread = size_t(g) * attn_key_block + size_t(g) * hd + 2 * size_t(g);
+        const int n_bins = stats.n_bins;
+        const bool collect = recency_window > 0;
+        // Per head: running recency, sink and histogram mass, rescaled with the accumulator.
+        const size_t stat_floats = collect ? size_t(g) * (2 + n_bins) : 0;
+        const size_t per_thread = size_t(g) * attn_key_block + size_t(g) * hd + 2 * size_t(g) + stat_floats;
         attn_scratch.resize(per_thread * pool.n_threads());
+        const size_t stat_stride = 2 + size_t(n_bins);
+        if (collect) stats_scratch.assign(size_t(pool.n_threads()) * hp.n_head * stat_stride, 0.0);
         pool.parallel_for(int64_t(n) * n_kv, [&](int64_t task, int thread) {
             const int t = int(task / n_kv), kvh = int(task % n_kv);
             const int n_keys = pos0 + t + 1;
@@ -194,6 +205,10 @@ struct context::impl {
             std::fill(acc, acc + size_t(g) * hd, 0.0f);
             std::fill(run_max, run_max + g, -std::numeric_limits<float>::infinity());
             std::fill(run_sum, run_sum + g, 0.0f);
+            const int64_t i = int64_t(pos0) + t; // absolute position of this query
+            const bool collect_here = collect && i >= recency_window;
+            float *stat = run_sum + g; // [g][2 + n_bins]: recency, sink, hist
+            if (collect_here) std::fill(stat, stat + stat_floats, 0.0f);
             const uint8_t *kbase = k_cache.get() + kv_offset(layer, kvh, 0);
             const uint8_t *vbase = v_cache.get() + kv_offset(layer, kvh, 0);
             for (int j0 = 0; j0 < n_keys; j0 += attn_key_block) {
@@ -213,6 +228,7 @@ struct context::impl {
                     run_max[h] = new_max;
                     if (correction != 1.0f)
                         for (int d = 0; d < hd; ++d) acc[size_t(h) * hd + d] *= correction;
+                    if (collect_here) accumulate_recency(sh, nb, j0, i, correction, stat + size_t(h) * stat_stride);
                 }
                 if (kv_type == tensor_type::F32)
                     attn_accum_f32(scores, g, hd, reinterpret_cast<const float *>(vbase) + size_t(j0) * hd, hd, nb, acc);
@@ -223,7 +239,47 @@ struct context::impl {
             float *out = attn_out.data() + (size_t(t) * hp.n_head + size_t(kvh) * g) * hd;
             for (int h = 0; h < g; ++h)
                 for (int d = 0; d < hd; ++d) out[size_t(h) * hd + d] = acc[size_t(h) * hd + d] / run_sum[h];
+            if (collect_here) {
+                double *tot = stats_scratch.data() + (size_t(thread) * hp.n_head + size_t(kvh) * g) * stat_stride;
+                for (int h = 0; h < g; ++h)
+                    for (size_t s2 = 0; s2 < stat_stride; ++s2)
+                        tot[size_t(h) * stat_stride + s2] += double(stat[size_t(h) * stat_stride + s2]) / run_sum[h];
+            }
         });
+        if (collect) {
+            const int64_t first = std::max<int64_t>(pos0, recency_window);
+            stats.n_queries[size_t(layer)] += std::max<int64_t>(0, int64_t(pos0) + n - first);
+            for (int th = 0; th < pool.n_threads(); ++th)
+                for (int h = 0; h < hp.n_head; ++h) {
+                    const double *tot = stats_scratch.data() + (size_t(th) * hp.n_head + h) * stat_stride;
+                    const size_t lh = size_t(layer) * hp.n_head + h;
+                    stats.recency_sum[lh] += tot[0];
+                    stats.sink_sum[lh] += tot[1];
+                    for (int b = 0; b < n_bins; ++b) stats.hist_sum[lh * n_bins + b] += tot[2 + b];
+                }
+        }
+    }
+
+    // Adds one key block's unnormalised weights p[0..nb) (keys j0.., query at position i) to a
+    // head's running sums, after rescaling them by the block's softmax correction.
+    void accumulate_recency(const float *p, int nb, int j0, int64_t i, float correction, float *stat) const {
+        const int n_bins = stats.n_bins;
+        if (correction != 1.0f)
+            for (int s2 = 0; s2 < 2 + n_bins; ++s2) stat[s2] *= correction;
+        auto range_sum = [&](int64_t lo, int64_t hi) { // keys [lo, hi] clipped to the block
+            lo = std::max<int64_t>(lo, j0);
+            hi = std::min<int64_t>(hi, int64_t(j0) + nb - 1);
+            float sum = 0;
+            for (int64_t j = lo; j <= hi; ++j) sum += p[j - j0];
+            return sum;
+        };
+        stat[0] += range_sum(i - recency_window + 1, i);
+        if (j0 == 0) stat[1] += p[0];
+        const int64_t d_min = i - (int64_t(j0) + nb - 1), d_max = i - j0;
+        for (int b = recency_bin(d_min); b <= recency_bin(d_max) && b < n_bins; ++b) {
+            const int64_t lo_d = b == 0 ? 0 : (int64_t(1) << (b - 1)), hi_d = b == 0 ? 0 : (int64_t(1) << b) - 1;
+            stat[2 + b] += range_sum(i - hi_d, i - lo_d);
+        }
     }
 
     // Runs n tokens at positions [pos0, pos0+n). Writes logits of the rows asked for.
@@ -373,5 +429,14 @@ memory_report context::plan(const model &m, const context_params &p) {
 }
 
 memory_report context::memory() const { return plan(model_, params_); }
+
+void context::collect_recency(int32_t window) {
+    if (window < 0) throw error("recency window must not be negative");
+    impl_->recency_window = window;
+    if (window > 0)
+        impl_->stats.reset(model_.hparams().n_layer, model_.hparams().n_head, recency_bin(params_.n_ctx) + 1, window);
+}
+
+const recency_stats &context::recency() const { return impl_->stats; }
 
 } // namespace recur

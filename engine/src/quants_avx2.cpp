@@ -275,7 +275,15 @@ void float_tile(int64_t n, const uint8_t *w, size_t wrb, const uint8_t *act, siz
     for (int r = 0; r < RM; ++r)
         for (int c = 0; c < RN; ++c) acc[r][c] = _mm256_setzero_ps();
     const int64_t n8 = n & ~int64_t{7};
+    constexpr int64_t es = T == t_::F32 ? 4 : 2; // bytes per weight
     for (int64_t k = 0; k < n8; k += 8) {
+        if constexpr (RN == 1) { // GEMV streams the rows from DRAM: prefetch the next group of rows
+            if ((k & 15) == 0) {
+#pragma GCC unroll 4
+                for (int r = 0; r < RM; ++r)
+                    _mm_prefetch(reinterpret_cast<const char *>(w + (r + RM) * wrb + k * es), _MM_HINT_T0);
+            }
+        }
         __m256 a[RN];
 #pragma GCC unroll 4
         for (int c = 0; c < RN; ++c) a[c] = _mm256_loadu_ps(reinterpret_cast<const float *>(act + c * arb) + k);
@@ -317,10 +325,17 @@ void float_rows(int64_t n, const uint8_t *w, size_t wrb, int64_t n_rows, const u
 template <t_ T>
 void float_gemm(int64_t n, const uint8_t *w, size_t wrb, int64_t n_rows, const uint8_t *act, size_t arb,
                 int64_t n_cols, float *out, int64_t os) {
+    // Columns in tiles of 3, ending in 2 + 2 rather than 3 + 1 (a 1-column tile re-reads the
+    // weights for a single FMA per load).
     int64_t c = 0;
-    for (; c + 3 <= n_cols; c += 3) float_rows<T, 3>(n, w, wrb, n_rows, act + c * arb, arb, out + c * os, os);
-    if (n_cols - c == 2) float_rows<T, 2>(n, w, wrb, n_rows, act + c * arb, arb, out + c * os, os);
-    if (n_cols - c == 1) float_rows<T, 1>(n, w, wrb, n_rows, act + c * arb, arb, out + c * os, os);
+    while (c < n_cols) {
+        const int64_t left = n_cols - c;
+        const int rn = left == 4 || left == 2 ? 2 : left == 1 ? 1 : 3;
+        if (rn == 3) float_rows<T, 3>(n, w, wrb, n_rows, act + c * arb, arb, out + c * os, os);
+        else if (rn == 2) float_rows<T, 2>(n, w, wrb, n_rows, act + c * arb, arb, out + c * os, os);
+        else float_rows<T, 1>(n, w, wrb, n_rows, act + c * arb, arb, out + c * os, os);
+        c += rn;
+    }
 }
 
 // ================================ activation scales ==============================================
@@ -425,11 +440,13 @@ void gemv32(int64_t nb, const uint8_t *const *w, size_t pf, const uint8_t *a, co
 }
 
 // One Q4_K row against a Q8_K row.
-float dot_q4_K(int64_t nb, const block_q4_K *w, const block_q8_K *a) {
+// pf: byte distance to prefetch ahead (rows are streamed once).
+float dot_q4_K(int64_t nb, const block_q4_K *w, const block_q8_K *a, size_t pf) {
     const __m256i m4 = _mm256_set1_epi8(15);
     __m256 acc = _mm256_setzero_ps();
     __m128 accm = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
+        for (int l = 0; l < 144; l += 64) _mm_prefetch(reinterpret_cast<const char *>(w + b) + pf + l, _MM_HINT_T0);
         const float da = a[b].d;
         const __m128i scm = q4_K_scales_mins(w[b].scales);
         const __m256i sm16 = _mm256_cvtepu8_epi16(scm); // [sc0..7 | m0..7] as int16
@@ -460,9 +477,10 @@ float dot_q4_K(int64_t nb, const block_q4_K *w, const block_q8_K *a) {
 
 // One Q6_K row against a Q8_K row: sum_j sc_j * sum(q * a) over the unsigned 6-bit q, minus
 // 32 * sum_j sc_j * bsums[j] for the -32 offset.
-float dot_q6_K(int64_t nb, const block_q6_K *w, const block_q8_K *a) {
+float dot_q6_K(int64_t nb, const block_q6_K *w, const block_q8_K *a, size_t pf) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
+        for (int l = 0; l < 210; l += 64) _mm_prefetch(reinterpret_cast<const char *>(w + b) + pf + l, _MM_HINT_T0);
         const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b].scales));
         const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load32(a[b].bsums));
         __m256i sumi = _mm256_setzero_si256();
@@ -506,9 +524,9 @@ void gemv(t_ t, int64_t n, const uint8_t *w, size_t wrb, int64_t n_rows, const u
     if (t == t_::Q4_K || t == t_::Q6_K) {
         for (int64_t r = 0; r < n_rows; ++r)
             out[r] = t == t_::Q4_K ? dot_q4_K(n / 256, reinterpret_cast<const block_q4_K *>(w + r * wrb),
-                                              reinterpret_cast<const block_q8_K *>(a))
+                                              reinterpret_cast<const block_q8_K *>(a), 4 * wrb)
                                    : dot_q6_K(n / 256, reinterpret_cast<const block_q6_K *>(w + r * wrb),
-                                              reinterpret_cast<const block_q8_K *>(a));
+                                              reinterpret_cast<const block_q8_K *>(a), 4 * wrb);
         return;
     }
     const int64_t nb = n / 32;
@@ -825,9 +843,9 @@ bool quantize_activation(tensor_type t, const float *src, void *dst, int64_t n) 
     return quantize_activation_impl(t, src, dst, n);
 }
 
-// Fewer activation columns than this use the GEMV kernels (repacking a tile costs about as
-// much as two GEMV passes over it).
-constexpr int64_t tiled_min_cols = 3;
+// Fewer activation columns than this use the GEMV kernels: repacking a tile costs about one
+// GEMV pass over it for the 32-blocks, more for the K-quants (measured crossovers: 2 and 3).
+inline int64_t tiled_min_cols(t_ t) { return t == t_::Q4_K || t == t_::Q6_K ? 3 : 2; }
 
 bool gemm_block(tensor_type t, int64_t n, const uint8_t *w, size_t wrb, int64_t n_rows, const uint8_t *act, size_t arb,
                 int64_t n_cols, float *out, int64_t os) {
@@ -842,7 +860,7 @@ bool gemm_block(tensor_type t, int64_t n, const uint8_t *w, size_t wrb, int64_t 
     case t_::Q6_K: break;
     default: return false;
     }
-    if (n_cols < tiled_min_cols) {
+    if (n_cols < tiled_min_cols(t)) {
         for (int64_t c = 0; c < n_cols; ++c) gemv(t, n, w, wrb, n_rows, act + c * arb, out + c * os);
         return true;
     }

@@ -3,6 +3,7 @@
 // holding one sequence's KV cache. The model is immutable after load and may be shared by
 // several contexts; a context is used by one thread at a time.
 #include "recur/gguf.h"
+#include "recur/recency.h"
 #include "recur/tensor_type.h"
 
 #include <cstdint>
@@ -135,6 +136,11 @@ class context {
     int n_threads() const;
     memory_report memory() const;
     static memory_report plan(const model &m, const context_params &p);
+
+    // Recency statistics (DESIGN §4): window > 0 starts gathering them (from zero) during
+    // every following eval; 0 stops. Costs a few percent of prefill time while on.
+    void collect_recency(int32_t window);
+    const recency_stats &recency() const;
 
   private:
     struct impl;

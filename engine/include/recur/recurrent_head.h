@@ -1,0 +1,84 @@
+#pragma once
+// The RecurFormer recurrent head (DESIGN.md §3): a Mamba-2/SSD-style selective state space that
+// replaces one attention query head. fp32, one head per call; heads are independent, so the caller
+// parallelises over heads (every function here is single-threaded, allocation-free and reentrant).
+//
+// Per token t, with q_t, k_t, v_t: [hd] already projected by the caller (no RoPE) and xn_t: [n_embd]
+// the layer's attention-normed input:
+//
+//   dt_t = softplus(dt_w · xn_t + dt_b)                  scalar per head, > 0
+//   a_t  = exp(-dt_t * exp(a_log))                       decay in (0, 1]
+//   S_t  = a_t * S_{t-1} + dt_t * k_t v_tᵀ               S: [hd][hd], row index = k dim, column = v dim
+//   y_t  = scale * S_tᵀ q_t + d ⊙ v_t                    y: [hd], scale = 1/sqrt(hd)
+//
+// S_{-1} is the state passed in (zeros for a new sequence); every scan leaves S_{n_tokens-1} in it,
+// so a sequence split over several calls gives the same result as one call. The state has a fixed
+// size, recurrent_state_floats(hd), whatever the sequence length.
+//
+// scale = 1/sqrt(hd) is fixed (not a parameter): it keeps S_tᵀ q_t on the scale of attention
+// scores when the head is initialised from Wq/Wk/Wv ("The Mamba in the Llama": C <- Q, B <- K,
+// x <- V), and the distilled d/dt parameters absorb any other factor.
+//
+// Three implementations of the same recurrence, which agree to float rounding:
+//   recurrent_scan_ref      sequential, plain loops: the oracle the others are tested against;
+//   recurrent_scan_chunked  prefill: the SSD block form (matmuls inside a chunk, the state passed
+//                           between chunks), O(T·hd² + T·chunk·hd);
+//   recurrent_step          decode: one token, O(hd²), vectorised.
+#include <cstddef>
+#include <cstdint>
+
+namespace recur {
+
+// One head's parameters; pointers into model memory (not owned), fp32.
+struct recurrent_head_weights {
+    int32_t head_dim = 0, n_embd = 0;
+    const float *dt_w = nullptr; // [n_embd]
+    float dt_b = 0, a_log = 0;   // scalars: dt bias, log of the decay rate (A = -exp(a_log))
+    const float *d = nullptr;    // [head_dim] skip connection
+};
+
+// dt[t] = softplus(dt_w · xn[t] + dt_b) for t < n_tokens.
+// xn: [n_tokens][xn_stride] (the first n_embd of each row are used); dt: [n_tokens].
+// softplus is evaluated as max(x,0) + log1p(exp(-|x|)), exact for large |x|.
+void recurrent_compute_dt(const recurrent_head_weights &w, int n_tokens, const float *xn, size_t xn_stride,
+                          float *dt);
+
+// Sequential reference, token by token exactly as the recurrence above.
+// q, k, v: [n_tokens][stride] (the first hd of each row are used); dt: [n_tokens];
+// state: [hd*hd] in/out (S_{-1} in, S_{n_tokens-1} out); y: [n_tokens][y_stride].
+// n_tokens == 0 leaves state unchanged. Throws recur::error on hd <= 0 or n_tokens < 0.
+void recurrent_scan_ref(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k,
+                        const float *v, size_t stride, const float *dt, float *state, float *y, size_t y_stride);
+
+// Floats of scratch that recurrent_scan_chunked needs for this head size and chunk length.
+size_t recurrent_scan_scratch_floats(int hd, int chunk);
+
+// Chunked prefill; same contract as recurrent_scan_ref. chunk: tokens per chunk (>= 1; 64 is a good
+// choice on CPU; it need not divide n_tokens). scratch: at least recurrent_scan_scratch_floats(hd,
+// chunk) floats, any alignment, contents ignored on entry.
+//
+// Inside a chunk of L tokens, with la_t = -dt_t·exp(a_log) <= 0 and the segment log-decays
+// seg(i, j) = Σ_{j<m<=i} la_m (a sum of non-positive terms, so never a difference of large
+// cumulative sums, and exp(seg) <= 1 never overflows; long or fast-decaying sequences underflow
+// to exact zeros instead of producing inf/NaN):
+//   y_i  = scale·exp(seg(i,-1))·S_prevᵀ q_i + Σ_{j<=i} scale·exp(seg(i,j))·dt_j·(q_i·k_j)·v_j + d ⊙ v_i
+//   S    = exp(seg(L-1,-1))·S_prev + Σ_j exp(seg(L-1,j))·dt_j·k_j v_jᵀ
+// Throws recur::error on hd <= 0, chunk < 1, n_tokens < 0.
+void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k,
+                            const float *v, size_t stride, const float *dt, float *state, float *y,
+                            size_t y_stride, int chunk, float *scratch);
+
+// One decode step (n_tokens = 1): S <- a·S + dt·k vᵀ, y = scale·Sᵀq + d ⊙ v, in one pass over S.
+// q, k, v, y: [hd]; state: [hd*hd] in/out. No argument checks (the per-token hot path).
+void recurrent_step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt,
+                    float *state, float *y);
+
+// The state's size in floats: fixed, independent of the sequence length.
+inline size_t recurrent_state_floats(int hd) { return size_t(hd) * size_t(hd); }
+
+// Force the scalar kernels for this module (tests compare them with the AVX2 ones). Default off;
+// global. recurrent_simd_level() says what is in use: "avx2" or "scalar".
+void recurrent_force_scalar(bool on);
+const char *recurrent_simd_level();
+
+} // namespace recur

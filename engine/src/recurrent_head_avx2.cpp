@@ -1,0 +1,209 @@
+// AVX2/FMA kernels of the recurrent head; compiled with those flags and only called after a CPUID
+// check (recurrent_head.cpp). Contracts are in recurrent_head.cpp's rec_kernels declarations.
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+namespace recur::rec_kernels::avx2 {
+
+namespace {
+
+// Lanes l < n set (n in 0..8).
+inline __m256i lane_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline float hsum(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+// exp(x) for the decay weights (x <= 0 in use): Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2,
+// a degree-6 polynomial for e^r (relative error ~2 ulp), then 2^n through the exponent bits.
+// x < -87 (e^x below FLT_MIN) gives exactly 0, as a decay that has underflowed should.
+inline __m256 exp256(__m256 x) {
+    const __m256 lo_lim = _mm256_set1_ps(-87.0f);
+    const __m256 under = _mm256_cmp_ps(x, lo_lim, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo_lim), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// C tile of MR rows × NV·8 columns (the last vector masked when PARTIAL), accumulators in registers.
+template <int MR, int NV, bool PARTIAL>
+void tile(int kdim, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc, float beta,
+          const float *alpha, __m256i mask) {
+    __m256 acc[MR][NV];
+    for (int r = 0; r < MR; ++r)
+        for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+    for (int p = 0; p < kdim; ++p) {
+        const float *bp = b + size_t(p) * ldb;
+        __m256 bv[NV];
+        for (int u = 0; u < NV; ++u)
+            bv[u] = (PARTIAL && u == NV - 1) ? _mm256_maskload_ps(bp + 8 * u, mask) : _mm256_loadu_ps(bp + 8 * u);
+        for (int r = 0; r < MR; ++r) {
+            const __m256 av = _mm256_broadcast_ss(a + size_t(r) * lda + p);
+            for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(av, bv[u], acc[r][u]);
+        }
+    }
+    const __m256 bt = _mm256_set1_ps(beta);
+    for (int r = 0; r < MR; ++r) {
+        const __m256 al = _mm256_set1_ps(alpha ? alpha[r] : 1.0f);
+        float *cr = c + size_t(r) * ldc;
+        for (int u = 0; u < NV; ++u) {
+            const bool part = PARTIAL && u == NV - 1;
+            __m256 x = _mm256_mul_ps(acc[r][u], al);
+            if (beta != 0.0f) {
+                const __m256 old = part ? _mm256_maskload_ps(cr + 8 * u, mask) : _mm256_loadu_ps(cr + 8 * u);
+                x = _mm256_fmadd_ps(bt, old, x);
+            }
+            if (part)
+                _mm256_maskstore_ps(cr + 8 * u, mask, x);
+            else
+                _mm256_storeu_ps(cr + 8 * u, x);
+        }
+    }
+}
+
+template <int MR>
+void tile_cols(int width, int kdim, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+               float beta, const float *alpha) {
+    // width in 1..16
+    const int rem = width - (width > 8 ? 8 : 0);
+    const __m256i mask = lane_mask(rem);
+    const bool partial = rem != 8;
+    if (width > 8) {
+        if (partial)
+            tile<MR, 2, true>(kdim, a, lda, b, ldb, c, ldc, beta, alpha, mask);
+        else
+            tile<MR, 2, false>(kdim, a, lda, b, ldb, c, ldc, beta, alpha, mask);
+    } else {
+        if (partial)
+            tile<MR, 1, true>(kdim, a, lda, b, ldb, c, ldc, beta, alpha, mask);
+        else
+            tile<MR, 1, false>(kdim, a, lda, b, ldb, c, ldc, beta, alpha, mask);
+    }
+}
+
+} // namespace
+
+void gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+          float beta, const float *alpha, int tri) {
+    // 6×16 register tiles (12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm registers).
+    constexpr int mr_max = 6;
+    for (int i0 = 0; i0 < m; i0 += mr_max) {
+        const int mr = std::min(mr_max, m - i0);
+        const int kk = tri == 1 ? std::min(k, i0 + mr) : k; // tri_a_lower
+        const int nn = tri == 2 ? std::min(n, i0 + mr) : n; // tri_c_lower
+        const float *ai = a + size_t(i0) * lda;
+        float *ci = c + size_t(i0) * ldc;
+        const float *al = alpha ? alpha + i0 : nullptr;
+        for (int j0 = 0; j0 < nn; j0 += 16) {
+            const int wd = std::min(16, nn - j0);
+            switch (mr) {
+            case 6: tile_cols<6>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            case 5: tile_cols<5>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            case 4: tile_cols<4>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            case 3: tile_cols<3>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            case 2: tile_cols<2>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            default: tile_cols<1>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            }
+        }
+    }
+}
+
+void decay_row(int i, int n, float la, float *seg, const float *dts, float *row) {
+    const __m256 lav = _mm256_set1_ps(la);
+    int j = 0;
+    for (; j + 8 <= i; j += 8) _mm256_storeu_ps(seg + j, _mm256_add_ps(_mm256_loadu_ps(seg + j), lav));
+    for (; j < i; ++j) seg[j] += la;
+    seg[i] = 0.0f;
+    const int nz = i + 1; // entries j <= i are weighted, the rest of the row is zeroed
+    j = 0;
+    for (; j + 8 <= nz; j += 8) {
+        const __m256 wgt = _mm256_mul_ps(exp256(_mm256_loadu_ps(seg + j)), _mm256_loadu_ps(dts + j));
+        _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), wgt));
+    }
+    if (j < nz) {
+        // Masked loads return 0 in lanes > i, so those lanes come out 0 (no garbage from C_lower).
+        const __m256i in = lane_mask(nz - j), out = lane_mask(std::min(8, n - j));
+        const __m256 wgt = _mm256_mul_ps(exp256(_mm256_maskload_ps(seg + j, in)), _mm256_maskload_ps(dts + j, in));
+        _mm256_maskstore_ps(row + j, out, _mm256_mul_ps(_mm256_maskload_ps(row + j, in), wgt));
+        j += 8;
+    }
+    for (; j < n; ++j) row[j] = 0.0f;
+}
+
+float dot(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+namespace {
+// Columns [c0, c0 + 8·NV) of the step: v and the y accumulators stay in registers over all rows.
+template <int NV>
+void step_cols(int hd, int c0, float a, float dt, float scale, const float *q, const float *k, const float *v,
+               const float *d, float *state, float *y) {
+    __m256 vv[NV], acc[NV];
+    for (int u = 0; u < NV; ++u) {
+        vv[u] = _mm256_loadu_ps(v + c0 + 8 * u);
+        acc[u] = _mm256_setzero_ps();
+    }
+    const __m256 av = _mm256_set1_ps(a);
+    for (int r = 0; r < hd; ++r) {
+        float *s = state + size_t(r) * hd + c0;
+        const __m256 cr = _mm256_set1_ps(dt * k[r]), qr = _mm256_set1_ps(q[r]);
+        for (int u = 0; u < NV; ++u) {
+            const __m256 sv = _mm256_fmadd_ps(cr, vv[u], _mm256_mul_ps(av, _mm256_loadu_ps(s + 8 * u)));
+            _mm256_storeu_ps(s + 8 * u, sv);
+            acc[u] = _mm256_fmadd_ps(qr, sv, acc[u]);
+        }
+    }
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int u = 0; u < NV; ++u)
+        _mm256_storeu_ps(y + c0 + 8 * u, _mm256_fmadd_ps(sc, acc[u], _mm256_mul_ps(_mm256_loadu_ps(d + c0 + 8 * u), vv[u])));
+}
+} // namespace
+
+void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v, const float *d,
+          float *state, float *y) {
+    // hd % 8 == 0 (checked by the caller). Four vectors of columns per pass over the rows.
+    int c0 = 0;
+    for (; c0 + 32 <= hd; c0 += 32) step_cols<4>(hd, c0, a, dt, scale, q, k, v, d, state, y);
+    switch ((hd - c0) / 8) {
+    case 3: step_cols<3>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
+    case 2: step_cols<2>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
+    case 1: step_cols<1>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
+    default: break;
+    }
+}
+
+} // namespace recur::rec_kernels::avx2
+#endif
