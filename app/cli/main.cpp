@@ -4,6 +4,7 @@
 #include "options.h"
 
 #include "recur/chat.h"
+#include "recur/convert.h"
 #include "recur/gguf_writer.h"
 #include "recur/model.h"
 #include "recur/quants.h"
@@ -135,7 +136,19 @@ int cmd_info(const options &o) {
         j.field("weights_type", m->weights_type());
         j.field("tokenizer", m->file().get_string("tokenizer.ggml.model", ""));
         j.field("chat_format", chat_format_name(fmt));
-        j.field("replaced_groups", int64_t(0));
+        j.field("replaced_groups", int64_t(m->replaced_group_count()));
+        j.field("hybrid", m->is_hybrid());
+        j.key("layers").begin_array();
+        for (int l = 0; l < hp.n_layer; ++l) {
+            const auto &lm = r.layers[size_t(l)];
+            j.begin_object().field("layer", int64_t(l));
+            j.array("replaced_groups", std::vector<int64_t>(m->hybrid()[size_t(l)].replaced_groups.begin(),
+                                                            m->hybrid()[size_t(l)].replaced_groups.end()));
+            j.field("kv_bytes", uint64_t(lm.kv_bytes)).field("recurrent_bytes", uint64_t(lm.recurrent_bytes));
+            j.field("full_attention_kv_bytes", uint64_t(lm.full_attention_kv_bytes));
+            j.end_object();
+        }
+        j.end_array();
         write_memory(j, r);
         j.end_object();
         std::cout << j.str() << "\n";
@@ -149,6 +162,9 @@ int cmd_info(const options &o) {
                m->file().get_string("tokenizer.ggml.model", "").c_str(), chat_format_name(fmt));
         printf("rope         base %g, dim %d, %s\n", hp.rope_freq_base, hp.rope_dim,
                hp.rope == rope_style::neox ? "neox" : "normal");
+        if (m->is_hybrid())
+            printf("hybrid       %d of %d KV groups served by recurrent heads (recency window %d)\n",
+                   m->replaced_group_count(), hp.n_layer * hp.n_head_kv, m->recency_window());
         printf("memory at %d tokens: weights %.1f MiB, KV cache %.1f MiB (full attention %.1f MiB), "
                "recurrent %.1f MiB, buffers %.1f MiB\n",
                r.n_ctx, mb(r.weights_bytes), mb(r.kv_bytes), mb(r.full_attention_kv_bytes), mb(r.recurrent_bytes),
@@ -481,6 +497,52 @@ int cmd_analyze(const options &o) {
     return 0;
 }
 
+// Chooses recency-aware KV groups on calibration text and writes a hybrid GGUF (DESIGN §3).
+int cmd_convert(const options &o) {
+    auto m = load_model(o);
+    if (o.file.empty()) throw error("convert needs calibration text (-f FILE)");
+    if (o.output_path.empty()) throw error("convert needs an output file (-o OUT.gguf)");
+    convert_params cp;
+    cp.window = o.window;
+    cp.fraction = o.fraction;
+    cp.threshold = o.threshold;
+    cp.steps = o.steps;
+    cp.n_threads = o.n_threads;
+    cp.n_batch = o.n_batch;
+    const std::string text = read_file(o.file);
+    std::vector<int32_t> ids = m->vocab().encode(text, !o.no_bos, false);
+    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(2048, m->hparams().n_ctx_train);
+    if (int(ids.size()) > n_ctx) ids.resize(size_t(n_ctx));
+    auto t0 = clock_type::now();
+    convert_result r = convert_to_hybrid(*m, ids, cp, o.output_path, [&](int64_t done, int64_t total) {
+        if (!o.json) fprintf(stderr, "\rcalibrating %lld/%lld tokens", (long long)done, (long long)total);
+        return true;
+    });
+    if (!o.json) fprintf(stderr, "\n");
+    if (o.json) {
+        json_writer j;
+        j.begin_object();
+        j.field("output", o.output_path).field("replaced_groups", int64_t(r.replaced_groups));
+        j.field("total_groups", int64_t(r.total_groups)).field("kv_fraction_kept", r.kv_fraction_kept);
+        j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(o.steps));
+        j.key("final_loss").begin_array().end_array();
+        j.field("seconds", seconds_since(t0));
+        j.key("groups").begin_array();
+        for (auto &g : r.groups)
+            if (g.replaced)
+                j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group)).field("recency", g.recency).end_object();
+        j.end_array();
+        j.end_object();
+        std::cout << j.str() << "\n";
+    } else {
+        printf("wrote %s: %d of %d KV groups replaced by recurrent heads (attention KV kept: %.0f%%), "
+               "calibrated on %lld tokens\n",
+               o.output_path.c_str(), r.replaced_groups, r.total_groups, 100.0 * r.kv_fraction_kept,
+               (long long)r.calib_tokens);
+    }
+    return 0;
+}
+
 // Re-stores every 2-D weight of a model in another tensor type (like llama-quantize, with
 // plain round-to-nearest quantisers); norms and other 1-D tensors are copied unchanged.
 int cmd_quantize(const options &o) {
@@ -544,6 +606,7 @@ int main(int argc, char **argv) {
         if (o.command == "bench") return cmd_bench(o);
         if (o.command == "quantize") return cmd_quantize(o);
         if (o.command == "analyze") return cmd_analyze(o);
+        if (o.command == "convert") return cmd_convert(o);
         throw error("unknown command '" + o.command + "' (see recur --help)");
     } catch (const std::exception &e) {
         fprintf(stderr, "recur: error: %s\n", e.what());

@@ -32,6 +32,9 @@ struct options {
     std::string output_path;    // -o
     std::string type_name;      // quantize --type
     int window = 32;            // analyze --window: recency window k
+    double fraction = -1;       // convert --fraction
+    double threshold = -1;      // convert --threshold
+    int steps = 0;              // convert --steps
     recur::sampling_params sampling;
 };
 

@@ -3,13 +3,22 @@
 #include "recur/chat.h"
 
 #include <array>
+#include <string_view>
 #include <utility>
 
 namespace recur {
 
 namespace {
 
-bool contains(const std::string &s, const char *needle) { return s.find(needle) != std::string::npos; }
+bool contains(const std::string &s, const char *needle) {
+    return s.find(needle) != std::string::npos;
+}
+
+// Appends pieces in place. Building with `"literal" + str + ...` makes a temporary per step and
+// trips GCC 12's false -Wrestrict positive on operator+(const char *, string &&).
+template <class... Parts> void append(std::string &out, const Parts &...parts) {
+    (out.append(std::string_view(parts)), ...);
+}
 
 // Python's str.strip() / Jinja's trim on ASCII whitespace: what the official templates apply.
 std::string strip(const std::string &s) {
@@ -23,7 +32,7 @@ std::string strip(const std::string &s) {
 // Appends a system text to the one waiting for the next user turn.
 void add_pending(std::string &pending, bool &has_pending, const std::string &text) {
     if (has_pending)
-        pending += "\n\n" + text;
+        append(pending, "\n\n", text);
     else
         pending = text;
     has_pending = true;
@@ -31,7 +40,8 @@ void add_pending(std::string &pending, bool &has_pending, const std::string &tex
 
 std::string render_chatml(const std::vector<chat_message> &msgs, bool gen) {
     std::string out;
-    for (const auto &m : msgs) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+    for (const auto &m : msgs)
+        append(out, "<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
     if (gen) out += "<|im_start|>assistant\n";
     return out;
 }
@@ -39,7 +49,7 @@ std::string render_chatml(const std::vector<chat_message> &msgs, bool gen) {
 std::string render_llama3(const std::vector<chat_message> &msgs, bool gen) {
     std::string out;
     for (const auto &m : msgs)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + strip(m.content) + "<|eot_id|>";
+        append(out, "<|start_header_id|>", m.role, "<|end_header_id|>\n\n", strip(m.content), "<|eot_id|>");
     if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
     return out;
 }
@@ -57,19 +67,21 @@ std::string render_llama2(const std::vector<chat_message> &msgs, const std::stri
 
     auto user_turn = [&](std::string content) {
         if (has_pending) {
-            content = "<<SYS>>\n" + pending + "\n<</SYS>>\n\n" + content;
+            std::string merged;
+            append(merged, "<<SYS>>\n", pending, "\n<</SYS>>\n\n", content);
+            content = std::move(merged);
             has_pending = false;
         }
         if (!at_start) out += bos_inner;
         at_start = false;
-        out += "[INST] " + strip(content) + " [/INST]";
+        append(out, "[INST] ", strip(content), " [/INST]");
     };
 
     for (const auto &m : msgs) {
         if (m.role == "system") {
             add_pending(pending, has_pending, m.content);
         } else if (m.role == "assistant") {
-            out += " " + strip(m.content) + " " + eos;
+            append(out, " ", strip(m.content), " ", eos);
             at_start = false;
         } else {
             user_turn(m.content);
@@ -89,16 +101,16 @@ std::string render_gemma(const std::vector<chat_message> &msgs, bool gen) {
             continue;
         }
         const bool is_model = (m.role == "assistant");
-        out += "<start_of_turn>" + (is_model ? std::string("model") : m.role) + "\n";
+        append(out, "<start_of_turn>", is_model ? std::string_view("model") : std::string_view(m.role), "\n");
         if (!is_model && has_pending) {
             // Gemma 3's template: the system text, a blank line, then the user text; only the
             // message content is trimmed.
-            out += pending + "\n\n";
+            append(out, pending, "\n\n");
             has_pending = false;
         }
-        out += strip(m.content) + "<end_of_turn>\n";
+        append(out, strip(m.content), "<end_of_turn>\n");
     }
-    if (has_pending) out += "<start_of_turn>user\n" + strip(pending) + "<end_of_turn>\n";
+    if (has_pending) append(out, "<start_of_turn>user\n", strip(pending), "<end_of_turn>\n");
     if (gen) out += "<start_of_turn>model\n";
     return out;
 }
@@ -106,7 +118,8 @@ std::string render_gemma(const std::vector<chat_message> &msgs, bool gen) {
 std::string render_zephyr(const std::vector<chat_message> &msgs, bool gen, const std::string &eos_text) {
     const std::string eos = eos_text.empty() ? std::string("</s>") : eos_text;
     std::string out;
-    for (const auto &m : msgs) out += "<|" + m.role + "|>\n" + m.content + eos + "\n";
+    for (const auto &m : msgs)
+        append(out, "<|", m.role, "|>\n", m.content, eos, "\n");
     if (gen) out += "<|assistant|>\n";
     return out;
 }
@@ -115,11 +128,11 @@ std::string render_plain(const std::vector<chat_message> &msgs, bool gen) {
     std::string out;
     for (const auto &m : msgs) {
         if (m.role == "system")
-            out += m.content + "\n\n";
+            append(out, m.content, "\n\n");
         else if (m.role == "assistant")
-            out += "Assistant: " + m.content + "\n";
+            append(out, "Assistant: ", m.content, "\n");
         else
-            out += "User: " + m.content + "\n";
+            append(out, "User: ", m.content, "\n");
     }
     if (gen) out += "Assistant:";
     return out;
@@ -134,10 +147,18 @@ std::string unescape_jinja(const std::string &s) {
         if (s[i] == '\\' && i + 1 < s.size()) {
             const char c = s[++i];
             switch (c) {
-            case 'n': out += '\n'; break;
-            case 't': out += '\t'; break;
-            case 'r': out += '\r'; break;
-            default: out += c; break; // \\ \' \"
+            case 'n':
+                out += '\n';
+                break;
+            case 't':
+                out += '\t';
+                break;
+            case 'r':
+                out += '\r';
+                break;
+            default:
+                out += c;
+                break; // \\ \' \"
             }
         } else {
             out += s[i];
@@ -201,35 +222,55 @@ std::string chat_default_system_prompt(const std::string &t) {
         // A literal default is plain text inside one string literal; anything that splices in a
         // variable or a Jinja tag (e.g. "' + message['content'] + '") is not a default.
         if (text.empty() || contains(text, "{{") || contains(text, "{%") || contains(text, "}}") ||
-            contains(text, "' +") || contains(text, "+ '") || contains(text, "\" +") || contains(text, "+ \""))
+            contains(text, "' +") || contains(text, "+ '") || contains(text, "\" +") ||
+            contains(text, "+ \""))
             continue;
         return unescape_jinja(text);
     }
     return {};
 }
 
-std::string apply_chat_template(chat_format f, const std::vector<chat_message> &msgs, bool add_generation_prompt,
-                                const std::string &bos_text, const std::string &eos_text) {
+std::string apply_chat_template(chat_format f, const std::vector<chat_message> &msgs,
+                                bool add_generation_prompt, const std::string &bos_text,
+                                const std::string &eos_text) {
     std::string body;
     switch (f) {
-    case chat_format::chatml: body = render_chatml(msgs, add_generation_prompt); break;
-    case chat_format::llama2: body = render_llama2(msgs, bos_text, eos_text); break;
-    case chat_format::llama3: body = render_llama3(msgs, add_generation_prompt); break;
-    case chat_format::gemma: body = render_gemma(msgs, add_generation_prompt); break;
-    case chat_format::zephyr: body = render_zephyr(msgs, add_generation_prompt, eos_text); break;
-    case chat_format::plain: body = render_plain(msgs, add_generation_prompt); break;
+    case chat_format::chatml:
+        body = render_chatml(msgs, add_generation_prompt);
+        break;
+    case chat_format::llama2:
+        body = render_llama2(msgs, bos_text, eos_text);
+        break;
+    case chat_format::llama3:
+        body = render_llama3(msgs, add_generation_prompt);
+        break;
+    case chat_format::gemma:
+        body = render_gemma(msgs, add_generation_prompt);
+        break;
+    case chat_format::zephyr:
+        body = render_zephyr(msgs, add_generation_prompt, eos_text);
+        break;
+    case chat_format::plain:
+        body = render_plain(msgs, add_generation_prompt);
+        break;
     }
-    return bos_text + body;
+    return bos_text.empty() ? body : bos_text + body;
 }
 
 std::vector<std::string> chat_stop_strings(chat_format f) {
     switch (f) {
-    case chat_format::chatml: return {"<|im_end|>", "<|im_start|>"};
-    case chat_format::llama3: return {"<|eot_id|>", "<|start_header_id|>", "<|end_of_text|>"};
-    case chat_format::llama2: return {"</s>", "[INST]"};
-    case chat_format::gemma: return {"<end_of_turn>", "<start_of_turn>"};
-    case chat_format::zephyr: return {"</s>", "<|user|>", "<|endoftext|>"};
-    case chat_format::plain: return {"\nUser:"};
+    case chat_format::chatml:
+        return {"<|im_end|>", "<|im_start|>"};
+    case chat_format::llama3:
+        return {"<|eot_id|>", "<|start_header_id|>", "<|end_of_text|>"};
+    case chat_format::llama2:
+        return {"</s>", "[INST]"};
+    case chat_format::gemma:
+        return {"<end_of_turn>", "<start_of_turn>"};
+    case chat_format::zephyr:
+        return {"</s>", "<|user|>", "<|endoftext|>"};
+    case chat_format::plain:
+        return {"\nUser:"};
     }
     return {};
 }

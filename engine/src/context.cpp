@@ -8,6 +8,7 @@
 #include "attention_kernels.h"
 #include "recur/model.h"
 #include "recur/quants.h"
+#include "recur/recurrent_head.h"
 #include "recur/thread_pool.h"
 
 #include <algorithm>
@@ -22,6 +23,8 @@ namespace {
 
 // Keys processed per online-softmax step: the scores of a block stay in L1.
 constexpr int attn_key_block = 256;
+// Tokens per chunk of the recurrent heads' chunked prefill scan.
+constexpr int recurrent_chunk = 64;
 
 size_t available_memory_bytes() {
     std::ifstream meminfo("/proc/meminfo");
@@ -61,6 +64,16 @@ struct context::impl {
     std::unique_ptr<uint8_t[]> k_cache, v_cache;
     size_t kv_cache_bytes = 0; // each of K and V
 
+    // Which KV groups keep a cache: slot_of[layer][group] is the group's cache slot, -1 when a
+    // recurrent head serves it. Slots are numbered across layers.
+    std::vector<std::vector<int32_t>> slot_of;
+    std::vector<std::vector<int32_t>> attention_groups; // [layer] groups that stay attention
+    // Recurrent states: [layer][replaced head][hd][hd] floats, rec_base[layer] = first head's index.
+    std::vector<float> rec_state;
+    std::vector<size_t> rec_base;
+    std::vector<float> rec_scratch; // per thread: chunked-scan scratch + dt[n_batch]
+    size_t rec_scratch_per_thread = 0;
+
     // Scratch for one batch.
     std::vector<float> x, xn, q, k, v, attn_out, gate, up, logits_rows;
     std::vector<uint8_t> act;         // activations quantised for the integer dot products
@@ -79,8 +92,11 @@ struct context::impl {
           n_batch(p.n_batch) {}
 
     size_t kv_offset(int layer, int kv_head, int pos) const {
-        return ((size_t(layer) * hp.n_head_kv + kv_head) * n_ctx + pos) * hp.head_dim * kv_elem_bytes;
+        const int32_t slot = slot_of[size_t(layer)][size_t(kv_head)];
+        return (size_t(slot) * n_ctx + pos) * hp.head_dim * kv_elem_bytes;
     }
+
+    bool group_replaced(int layer, int group) const { return slot_of[size_t(layer)][size_t(group)] < 0; }
 
     void matmul(const weight_matrix &w, const float *in, int n, float *out) {
         const tensor_type at = activation_type(w.type);
@@ -139,11 +155,13 @@ struct context::impl {
         }
     }
 
-    // Rotates n_heads vectors of head_dim for token t in place.
-    void apply_rope(float *vecs, int n_heads, int t) const {
+    // Rotates n_heads vectors of head_dim for token t in place; heads of replaced groups keep
+    // their unrotated q/k (the recurrent head has no positions). heads_per_group: 1 for K.
+    void apply_rope(int layer, float *vecs, int n_heads, int heads_per_group, int t) const {
         const int half = hp.rope_dim / 2, hd = hp.head_dim;
         const float *c = rope_cos.data() + size_t(t) * half, *s = rope_sin.data() + size_t(t) * half;
         for (int h = 0; h < n_heads; ++h) {
+            if (group_replaced(layer, h / heads_per_group)) continue;
             float *v = vecs + size_t(h) * hd;
             if (hp.rope == rope_style::normal) {
                 for (int i = 0; i < half; ++i) {
@@ -163,8 +181,10 @@ struct context::impl {
 
     void store_kv(int layer, int32_t pos0, int n) {
         const int hd = hp.head_dim, n_kv = hp.n_head_kv;
-        pool.parallel_for(int64_t(n) * n_kv, [&](int64_t task, int) {
-            const int t = int(task / n_kv), h = int(task % n_kv);
+        const auto &groups = attention_groups[size_t(layer)];
+        const int n_att = int(groups.size());
+        pool.parallel_for(int64_t(n) * n_att, [&](int64_t task, int) {
+            const int t = int(task / n_att), h = groups[size_t(task % n_att)];
             const float *ks = k.data() + (size_t(t) * n_kv + h) * hd;
             const float *vs = v.data() + (size_t(t) * n_kv + h) * hd;
             uint8_t *kd = k_cache.get() + kv_offset(layer, h, pos0 + t);
@@ -185,7 +205,7 @@ struct context::impl {
 
     // attn_out[t][h*hd..] = softmax(q_t·K[0..pos]ᵀ/√hd) V for every query head of the batch.
     void attention(int layer, int32_t pos0, int n) {
-        const int hd = hp.head_dim, g = hp.group_size(), n_kv = hp.n_head_kv;
+        const int hd = hp.head_dim, g = hp.group_size();
         const float scale = 1.0f / std::sqrt(float(hd));
         const int n_bins = stats.n_bins;
         const bool collect = recency_window > 0;
@@ -195,8 +215,10 @@ struct context::impl {
         attn_scratch.resize(per_thread * pool.n_threads());
         const size_t stat_stride = 2 + size_t(n_bins);
         if (collect) stats_scratch.assign(size_t(pool.n_threads()) * hp.n_head * stat_stride, 0.0);
-        pool.parallel_for(int64_t(n) * n_kv, [&](int64_t task, int thread) {
-            const int t = int(task / n_kv), kvh = int(task % n_kv);
+        const auto &groups = attention_groups[size_t(layer)];
+        const int n_att = int(groups.size());
+        pool.parallel_for(int64_t(n) * n_att, [&](int64_t task, int thread) {
+            const int t = int(task / n_att), kvh = groups[size_t(task % n_att)];
             const int n_keys = pos0 + t + 1;
             float *scores = attn_scratch.data() + per_thread * thread;
             float *acc = scores + size_t(g) * attn_key_block;
@@ -260,6 +282,50 @@ struct context::impl {
         }
     }
 
+    // The replaced groups' query heads: y = recurrent head(q, k, v, dt(xn)) written where the
+    // head's attention output would be. xn still holds the attention-normed input here.
+    void recurrent_heads(int layer, int n) {
+        const hybrid_layer &H = m.hybrid()[size_t(layer)];
+        const int g = hp.group_size(), hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
+        const int R = int(H.replaced_groups.size()) * g;
+        pool.parallel_for(R, [&](int64_t r, int thread) {
+            const int group = H.replaced_groups[size_t(r / g)], head = group * g + int(r % g);
+            recurrent_head_weights w;
+            w.head_dim = hd;
+            w.n_embd = hp.n_embd;
+            w.dt_w = H.dt_w.data() + size_t(r) * hp.n_embd;
+            w.dt_b = H.dt_b[size_t(r)];
+            w.a_log = H.a_log[size_t(r)];
+            w.d = H.d.data() + size_t(r) * hd;
+            float *scratch = rec_scratch.data() + rec_scratch_per_thread * size_t(thread);
+            float *dt = scratch + recurrent_scan_scratch_floats(hd, recurrent_chunk);
+            float *state = rec_state.data() + (rec_base[size_t(layer)] + size_t(r)) * recurrent_state_floats(hd);
+            const float *qh = q.data() + size_t(head) * hd, *kh = k.data() + size_t(group) * hd;
+            const float *vh = v.data() + size_t(group) * hd;
+            float *y = attn_out.data() + size_t(head) * hd;
+            recurrent_compute_dt(w, n, xn.data(), size_t(hp.n_embd), dt);
+            if (n == 1) {
+                recurrent_step(w, qh, kh, vh, dt[0], state, y);
+            } else {
+                // q rows are nq apart, k/v rows nkv apart: the scan takes one stride, so K and V
+                // of this head are gathered next to Q's layout when they differ.
+                if (nq == nkv) {
+                    recurrent_scan_chunked(w, n, qh, kh, vh, size_t(nq), dt, state, y, size_t(nq), recurrent_chunk,
+                                           scratch);
+                } else {
+                    float *kq = dt + n_batch, *vq = kq + size_t(n_batch) * hd, *qq = vq + size_t(n_batch) * hd;
+                    for (int t = 0; t < n; ++t) {
+                        std::memcpy(qq + size_t(t) * hd, qh + size_t(t) * nq, hd * sizeof(float));
+                        std::memcpy(kq + size_t(t) * hd, kh + size_t(t) * nkv, hd * sizeof(float));
+                        std::memcpy(vq + size_t(t) * hd, vh + size_t(t) * nkv, hd * sizeof(float));
+                    }
+                    recurrent_scan_chunked(w, n, qq, kq, vq, size_t(hd), dt, state, y, size_t(nq), recurrent_chunk,
+                                           scratch);
+                }
+            }
+        });
+    }
+
     // Adds one key block's unnormalised weights p[0..nb) (keys j0.., query at position i) to a
     // head's running sums, after rescaling them by the block's softmax correction.
     void accumulate_recency(const float *p, int nb, int j0, int64_t i, float correction, float *stat) const {
@@ -307,11 +373,12 @@ struct context::impl {
                     for (int i = 0; i < nkv; ++i) kt[i] += L.bk[size_t(i)];
                 if (!L.bv.empty())
                     for (int i = 0; i < nkv; ++i) vt[i] += L.bv[size_t(i)];
-                apply_rope(qt, hp.n_head, int(t));
-                apply_rope(kt, hp.n_head_kv, int(t));
+                apply_rope(l, qt, hp.n_head, hp.group_size(), int(t));
+                apply_rope(l, kt, hp.n_head_kv, 1, int(t));
             });
             store_kv(l, pos0, n);
-            attention(l, pos0, n);
+            if (!attention_groups[size_t(l)].empty()) attention(l, pos0, n);
+            if (!m.hybrid()[size_t(l)].replaced_groups.empty()) recurrent_heads(l, n);
             matmul(L.wo, attn_out.data(), n, xn.data());
             pool.parallel_for(n, [&](int64_t t, int) {
                 for (int i = 0; i < E; ++i) x[size_t(t) * E + i] += xn[size_t(t) * E + i];
@@ -354,9 +421,29 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
 
     impl_ = std::make_unique<impl>(m, params_);
     impl &s = *impl_;
+    int32_t slots = 0;
+    size_t rec_heads = 0;
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const hybrid_layer &H = m.hybrid()[size_t(l)];
+        s.slot_of.emplace_back(size_t(hp.n_head_kv), -1);
+        s.attention_groups.emplace_back();
+        for (int32_t grp = 0; grp < hp.n_head_kv; ++grp)
+            if (!H.group_replaced[size_t(grp)]) {
+                s.slot_of.back()[size_t(grp)] = slots++;
+                s.attention_groups.back().push_back(grp);
+            }
+        s.rec_base.push_back(rec_heads);
+        rec_heads += H.replaced_groups.size() * size_t(hp.group_size());
+    }
     s.kv_cache_bytes = need.kv_bytes / 2;
-    s.k_cache.reset(new uint8_t[s.kv_cache_bytes]);
-    s.v_cache.reset(new uint8_t[s.kv_cache_bytes]);
+    s.k_cache.reset(new uint8_t[std::max<size_t>(s.kv_cache_bytes, 1)]);
+    s.v_cache.reset(new uint8_t[std::max<size_t>(s.kv_cache_bytes, 1)]);
+    s.rec_state.assign(rec_heads * recurrent_state_floats(hp.head_dim), 0.0f);
+    if (rec_heads > 0) {
+        s.rec_scratch_per_thread = recurrent_scan_scratch_floats(hp.head_dim, recurrent_chunk) +
+                                   size_t(params_.n_batch) * (1 + 3 * size_t(hp.head_dim));
+        s.rec_scratch.assign(s.rec_scratch_per_thread * size_t(s.pool.n_threads()), 0.0f);
+    }
     const size_t B = size_t(params_.n_batch);
     const size_t nq = size_t(hp.n_head) * hp.head_dim, nkv = size_t(hp.n_head_kv) * hp.head_dim;
     const size_t widest = std::max<size_t>({size_t(hp.n_embd), nq, size_t(hp.n_ff)});
@@ -408,6 +495,11 @@ void context::eval(const std::vector<int32_t> &tokens, std::vector<float> &logit
 
 void context::truncate(int32_t n) {
     if (n < 0 || n > n_past_) throw error("truncate: position out of range");
+    // A recurrent state holds every token it has seen and cannot be rewound to an earlier
+    // position; only a full reset (n = 0) is possible for a hybrid model.
+    if (n != n_past_ && n != 0 && !impl_->rec_state.empty())
+        throw error("truncate: a hybrid model's recurrent state can only be reset to position 0");
+    if (n == 0) std::fill(impl_->rec_state.begin(), impl_->rec_state.end(), 0.0f);
     n_past_ = n;
     history_.resize(size_t(n));
 }
@@ -418,8 +510,21 @@ memory_report context::plan(const model &m, const context_params &p) {
     r.n_ctx = p.n_ctx;
     r.weights_bytes = m.weights_bytes();
     const size_t elem = p.kv_type == tensor_type::F32 ? 4 : 2;
-    r.full_attention_kv_bytes = 2 * size_t(hp.n_layer) * hp.n_head_kv * size_t(p.n_ctx) * hp.head_dim * elem;
-    r.kv_bytes = r.full_attention_kv_bytes;
+    const size_t group_kv = 2 * size_t(p.n_ctx) * hp.head_dim * elem; // K and V of one group
+    const size_t head_state = recurrent_state_floats(hp.head_dim) * sizeof(float);
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const hybrid_layer &H = m.hybrid()[size_t(l)];
+        layer_memory lm;
+        lm.replaced_groups = int32_t(H.replaced_groups.size());
+        lm.attention_groups = hp.n_head_kv - lm.replaced_groups;
+        lm.kv_bytes = group_kv * size_t(lm.attention_groups);
+        lm.recurrent_bytes = head_state * size_t(lm.replaced_groups) * size_t(hp.group_size());
+        lm.full_attention_kv_bytes = group_kv * size_t(hp.n_head_kv);
+        r.kv_bytes += lm.kv_bytes;
+        r.recurrent_bytes += lm.recurrent_bytes;
+        r.full_attention_kv_bytes += lm.full_attention_kv_bytes;
+        r.layers.push_back(lm);
+    }
     const size_t B = size_t(std::min(p.n_batch, p.n_ctx));
     const size_t nq = size_t(hp.n_head) * hp.head_dim, nkv = size_t(hp.n_head_kv) * hp.head_dim;
     const size_t widest = std::max<size_t>({size_t(hp.n_embd), nq, size_t(hp.n_ff)});
@@ -428,7 +533,20 @@ memory_report context::plan(const model &m, const context_params &p) {
     return r;
 }
 
-memory_report context::memory() const { return plan(model_, params_); }
+memory_report context::memory() const {
+    memory_report r = plan(model_, params_);
+    r.n_past = n_past_;
+    const model_hparams &hp = model_.hparams();
+    const size_t elem = params_.kv_type == tensor_type::F32 ? 4 : 2;
+    for (auto &lm : r.layers) {
+        lm.kv_used_bytes = 2 * size_t(n_past_) * hp.head_dim * elem * size_t(lm.attention_groups);
+        r.kv_used_bytes += lm.kv_used_bytes;
+    }
+    return r;
+}
+
+size_t context::allocated_kv_bytes() const { return 2 * impl_->kv_cache_bytes; }
+size_t context::allocated_recurrent_bytes() const { return impl_->rec_state.size() * sizeof(float); }
 
 void context::collect_recency(int32_t window) {
     if (window < 0) throw error("recency window must not be negative");

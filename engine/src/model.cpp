@@ -5,6 +5,7 @@
 #include "recur/quants.h"
 #include "recur/tokenizer.h"
 
+#include <cstring>
 #include <map>
 
 namespace recur {
@@ -138,7 +139,104 @@ std::unique_ptr<model> model::load(const std::string &path) {
         m->layers_.push_back(std::move(L));
     }
     add_bytes(m->output_); // a decode step reads the whole output matrix, one embedding row
+    m->load_hybrid();
     return m;
+}
+
+// Reads the recurformer.* keys and blk.N.rec.* tensors (docs/FORMAT.md), checking every group
+// index and tensor shape against the model before anything uses them.
+void model::load_hybrid() {
+    const gguf_file &f = *file_;
+    hybrid_.assign(size_t(hp_.n_layer), hybrid_layer{});
+    for (auto &h : hybrid_) h.group_replaced.assign(size_t(hp_.n_head_kv), 0);
+    recurformer_version_ = int32_t(f.get_int("recurformer.version", 0));
+    if (recurformer_version_ == 0) {
+        for (auto &[key, v] : f.metadata())
+            if (key.rfind("recurformer.", 0) == 0)
+                throw format_error("hybrid: key '" + key + "' present but recurformer.version is missing");
+        return;
+    }
+    if (recurformer_version_ != 1)
+        throw format_error("hybrid: recurformer.version " + std::to_string(recurformer_version_) +
+                           " is not supported (1 is)");
+    recency_window_ = int32_t(f.get_int("recurformer.window", 32));
+    const int g = hp_.group_size(), hd = hp_.head_dim, E = hp_.n_embd;
+    for (int32_t l = 0; l < hp_.n_layer; ++l) {
+        hybrid_layer &H = hybrid_[size_t(l)];
+        const std::string key = "recurformer.blk." + std::to_string(l) + ".";
+        for (int64_t grp : f.get_int_array(key + "replaced_groups")) {
+            if (grp < 0 || grp >= hp_.n_head_kv)
+                throw format_error("hybrid: layer " + std::to_string(l) + " names KV group " + std::to_string(grp) +
+                                   ", but the model has groups 0.." + std::to_string(hp_.n_head_kv - 1));
+            if (!H.replaced_groups.empty() && grp <= H.replaced_groups.back())
+                throw format_error("hybrid: layer " + std::to_string(l) +
+                                   " lists its replaced groups out of order or twice");
+            H.replaced_groups.push_back(int32_t(grp));
+            H.group_replaced[size_t(grp)] = 1;
+        }
+        for (double r : f.get_float_array(key + "group_recency")) H.group_recency.push_back(float(r));
+        if (!H.group_recency.empty() && H.group_recency.size() != size_t(hp_.n_head_kv))
+            throw format_error("hybrid: " + key + "group_recency has " + std::to_string(H.group_recency.size()) +
+                               " entries, expected " + std::to_string(hp_.n_head_kv));
+        auto kinds = f.get_int_array(key + "group_kinds");
+        if (!kinds.empty() && kinds.size() != H.replaced_groups.size())
+            throw format_error("hybrid: " + key + "group_kinds does not match replaced_groups");
+        for (int64_t k : kinds)
+            if (k != int64_t(replacement_kind::recurrent))
+                throw format_error("hybrid: layer " + std::to_string(l) + " uses replacement kind " +
+                                   std::to_string(k) + ", which this engine does not serve yet");
+        const int64_t R = int64_t(H.replaced_groups.size()) * g;
+        const std::string t = "blk." + std::to_string(l) + ".rec.";
+        if (R == 0) {
+            for (const char *n : {"dt_w", "dt_b", "a_log", "d"})
+                if (f.find_tensor(t + n))
+                    throw format_error("hybrid: tensor '" + t + n + "' exists but layer " + std::to_string(l) +
+                                       " replaces no group");
+            continue;
+        }
+        auto f32 = [&](const std::string &name, std::vector<int64_t> ne) {
+            const gguf_tensor_info *ti = f.find_tensor(name);
+            if (!ti) throw format_error("hybrid: tensor '" + name + "' is missing");
+            if (ti->type != tensor_type::F32) throw format_error("hybrid: tensor '" + name + "' must be F32");
+            if (ti->ne != ne) {
+                std::string want, got;
+                for (auto d : ne) want += (want.empty() ? "" : ", ") + std::to_string(d);
+                for (auto d : ti->ne) got += (got.empty() ? "" : ", ") + std::to_string(d);
+                throw format_error("hybrid: tensor '" + name + "' has shape [" + got + "], expected [" + want + "]");
+            }
+            const float *p = reinterpret_cast<const float *>(ti->data);
+            return std::vector<float>(p, p + ti->n_elements());
+        };
+        H.dt_w = f32(t + "dt_w", {E, R});
+        H.dt_b = f32(t + "dt_b", {R});
+        H.a_log = f32(t + "a_log", {R});
+        H.d = f32(t + "d", {hd, R});
+        for (double x : f.get_float_array(key + "final_loss")) H.final_loss.push_back(float(x));
+    }
+}
+
+int32_t model::replaced_group_count() const {
+    int32_t n = 0;
+    for (auto &h : hybrid_) n += int32_t(h.replaced_groups.size());
+    return n;
+}
+
+uint64_t model::fingerprint() const {
+    if (fingerprint_ != 0) return fingerprint_;
+    // FNV-1a over 8-byte words of the whole mapped file: fast (memory-bound) and, unlike a hash
+    // of the header only, it changes when any weight changes.
+    const uint8_t *p = file_->base();
+    const size_t n = file_->file_size();
+    uint64_t h = 1469598103934665603ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        h = (h ^ w) * 1099511628211ull;
+    }
+    for (; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    fingerprint_ = h == 0 ? 1 : h;
+    return fingerprint_;
 }
 
 std::string model::chat_template() const { return file_->get_string("tokenizer.chat_template", ""); }

@@ -3,9 +3,10 @@
 // it has no kernel for, and the caller then runs the scalar code.
 //
 // Two shapes of integer kernel:
-//  * GEMV (decode, few activation columns): weight rows are streamed once straight from their
-//    file layout, four rows at a time sharing each activation block, one int32x8 partial per row
-//    and block scaled in float (like ggml's vec_dot). This has to run at memory bandwidth.
+//  * GEMV (decode, one or two activation columns): weight rows are streamed once straight from
+//    their file layout, four rows at a time sharing each activation block (Q4 rows two per
+//    vector), one int32 partial vector per row and block scaled in float, with software prefetch
+//    of the next group of rows. This has to run at memory bandwidth.
 //  * Tiled GEMM (prefill): 8 weight rows are first repacked into a "row-interleaved" tile where
 //    one 32-byte vector holds 4 consecutive k of each of the 8 rows (4 bytes per row), so
 //    _mm256_maddubs_epi16(W, broadcast(4 activation bytes)) yields partial sums whose lanes are

@@ -20,7 +20,9 @@ uint64_t splitmix64(uint64_t &x) {
     return z ^ (z >> 31);
 }
 
-inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 // The order every stage agrees on: larger logit first, lower id on ties. A strict weak order
 // because NaN has been removed before any comparison happens.
@@ -50,7 +52,8 @@ sampler::sampler(const sampling_params &p) : params_(p) {
 
 void sampler::seed_rng(uint64_t s) {
     uint64_t x = s;
-    for (auto &w : rng_) w = splitmix64(x);
+    for (auto &w : rng_)
+        w = splitmix64(x);
 }
 
 // xoshiro256** (Blackman & Vigna): small, fast, and fully specified, unlike the standard
@@ -100,7 +103,8 @@ float sampler::penalised(float l) const {
 size_t sampler::drop_non_finite(size_t n) {
     constexpr float inf = std::numeric_limits<float>::infinity();
     bool any_pos_inf = false;
-    for (size_t i = 0; i < n; ++i) any_pos_inf |= (cand_[i].logit == inf);
+    for (size_t i = 0; i < n; ++i)
+        any_pos_inf |= (cand_[i].logit == inf);
     size_t m = 0;
     for (size_t i = 0; i < n; ++i) {
         float l = cand_[i].logit;
@@ -123,7 +127,8 @@ size_t sampler::load_top_k(const float *logits, int32_t n_vocab, size_t k) {
     const by_logit_desc cmp; // as a heap order: front() is the worst candidate kept
     const bool penalties = params_.repeat_last_n != 0 && params_.repeat_penalty != 1.0f && !counts_.empty();
     if (penalties) {
-        if (penalised_mark_.size() < static_cast<size_t>(n_vocab)) penalised_mark_.resize(static_cast<size_t>(n_vocab), 0);
+        if (penalised_mark_.size() < static_cast<size_t>(n_vocab))
+            penalised_mark_.resize(static_cast<size_t>(n_vocab), 0);
         for (const auto &kv : counts_)
             if (kv.first >= 0 && kv.first < n_vocab) penalised_mark_[static_cast<size_t>(kv.first)] = 1;
     }
@@ -204,7 +209,8 @@ size_t sampler::top_p_unsorted(size_t n, float lmax) {
     auto first = cand_.begin();
 
     float lmin = lmax;
-    for (size_t i = 0; i < n; ++i) lmin = std::min(lmin, cand_[i].logit);
+    for (size_t i = 0; i < n; ++i)
+        lmin = std::min(lmin, cand_[i].logit);
     const float span = std::min(lmax - lmin, span_max);
     const float scale = span > 0.0f ? static_cast<float>(n_buckets - 1) / span : 0.0f;
     auto bucket_of = [&](float l) -> size_t {
@@ -263,7 +269,8 @@ int32_t sampler::sample(const float *logits, int32_t n_vocab) {
     if (sorted) {
         lmax = cand_[0].logit;
     } else {
-        for (size_t i = 0; i < n; ++i) lmax = std::max(lmax, cand_[i].logit);
+        for (size_t i = 0; i < n; ++i)
+            lmax = std::max(lmax, cand_[i].logit);
     }
 
     // min-p in logit space: p_i >= min_p * p_max  <=>  l_i >= l_max + ln(min_p). min_p > 1
@@ -273,7 +280,8 @@ int32_t sampler::sample(const float *logits, int32_t n_vocab) {
     size_t n_min = n;
     if (use_min_p) {
         n_min = 0;
-        for (size_t i = 0; i < n; ++i) n_min += (cand_[i].logit >= min_logit);
+        for (size_t i = 0; i < n; ++i)
+            n_min += (cand_[i].logit >= min_logit);
     }
     auto keep_min_p = [&](size_t m) { // moves the min-p survivors among cand_[0 .. m) to the front
         size_t j = 0;
@@ -286,7 +294,7 @@ int32_t sampler::sample(const float *logits, int32_t n_vocab) {
     // threshold), so applying one after the other keeps the shorter of the two prefixes.
     size_t keep = n;
     if (params_.top_p < 1.0f) {
-        constexpr size_t small = 1024;
+        constexpr size_t small = 256;
         bool prefix_sorted = sorted;
         if (!sorted && use_min_p && n_min <= small) {
             // Few min-p survivors: the top-p cut is among them, so only they need sorting.
@@ -297,7 +305,8 @@ int32_t sampler::sample(const float *logits, int32_t n_vocab) {
         }
         if (prefix_sorted) {
             double z = 0.0; // over every candidate: top-p uses the full temperature-1 softmax
-            for (size_t i = 0; i < n; ++i) z += std::exp(cand_[i].logit - lmax);
+            for (size_t i = 0; i < n; ++i)
+                z += std::exp(cand_[i].logit - lmax);
             const double p = params_.top_p;
             double cum = 0.0;
             keep = n_min;

@@ -15,18 +15,22 @@ using recur::chat_format;
 using recur::chat_message;
 
 // HuggingFaceTB/SmolLM2-*-Instruct. JSON "\n" decodes to real newlines.
-const std::string smollm2_template =
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' "
-    "+ message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt "
-    "%}{{ '<|im_start|>assistant\n' }}{% endif %}";
+const std::string smollm2_template = "{% for message in messages %}{% if loop.first and messages[0]['role'] "
+                                     "!= 'system' %}{{ '<|im_start|>system\n"
+                                     "You are a helpful AI assistant named SmolLM, trained by Hugging "
+                                     "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' "
+                                     "+ message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+                                     "'\n'}}{% endfor %}{% if add_generation_prompt "
+                                     "%}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 // meta-llama/Meta-Llama-3-8B-Instruct.
-const std::string llama3_template =
-    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
-    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 "
-    "%}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
-    "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+const std::string llama3_template = "{% set loop_messages = messages %}{% for message in loop_messages %}{% "
+                                    "set content = '<|start_header_id|>' + "
+                                    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+                                    "'<|eot_id|>' %}{% if loop.index0 == 0 "
+                                    "%}{% set content = bos_token + content %}{% endif %}{{ content }}{% "
+                                    "endfor %}{% if add_generation_prompt %}{{ "
+                                    "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
 
 // meta-llama/Llama-2-7b-chat-hf. Its JSON has "\\n", so the Jinja text holds backslash-n.
 const std::string llama2_template =
@@ -34,33 +38,46 @@ const std::string llama2_template =
 
 // mistralai/Mistral-7B-Instruct-v0.1.
 const std::string mistral_template =
-    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
-    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) "
+    "%}{{ "
+    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% "
+    "if "
     "message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == "
-    "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are "
+    "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
+    "roles are "
     "supported!') }}{% endif %}{% endfor %}";
 
 // google/gemma-7b-it.
 const std::string gemma_template =
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% "
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') "
+    "}}{% "
     "endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
-    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
-    "(message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif "
-    "%}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if "
+    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% "
+    "if "
+    "(message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% "
+    "endif "
+    "%}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% "
+    "if "
     "add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
 
 // HuggingFaceH4/zephyr-7b-beta: turns end with the eos_token variable, no literal "</s>".
 const std::string zephyr_template =
-    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
-    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% "
-    "elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif "
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] "
+    "+ "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + "
+    "eos_token }}\n{% "
+    "elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% "
+    "endif "
     "%}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
 
 // microsoft/Phi-3-mini-4k-instruct: <|user|> tags but <|end|> terminators, not a supported format.
 const std::string phi3_template =
-    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
-    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif "
-    "message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor "
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] "
+    "+ "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% "
+    "elif "
+    "message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% "
+    "endfor "
     "%}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
 
 const std::string sys = "You are terse.";
@@ -68,10 +85,18 @@ const std::string u1 = "Hi";
 const std::string a1 = "Hello! How can I help?";
 const std::string u2 = "What is 2+2?";
 
-std::vector<chat_message> one_turn() { return {{"user", u1}}; }
-std::vector<chat_message> one_turn_sys() { return {{"system", sys}, {"user", u1}}; }
-std::vector<chat_message> three_turns() { return {{"user", u1}, {"assistant", a1}, {"user", u2}}; }
-std::vector<chat_message> three_turns_sys() { return {{"system", sys}, {"user", u1}, {"assistant", a1}, {"user", u2}}; }
+std::vector<chat_message> one_turn() {
+    return {{"user", u1}};
+}
+std::vector<chat_message> one_turn_sys() {
+    return {{"system", sys}, {"user", u1}};
+}
+std::vector<chat_message> three_turns() {
+    return {{"user", u1}, {"assistant", a1}, {"user", u2}};
+}
+std::vector<chat_message> three_turns_sys() {
+    return {{"system", sys}, {"user", u1}, {"assistant", a1}, {"user", u2}};
+}
 
 TEST(Chat, DetectsRealTemplates) {
     EXPECT_EQ(recur::detect_chat_format(smollm2_template), chat_format::chatml);
@@ -83,7 +108,8 @@ TEST(Chat, DetectsRealTemplates) {
 }
 
 TEST(Chat, DetectsZephyrByLiteralEos) {
-    EXPECT_EQ(recur::detect_chat_format("{{ '<|user|>\\n' + message['content'] + '</s>' }}"), chat_format::zephyr);
+    EXPECT_EQ(recur::detect_chat_format("{{ '<|user|>\\n' + message['content'] + '</s>' }}"),
+              chat_format::zephyr);
 }
 
 TEST(Chat, UnknownTemplateIsPlain) {
@@ -111,9 +137,10 @@ TEST(Chat, DefaultSystemPromptFromTemplate) {
               "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
     // The same with the newline kept as a Jinja escape, and a Qwen2.5-style template where the
     // first "<|im_start|>system" splices in the user's system message.
-    EXPECT_EQ(recur::chat_default_system_prompt(
-                  R"({% if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You\'re helpful.<|im_end|>\n' }}{%- endif %})"),
-              "You are Qwen, created by Alibaba Cloud. You're helpful.");
+    EXPECT_EQ(
+        recur::chat_default_system_prompt(
+            R"({% if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You\'re helpful.<|im_end|>\n' }}{%- endif %})"),
+        "You are Qwen, created by Alibaba Cloud. You're helpful.");
     EXPECT_EQ(recur::chat_default_system_prompt(llama3_template), "");
     EXPECT_EQ(recur::chat_default_system_prompt(
                   "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"),
@@ -122,31 +149,37 @@ TEST(Chat, DefaultSystemPromptFromTemplate) {
 
 TEST(Chat, ChatmlRendering) {
     const auto f = chat_format::chatml;
-    EXPECT_EQ(recur::apply_chat_template(f, one_turn(), true), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(recur::apply_chat_template(f, one_turn(), true),
+              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     EXPECT_EQ(recur::apply_chat_template(f, one_turn(), false), "<|im_start|>user\nHi<|im_end|>\n");
     EXPECT_EQ(recur::apply_chat_template(f, one_turn_sys(), true),
-              "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+              "<|im_start|>system\nYou are "
+              "terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     EXPECT_EQ(recur::apply_chat_template(f, three_turns(), true),
               "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help?<|im_end|>\n"
               "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
-    EXPECT_EQ(recur::apply_chat_template(f, three_turns_sys(), true),
-              "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-              "<|im_start|>assistant\nHello! How can I help?<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
-              "<|im_start|>assistant\n");
+    EXPECT_EQ(
+        recur::apply_chat_template(f, three_turns_sys(), true),
+        "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello! How can I help?<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n");
     // ChatML does not trim.
-    EXPECT_EQ(recur::apply_chat_template(f, {{"user", " x \n"}}, false), "<|im_start|>user\n x \n<|im_end|>\n");
+    EXPECT_EQ(recur::apply_chat_template(f, {{"user", " x \n"}}, false),
+              "<|im_start|>user\n x \n<|im_end|>\n");
 }
 
 TEST(Chat, SmolLM2MatchesTemplateWithExplicitDefaultSystem) {
     // What SmolLM2's template renders for a lone user "Hi": its baked-in system turn first.
-    const std::string expected = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
-                                 "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    const std::string expected =
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
     const auto f = recur::detect_chat_format(smollm2_template);
     std::vector<chat_message> msgs = one_turn();
     msgs.insert(msgs.begin(), {"system", recur::chat_default_system_prompt(smollm2_template)});
     EXPECT_EQ(recur::apply_chat_template(f, msgs, true), expected);
     // Without it, nothing is invented.
-    EXPECT_EQ(recur::apply_chat_template(f, one_turn(), true), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(recur::apply_chat_template(f, one_turn(), true),
+              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST(Chat, Llama3Rendering) {
@@ -193,7 +226,8 @@ TEST(Chat, Llama2Rendering) {
     EXPECT_EQ(recur::apply_chat_template(f, {{"user", " Hi\n"}, {"assistant", " Yo "}}, false, "<s>"),
               "<s>[INST] Hi [/INST] Yo </s>");
     // A system message with no user turn after it still reaches the model.
-    EXPECT_EQ(recur::apply_chat_template(f, {{"system", sys}}, true), "[INST] <<SYS>>\nYou are terse.\n<</SYS>> [/INST]");
+    EXPECT_EQ(recur::apply_chat_template(f, {{"system", sys}}, true),
+              "[INST] <<SYS>>\nYou are terse.\n<</SYS>> [/INST]");
 }
 
 TEST(Chat, GemmaRendering) {
@@ -202,12 +236,14 @@ TEST(Chat, GemmaRendering) {
               "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
     EXPECT_EQ(recur::apply_chat_template(f, one_turn_sys(), true),
               "<start_of_turn>user\nYou are terse.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
-    EXPECT_EQ(recur::apply_chat_template(f, three_turns(), true),
-              "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello! How can I help?<end_of_turn>\n"
-              "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n");
-    EXPECT_EQ(recur::apply_chat_template(f, three_turns_sys(), false),
-              "<start_of_turn>user\nYou are terse.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello! How can I "
-              "help?<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n");
+    EXPECT_EQ(
+        recur::apply_chat_template(f, three_turns(), true),
+        "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello! How can I help?<end_of_turn>\n"
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n");
+    EXPECT_EQ(
+        recur::apply_chat_template(f, three_turns_sys(), false),
+        "<start_of_turn>user\nYou are terse.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello! How can I "
+        "help?<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n");
 }
 
 TEST(Chat, ZephyrRendering) {
@@ -227,8 +263,9 @@ TEST(Chat, PlainRendering) {
     const auto f = chat_format::plain;
     EXPECT_EQ(recur::apply_chat_template(f, one_turn(), true), "User: Hi\nAssistant:");
     EXPECT_EQ(recur::apply_chat_template(f, one_turn_sys(), true), "You are terse.\n\nUser: Hi\nAssistant:");
-    EXPECT_EQ(recur::apply_chat_template(f, three_turns_sys(), true),
-              "You are terse.\n\nUser: Hi\nAssistant: Hello! How can I help?\nUser: What is 2+2?\nAssistant:");
+    EXPECT_EQ(
+        recur::apply_chat_template(f, three_turns_sys(), true),
+        "You are terse.\n\nUser: Hi\nAssistant: Hello! How can I help?\nUser: What is 2+2?\nAssistant:");
     EXPECT_EQ(recur::apply_chat_template(f, three_turns(), false, "<s>"),
               "<s>User: Hi\nAssistant: Hello! How can I help?\nUser: What is 2+2?\n");
 }

@@ -535,7 +535,7 @@ void check_vec_dot(bool force_scalar) {
 void check_gemm(bool force_scalar) {
     scalar_guard g(force_scalar);
     std::mt19937 rng(33);
-    const int dims[] = {1, 3, 5, 17};
+    const int dims[] = {1, 2, 3, 5, 17};
     for (const auto &c : dot_cases) {
         const int64_t blk = type_traits(c.t).block_elems;
         double worst = 0;

@@ -78,8 +78,9 @@ std::string chat_default_system_prompt(const std::string &jinja_template);
 // "assistant" becomes "model"). Roles are not required to alternate. Content is not escaped:
 // marker text inside a message (say "<|im_end|>") stays text here, and whether it turns into a
 // special token is decided by how the caller tokenizes.
-std::string apply_chat_template(chat_format f, const std::vector<chat_message> &msgs, bool add_generation_prompt,
-                                const std::string &bos_text = "", const std::string &eos_text = "");
+std::string apply_chat_template(chat_format f, const std::vector<chat_message> &msgs,
+                                bool add_generation_prompt, const std::string &bos_text = "",
+                                const std::string &eos_text = "");
 
 // Strings that end the assistant's turn in format f, for stopping generation on the detokenized
 // text (in addition to the model's end-of-generation tokens). The first entry is the format's

@@ -56,6 +56,25 @@ struct layer_weights {
     weight_matrix w_gate, w_up, w_down;             // [n_ff, n_embd] x2, [n_embd, n_ff]
 };
 
+// How a replaced KV group is served (recorded per group in a hybrid file).
+enum class replacement_kind : int32_t {
+    recurrent = 0,        // RecurFormer recurrent head: fixed-size state, no cache
+    window = 1,           // exact attention over the last W tokens only (reserved for distillation)
+    window_recurrent = 2, // window plus a recurrent state for what left it (reserved)
+};
+
+// The RecurFormer part of one layer of a hybrid file (docs/FORMAT.md). Empty for a plain model.
+struct hybrid_layer {
+    std::vector<int32_t> replaced_groups;   // KV groups served by recurrent heads, ascending
+    std::vector<uint8_t> group_replaced;    // [n_head_kv] 1 where replaced
+    std::vector<float> group_recency;       // [n_head_kv] statistics behind the choice (may be empty)
+    // Recurrent heads, R = replaced_groups.size() * group_size, ordered by group then head:
+    std::vector<float> dt_w;                // [R][n_embd]
+    std::vector<float> dt_b, a_log;         // [R]
+    std::vector<float> d;                   // [R][head_dim]
+    std::vector<float> final_loss;          // [R] distillation loss per head, empty when untrained
+};
+
 class model {
   public:
     // Loads and validates every tensor's presence, type and shape. Throws recur::error.
@@ -79,6 +98,14 @@ class model {
     const std::vector<layer_weights> &layers() const { return layers_; }
     const std::vector<float> &rope_freq_factors() const { return rope_freq_factors_; }
 
+    // Hybrid (RecurFormer) structure; every layer's list is empty for a plain model.
+    bool is_hybrid() const { return recurformer_version_ > 0; }
+    const std::vector<hybrid_layer> &hybrid() const { return hybrid_; }
+    int32_t replaced_group_count() const;
+    int32_t recency_window() const { return recency_window_; }
+    // 64-bit fingerprint of the whole file (computed on first use); engine state files carry it.
+    uint64_t fingerprint() const;
+
   private:
     model() = default;
     std::unique_ptr<gguf_file> file_;
@@ -89,6 +116,11 @@ class model {
     std::vector<float> rope_freq_factors_; // [rope_dim/2], empty unless the file has rope_freqs.weight
     std::vector<layer_weights> layers_;
     size_t weights_bytes_ = 0;
+    int32_t recurformer_version_ = 0;
+    int32_t recency_window_ = 32;
+    std::vector<hybrid_layer> hybrid_;
+    mutable uint64_t fingerprint_ = 0;
+    void load_hybrid();
 };
 
 struct context_params {
@@ -98,14 +130,26 @@ struct context_params {
     tensor_type kv_type = tensor_type::F16; // F16 or F32
 };
 
-// Per-layer memory figures (bytes). For the plain model every group is attention.
+// Memory of one layer (bytes). A KV group is either attention (a K and a V row per position)
+// or replaced (a fixed-size recurrent state per query head).
+struct layer_memory {
+    int32_t attention_groups = 0, replaced_groups = 0;
+    size_t kv_bytes = 0;                // allocated KV cache for the attention groups at n_ctx
+    size_t kv_used_bytes = 0;           // of which positions [0, n_past) are filled
+    size_t recurrent_bytes = 0;         // recurrent states of the replaced groups
+    size_t full_attention_kv_bytes = 0; // what this layer's cache would be with every group attention
+};
+
 struct memory_report {
     int32_t n_ctx = 0;
+    int32_t n_past = 0;
     size_t weights_bytes = 0;
-    size_t kv_bytes = 0;                 // allocated KV cache
-    size_t recurrent_bytes = 0;          // recurrent state (hybrid models)
+    size_t kv_bytes = 0;                 // allocated KV cache (attention groups only)
+    size_t kv_used_bytes = 0;            // positions filled so far
+    size_t recurrent_bytes = 0;          // recurrent states (hybrid models)
     size_t full_attention_kv_bytes = 0;  // what full attention would allocate at n_ctx
     size_t scratch_bytes = 0;            // activations and buffers
+    std::vector<layer_memory> layers;
 };
 
 // Called during a long evaluation with (tokens done, tokens total); return false to cancel.
@@ -135,7 +179,12 @@ class context {
     void truncate(int32_t n);
     int n_threads() const;
     memory_report memory() const;
+    // The same figures for any context, computed before allocating anything.
     static memory_report plan(const model &m, const context_params &p);
+    // Bytes this context actually allocated for KV cache and recurrent state (tests compare them
+    // with memory()).
+    size_t allocated_kv_bytes() const;
+    size_t allocated_recurrent_bytes() const;
 
     // Recency statistics (DESIGN §4): window > 0 starts gathering them (from zero) during
     // every following eval; 0 stops. Costs a few percent of prefill time while on.

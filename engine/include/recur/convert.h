@@ -1,0 +1,47 @@
+#pragma once
+// Conversion of a pretrained model into a RecurFormer hybrid (DESIGN §3-§4, docs/FORMAT.md):
+// measure each KV group's recency on calibration text, choose the groups to replace,
+// initialise their recurrent heads, and write the hybrid GGUF.
+#include "recur/model.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace recur {
+
+struct convert_params {
+    int32_t window = 32;       // recency window k
+    double fraction = -1;      // replace this fraction of all KV groups (highest recency first), or
+    double threshold = -1;     // replace every group whose recency >= threshold (exactly one is set)
+    int32_t n_threads = 0;
+    int32_t n_batch = 256;
+    int32_t steps = 0;         // distillation steps; only 0 (initialisation) is implemented yet
+};
+
+struct group_choice {
+    int32_t layer = 0, group = 0;
+    double recency = 0;
+    bool replaced = false;
+};
+
+struct convert_result {
+    int32_t replaced_groups = 0, total_groups = 0;
+    double kv_fraction_kept = 1.0; // attention KV bytes of the hybrid / of the original
+    int64_t calib_tokens = 0;
+    std::vector<group_choice> groups; // every (layer, group), in layer-major order
+};
+
+// Picks groups from per-group recency (layer-major order). Ties keep the earlier group.
+std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold);
+
+// Runs the analysis over calib_tokens (BOS first where the vocabulary adds it) and writes the
+// hybrid file to out_path. progress(done, total) may cancel by returning false.
+convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &calib_tokens, const convert_params &p,
+                                 const std::string &out_path, const progress_callback &progress = {});
+
+// Initial recurrent-head parameters ("The Mamba in the Llama": C<-Q, B<-K, x<-V come from the
+// attention rows themselves; see docs/FORMAT.md for dt, A and D).
+float initial_dt_bias(int32_t window);
+
+} // namespace recur
