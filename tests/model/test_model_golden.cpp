@@ -70,7 +70,8 @@ struct tolerance {
 tolerance tolerance_for(const std::string &name, bool kv_f32) {
     const bool float_weights = name.find("f32") != std::string::npos || name.find("f16") != std::string::npos ||
                                name.find("bf16") != std::string::npos || name.find("tied") != std::string::npos ||
-                               name.find("ropescale") != std::string::npos || name == "stories260K";
+                               name.find("ropescale") != std::string::npos || name == "stories260K" ||
+                               name.find("hybrid") != std::string::npos;
     if (float_weights) return kv_f32 ? tolerance{2e-3, 2e-4, 0.99999} : tolerance{0.06, 0.01, 0.9999};
     return {0.5, 0.08, 0.998};
 }
@@ -150,7 +151,8 @@ TEST_P(ModelGolden, GreedyTokensMatchWhereTheReferenceIsDecided) {
 
 std::vector<std::tuple<std::string, bool>> cases() {
     std::vector<std::tuple<std::string, bool>> out;
-    for (const char *n : {"llama-f32", "llama-gqa-f32", "qwen2-gqa-f32", "llama-tied", "llama-ropescale", "stories260K"}) {
+    for (const char *n : {"llama-f32", "llama-gqa-f32", "qwen2-gqa-f32", "llama-tied", "llama-ropescale", "stories260K",
+                          "hybrid-mixed", "hybrid-partial", "qwen2-hybrid"}) {
         out.emplace_back(n, true);
         out.emplace_back(n, false);
     }

@@ -66,6 +66,8 @@ class Model:
     bos_id: int | None = None
     eos_id: int | None = None
     tokenizer_model: str | None = None
+    # RecurFormer hybrid: layer -> replaced KV groups (ascending); empty for a plain model
+    replaced: dict = field(default_factory=dict)
 
     def w(self, name: str) -> np.ndarray:
         return self.tensors[name]
@@ -140,6 +142,11 @@ def load_model(path: str, use_cache: bool = True) -> Model:
         eos_id=_field_value(r, "tokenizer.ggml.eos_token_id"),
         tokenizer_model=_field_value(r, "tokenizer.ggml.model"),
     )
+    if _field_value(r, "recurformer.version"):
+        for l in range(m.n_layer):
+            groups = _field_value(r, f"recurformer.blk.{l}.replaced_groups")
+            if groups:
+                m.replaced[l] = [int(g) for g in groups]
     if use_cache:
         _MODEL_CACHE[path] = m
     return m
@@ -194,6 +201,25 @@ def rope(x: np.ndarray, positions: np.ndarray, m: Model) -> np.ndarray:
     return out
 
 
+def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d):
+    """The RecurFormer recurrent head (DESIGN §3), sequentially, float64.
+
+    q, k, v: [T, hd] (no RoPE); xn: [T, n_embd] the attention-normed layer input.
+      dt_t = softplus(dt_w . xn_t + dt_b);  a_t = exp(-dt_t * exp(a_log))
+      S_t  = a_t S_{t-1} + dt_t k_t v_t^T    (S: [hd, hd], S_{-1} = 0)
+      y_t  = S_t^T q_t / sqrt(hd) + d * v_t"""
+    T, hd = q.shape
+    z = xn @ dt_w + dt_b
+    dt = np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, 20))))
+    a = np.exp(-dt * np.exp(a_log))
+    S = np.zeros((hd, hd))
+    y = np.empty((T, hd))
+    for t in range(T):
+        S = a[t] * S + dt[t] * np.outer(k[t], v[t])
+        y[t] = S.T @ q[t] / np.sqrt(hd) + d * v[t]
+    return y
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int) -> np.ndarray:
     """Causal softmax attention with GQA.
 
@@ -238,10 +264,19 @@ def forward(m: Model, tokens) -> np.ndarray:
         q = linear(h, m.w(p + "attn_q.weight"), opt(p + "attn_q.bias"))
         k = linear(h, m.w(p + "attn_k.weight"), opt(p + "attn_k.bias"))
         v = linear(h, m.w(p + "attn_v.weight"), opt(p + "attn_v.bias"))
-        q = rope(q.reshape(T, m.n_head, hd), positions, m)
-        k = rope(k.reshape(T, m.n_head_kv, hd), positions, m)
+        q_raw, k_raw = q.reshape(T, m.n_head, hd), k.reshape(T, m.n_head_kv, hd)
+        q = rope(q_raw, positions, m)
+        k = rope(k_raw, positions, m)
         v = v.reshape(T, m.n_head_kv, hd)
-        a = attention(q, k, v, m.n_head_kv)
+        a = attention(q, k, v, m.n_head_kv).reshape(T, m.n_head, hd)
+        # Hybrid: the query heads of replaced groups are recurrent heads on the unrotated q/k.
+        group = m.n_head // m.n_head_kv
+        for r, (g, j) in enumerate((g, j) for g in m.replaced.get(l, []) for j in range(group)):
+            head = g * group + j
+            a[:, head, :] = recurrent_head(q_raw[:, head, :], k_raw[:, g, :], v[:, g, :], h,
+                                           m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r],
+                                           m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r])
+        a = a.reshape(T, m.n_head * hd)
         x = x + linear(a, m.w(p + "attn_output.weight"), opt(p + "attn_output.bias"))
         # --- SwiGLU FFN ---
         h = rms_norm(x, m.w(p + "ffn_norm.weight"), m.rms_eps)

@@ -239,6 +239,26 @@ def write_model(path: str, spec: dict, seed: int) -> None:
     if not spec.get("tied"):
         add2d("output.weight", mat(n_vocab, n_embd, 2.0))
 
+    # RecurFormer hybrid (docs/FORMAT.md): replaced KV groups per layer and random recurrent
+    # head parameters (a trained head's values are of this order).
+    hybrid = spec.get("hybrid")
+    if hybrid is not None:
+        group = n_head // n_head_kv
+        w.add_uint32("recurformer.version", 1)
+        w.add_uint32("recurformer.window", 32)
+        hrng = np.random.default_rng(seed + 7)
+        for l in range(n_layer):
+            groups = sorted(hybrid.get(l, []))
+            w.add_array(f"recurformer.blk.{l}.replaced_groups", [int(g) for g in groups] or [])
+            if not groups:
+                continue
+            R = len(groups) * group
+            p = f"blk.{l}.rec."
+            w.add_tensor(p + "dt_w", (hrng.standard_normal((R, n_embd)) * 0.3 / np.sqrt(n_embd)).astype(np.float32))
+            w.add_tensor(p + "dt_b", hrng.uniform(-3.0, 0.0, R).astype(np.float32))
+            w.add_tensor(p + "a_log", hrng.uniform(-1.0, 1.0, R).astype(np.float32))
+            w.add_tensor(p + "d", (0.5 * hrng.standard_normal((R, head_dim))).astype(np.float32))
+
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -320,6 +340,12 @@ MODELS.append(dict(_base, name="llama-tied", dtype="f32", tied=True, n_layer=3))
 MODELS.append(dict(_base, name="qwen2-gqa-f32", arch="qwen2", dtype="f32", qkv_bias=True,
                    rope_base=1e6, eps=1e-6))
 MODELS.append(dict(_base, name="llama-ropescale", dtype="f32", rope_linear=2.0))
+# Hybrids of the GQA model: every group of layer 0 recurrent and none of layer 1; and one group
+# in each layer. The qwen2 one checks that recurrent heads skip RoPE and keep the q/k biases.
+MODELS.append(dict(_base, name="hybrid-mixed", dtype="f32", n_head_kv=2, hybrid={0: [0, 1]}))
+MODELS.append(dict(_base, name="hybrid-partial", dtype="f32", n_head_kv=2, hybrid={0: [1], 1: [0]}))
+MODELS.append(dict(_base, name="qwen2-hybrid", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
+                   rope_base=1e6, eps=1e-6, hybrid={1: [1]}))
 
 
 def main(argv=None) -> int:

@@ -471,19 +471,22 @@ struct dot_data {
     size_t w_stride, a_stride;
 };
 
-// n_rows weight rows and n_cols activation rows, each row padded by an odd number of bytes so
-// the kernels see unaligned rows and strides that are not the row size.
+// Row placement: offsets and padding keep the blocks' natural alignment (4 bytes covers the fp16
+// fields and Q8_K's float; see quants.h) but no SIMD alignment, and strides differ from the row size.
+constexpr size_t w_off = 4, a_off = 4;
+
+// n_rows weight rows and n_cols activation rows at w_off / a_off with padded strides.
 dot_data make_data(tensor_type t, int64_t n, int n_rows, int n_cols, std::mt19937 &rng) {
     dot_data d;
     d.n = n;
     const tensor_type at = activation_type(t);
-    d.w_stride = row_bytes(t, n) + 7;
-    d.a_stride = row_bytes(at, n) + 5;
+    d.w_stride = row_bytes(t, n) + 12;
+    d.a_stride = row_bytes(at, n) + 20;
     d.w.assign(d.w_stride * n_rows + 16, 0xAA);
     d.act.assign(d.a_stride * n_cols + 16, 0x55);
     for (int r = 0; r < n_rows; ++r) {
         auto row = random_weights(t, n, rng);
-        std::memcpy(&d.w[3 + r * d.w_stride], row.data(), row.size());
+        std::memcpy(&d.w[w_off + r * d.w_stride], row.data(), row.size());
         d.w_f.emplace_back(n);
         dequantize_row_ref(t, row.data(), d.w_f.back().data(), n);
     }
@@ -491,7 +494,7 @@ dot_data make_data(tensor_type t, int64_t n, int n_rows, int n_cols, std::mt1993
         auto x = random_floats(n, rng);
         std::vector<uint8_t> q(row_bytes(at, n));
         quantize_activation(at, x.data(), q.data(), n);
-        std::memcpy(&d.act[1 + c * d.a_stride], q.data(), q.size());
+        std::memcpy(&d.act[a_off + c * d.a_stride], q.data(), q.size());
         d.a_f.emplace_back(n);
         dequantize_row_ref(at, q.data(), d.a_f.back().data(), n);
     }
@@ -521,7 +524,7 @@ void check_vec_dot(bool force_scalar) {
             auto d = make_data(c.t, n, 2, 2, rng);
             for (int r = 0; r < 2; ++r)
                 for (int k = 0; k < 2; ++k) {
-                    const float got = vec_dot(c.t, n, &d.w[3 + r * d.w_stride], &d.act[1 + k * d.a_stride]);
+                    const float got = vec_dot(c.t, n, &d.w[w_off + r * d.w_stride], &d.act[a_off + k * d.a_stride]);
                     const double e = rel_err(d, r, k, got);
                     worst = std::max(worst, e);
                     EXPECT_LE(e, c.tol) << type_name(uint32_t(c.t)) << " n=" << n;
@@ -546,7 +549,7 @@ void check_gemm(bool force_scalar) {
                 for (int nc : dims) {
                     const int64_t out_stride = nr + 3;
                     std::vector<float> out(out_stride * nc + 8, -12345.0f);
-                    gemm_block(c.t, n, &d.w[3], d.w_stride, nr, &d.act[1], d.a_stride, nc, out.data(), out_stride);
+                    gemm_block(c.t, n, &d.w[w_off], d.w_stride, nr, &d.act[a_off], d.a_stride, nc, out.data(), out_stride);
                     for (int k = 0; k < nc; ++k) {
                         for (int r = 0; r < nr; ++r) {
                             const double e = rel_err(d, r, k, out[k * out_stride + r]);
@@ -574,7 +577,7 @@ void check_gemm_large(bool force_scalar) {
         const int64_t n = 1536, nr = 37, nc = 29;
         auto d = make_data(c.t, n, nr, nc, rng);
         std::vector<float> out(nr * nc);
-        gemm_block(c.t, n, &d.w[3], d.w_stride, nr, &d.act[1], d.a_stride, nc, out.data(), nr);
+        gemm_block(c.t, n, &d.w[w_off], d.w_stride, nr, &d.act[a_off], d.a_stride, nc, out.data(), nr);
         double worst = 0;
         for (int k = 0; k < nc; ++k)
             for (int r = 0; r < nr; ++r) worst = std::max(worst, rel_err(d, r, k, out[k * nr + r]));
@@ -600,10 +603,10 @@ TEST(QuantDot, SimdMatchesScalar) {
         const int64_t n = 4096;
         auto d = make_data(c.t, n, 9, 6, rng);
         std::vector<float> fast(9 * 6), slow(9 * 6);
-        gemm_block(c.t, n, &d.w[3], d.w_stride, 9, &d.act[1], d.a_stride, 6, fast.data(), 9);
+        gemm_block(c.t, n, &d.w[w_off], d.w_stride, 9, &d.act[a_off], d.a_stride, 6, fast.data(), 9);
         {
             scalar_guard g(true);
-            gemm_block(c.t, n, &d.w[3], d.w_stride, 9, &d.act[1], d.a_stride, 6, slow.data(), 9);
+            gemm_block(c.t, n, &d.w[w_off], d.w_stride, 9, &d.act[a_off], d.a_stride, 6, slow.data(), 9);
         }
         for (int i = 0; i < 9 * 6; ++i) {
             double mag = 0;

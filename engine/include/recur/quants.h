@@ -3,7 +3,9 @@
 // dot-product kernels the model's matmuls are built on.
 //
 // A row of n elements of a block type is n / block_elems consecutive blocks (see
-// tensor_type.h); every n passed below must be a multiple of the type's block_elems.
+// tensor_type.h); every n passed below must be a multiple of the type's block_elems. Rows need
+// only their elements' natural alignment (2 bytes for F16/BF16 and the fp16 block types, 4 for
+// F32 and Q8_K), never SIMD alignment.
 // Weights stay in their file format. Activations are quantised on the fly to the type
 // activation_type(weight_type) so the inner loops are integer dot products:
 //
