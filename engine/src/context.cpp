@@ -13,7 +13,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <unistd.h>
 #include <fstream>
 #include <limits>
 
@@ -490,6 +493,8 @@ void context::eval(const std::vector<int32_t> &tokens, std::vector<float> &logit
         n_past_ += n;
         done += n;
     }
+    const float *last = logits_out.data() + (all_logits ? size_t(total - 1) * hp.n_vocab : 0);
+    last_logits_.assign(last, last + hp.n_vocab);
     if (progress) progress(total, total);
 }
 
@@ -500,6 +505,7 @@ void context::truncate(int32_t n) {
     if (n != n_past_ && n != 0 && !impl_->rec_state.empty())
         throw error("truncate: a hybrid model's recurrent state can only be reset to position 0");
     if (n == 0) std::fill(impl_->rec_state.begin(), impl_->rec_state.end(), 0.0f);
+    if (n != n_past_) last_logits_.clear();
     n_past_ = n;
     history_.resize(size_t(n));
 }
@@ -556,5 +562,157 @@ void context::collect_recency(int32_t window) {
 }
 
 const recency_stats &context::recency() const { return impl_->stats; }
+
+} // namespace recur
+
+// ---- state files -------------------------------------------------------------------------------
+//   "RECURST1" | u32 version | u64 model fingerprint | u32 n_layer, n_head_kv, head_dim, kv elem bytes,
+//   n_vocab | i32 n_past | i32 tokens[n_past] | per layer, per attention group: K rows then V rows
+//   [n_past][head_dim] | recurrent states (f32) | u32 has_logits, f32 logits[n_vocab] | u64 FNV-1a of
+//   everything before it.
+namespace recur {
+
+namespace {
+constexpr char state_magic[8] = {'R', 'E', 'C', 'U', 'R', 'S', 'T', '1'};
+constexpr uint32_t state_version = 1;
+
+struct fnv_writer {
+    FILE *f;
+    uint64_t hash = 1469598103934665603ull;
+    bool ok = true;
+    void bytes(const void *p, size_t n) {
+        const auto *b = static_cast<const uint8_t *>(p);
+        for (size_t i = 0; i < n; ++i) hash = (hash ^ b[i]) * 1099511628211ull;
+        if (n && fwrite(p, 1, n, f) != n) ok = false;
+    }
+    template <typename T> void put(T v) { bytes(&v, sizeof v); }
+};
+
+struct fnv_reader {
+    const std::string &path;
+    const uint8_t *p, *end;
+    uint64_t hash = 1469598103934665603ull;
+    void bytes(void *dst, size_t n) {
+        if (size_t(end - p) < n) throw error("state file '" + path + "' is truncated");
+        std::memcpy(dst, p, n);
+        for (size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+        p += n;
+    }
+    // Hashes n bytes in place and returns where they start (no copy).
+    const uint8_t *view(size_t n) {
+        if (size_t(end - p) < n) throw error("state file '" + path + "' is truncated");
+        const uint8_t *at = p;
+        for (size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+        p += n;
+        return at;
+    }
+    template <typename T> T get() {
+        T v;
+        bytes(&v, sizeof v);
+        return v;
+    }
+};
+} // namespace
+
+void context::save_state(const std::string &path) const {
+    const model_hparams &hp = model_.hparams();
+    const impl &s = *impl_;
+    const std::string tmp = path + ".part";
+    FILE *f = fopen(tmp.c_str(), "wb");
+    if (!f) throw error("cannot create state file '" + tmp + "': " + std::strerror(errno));
+    fnv_writer w{f};
+    w.bytes(state_magic, sizeof state_magic);
+    w.put<uint32_t>(state_version);
+    w.put<uint64_t>(model_.fingerprint());
+    w.put<uint32_t>(uint32_t(hp.n_layer));
+    w.put<uint32_t>(uint32_t(hp.n_head_kv));
+    w.put<uint32_t>(uint32_t(hp.head_dim));
+    w.put<uint32_t>(uint32_t(s.kv_elem_bytes));
+    w.put<uint32_t>(uint32_t(hp.n_vocab));
+    w.put<int32_t>(n_past_);
+    w.bytes(history_.data(), history_.size() * sizeof(int32_t));
+    const size_t row = size_t(hp.head_dim) * s.kv_elem_bytes;
+    for (int l = 0; l < hp.n_layer; ++l)
+        for (int32_t grp : s.attention_groups[size_t(l)]) {
+            w.bytes(s.k_cache.get() + s.kv_offset(l, grp, 0), row * size_t(n_past_));
+            w.bytes(s.v_cache.get() + s.kv_offset(l, grp, 0), row * size_t(n_past_));
+        }
+    w.bytes(s.rec_state.data(), s.rec_state.size() * sizeof(float));
+    w.put<uint32_t>(last_logits_.empty() ? 0 : 1);
+    w.bytes(last_logits_.data(), last_logits_.size() * sizeof(float));
+    const uint64_t checksum = w.hash;
+    w.put<uint64_t>(checksum);
+    const bool flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    const bool closed = fclose(f) == 0;
+    if (!w.ok || !flushed || !closed) {
+        const int err = errno;
+        std::remove(tmp.c_str());
+        throw error("writing state file '" + path + "' failed: " + std::strerror(err));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int err = errno;
+        std::remove(tmp.c_str());
+        throw error("cannot rename '" + tmp + "': " + std::strerror(err));
+    }
+}
+
+void context::load_state(const std::string &path) {
+    const model_hparams &hp = model_.hparams();
+    impl &s = *impl_;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw error("cannot open state file '" + path + "'");
+    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    fnv_reader r{path, reinterpret_cast<const uint8_t *>(data.data()),
+                 reinterpret_cast<const uint8_t *>(data.data()) + data.size()};
+    char magic[8];
+    r.bytes(magic, sizeof magic);
+    if (std::memcmp(magic, state_magic, sizeof magic) != 0) throw error("'" + path + "' is not a RecurDesk state file");
+    if (r.get<uint32_t>() != state_version) throw error("state file '" + path + "' has an unsupported version");
+    if (r.get<uint64_t>() != model_.fingerprint())
+        throw error("state file '" + path + "' was saved for another model (fingerprints differ)");
+    const uint32_t n_layer = r.get<uint32_t>(), n_kv = r.get<uint32_t>(), hd = r.get<uint32_t>();
+    const uint32_t elem = r.get<uint32_t>(), n_vocab = r.get<uint32_t>();
+    if (n_layer != uint32_t(hp.n_layer) || n_kv != uint32_t(hp.n_head_kv) || hd != uint32_t(hp.head_dim) ||
+        n_vocab != uint32_t(hp.n_vocab))
+        throw error("state file '" + path + "' does not match the model's shape");
+    if (elem != s.kv_elem_bytes)
+        throw error("state file '" + path + "' holds a " + std::string(elem == 4 ? "F32" : "F16") +
+                    " KV cache; this context uses " + (s.kv_elem_bytes == 4 ? "F32" : "F16"));
+    const int32_t n_past = r.get<int32_t>();
+    if (n_past < 0 || n_past > params_.n_ctx)
+        throw error("state file '" + path + "' holds " + std::to_string(n_past) + " tokens; the context has room for " +
+                    std::to_string(params_.n_ctx));
+    // Read everything into temporaries first so a damaged file leaves the context untouched.
+    std::vector<int32_t> tokens(static_cast<size_t>(n_past));
+    r.bytes(tokens.data(), tokens.size() * sizeof(int32_t));
+    for (int32_t t : tokens)
+        if (t < 0 || t >= hp.n_vocab) throw error("state file '" + path + "' holds an invalid token id");
+    const size_t row = size_t(hd) * elem;
+    std::vector<const uint8_t *> rows_at;
+    for (int l = 0; l < hp.n_layer; ++l)
+        for (size_t g = 0; g < s.attention_groups[size_t(l)].size(); ++g)
+            for (int kv = 0; kv < 2; ++kv) rows_at.push_back(r.view(row * size_t(n_past)));
+    std::vector<float> rec(s.rec_state.size());
+    r.bytes(rec.data(), rec.size() * sizeof(float));
+    std::vector<float> logits;
+    if (r.get<uint32_t>()) {
+        logits.resize(n_vocab);
+        r.bytes(logits.data(), logits.size() * sizeof(float));
+    }
+    const uint64_t expect = r.hash;
+    if (r.get<uint64_t>() != expect) throw error("state file '" + path + "' is damaged (checksum mismatch)");
+    if (r.p != r.end) throw error("state file '" + path + "' has trailing bytes");
+
+    size_t i = 0;
+    for (int l = 0; l < hp.n_layer; ++l)
+        for (int32_t grp : s.attention_groups[size_t(l)]) {
+            std::memcpy(s.k_cache.get() + s.kv_offset(l, grp, 0), rows_at[i++], row * size_t(n_past));
+            std::memcpy(s.v_cache.get() + s.kv_offset(l, grp, 0), rows_at[i++], row * size_t(n_past));
+        }
+    s.rec_state = std::move(rec);
+    history_ = std::move(tokens);
+    n_past_ = n_past;
+    last_logits_ = std::move(logits);
+}
 
 } // namespace recur

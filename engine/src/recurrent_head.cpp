@@ -205,7 +205,7 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
         const float chunk_decay = std::exp(run);
         run = 0;
         for (int j = n - 1; j >= 0; --j) {
-            kdecay[j] = std::exp(run * 1.0001f) * dt[c0 + j];
+            kdecay[j] = std::exp(run) * dt[c0 + j];
             run += la[j];
         }
 

@@ -140,7 +140,7 @@ void decay_row(int i, int n, float la, float *seg, const float *dts, float *row)
     const __m256 lav = _mm256_set1_ps(la);
     int j = 0;
     for (; j + 8 <= i; j += 8) _mm256_storeu_ps(seg + j, _mm256_add_ps(_mm256_loadu_ps(seg + j), lav));
-    for (; j <= i; ++j) seg[j] += la;
+    for (; j < i; ++j) seg[j] += la;
     seg[i] = 0.0f;
     const int nz = i + 1; // entries j <= i are weighted, the rest of the row is zeroed
     j = 0;

@@ -186,6 +186,16 @@ class context {
     size_t allocated_kv_bytes() const;
     size_t allocated_recurrent_bytes() const;
 
+    // Logits of the last evaluated position ([n_vocab]; empty before the first eval).
+    const std::vector<float> &last_logits() const { return last_logits_; }
+
+    // Engine state (tokens, KV cache rows in use, recurrent states, last logits) to a file that
+    // carries the model's fingerprint, so a document need not be read again. Written through a
+    // temporary file and a rename. load_state throws recur::error, leaving the context as it
+    // was, when the file is damaged, was saved for another model, or does not fit n_ctx.
+    void save_state(const std::string &path) const;
+    void load_state(const std::string &path);
+
     // Recency statistics (DESIGN §4): window > 0 starts gathering them (from zero) during
     // every following eval; 0 stops. Costs a few percent of prefill time while on.
     void collect_recency(int32_t window);
@@ -198,6 +208,7 @@ class context {
     context_params params_;
     int32_t n_past_ = 0;
     std::vector<int32_t> history_;
+    std::vector<float> last_logits_;
 };
 
 } // namespace recur

@@ -1,0 +1,249 @@
+// Hybrid models: conversion, zero-replacement identity, memory accounting against real
+// allocations, state save/load, and malformed hybrid files.
+#include "recur/convert.h"
+#include "recur/gguf_writer.h"
+#include "recur/model.h"
+#include "recur/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <functional>
+
+using namespace recur;
+
+namespace {
+
+const std::string stories = std::string(RECUR_SHARED_DIR) + "/models/stories260K.gguf";
+const std::string models_dir = RECUR_TEST_MODELS_DIR;
+
+std::vector<int32_t> calibration_tokens(const model &m, int n) {
+    std::ifstream in(std::string(RECUR_SHARED_DIR) + "/data/prideprejudice.txt");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text.resize(20000);
+    auto ids = m.vocab().encode(text, true, false);
+    ids.resize(size_t(n));
+    return ids;
+}
+
+std::vector<int32_t> greedy(context &ctx, const std::vector<int32_t> &prompt, int n) {
+    std::vector<float> logits;
+    if (!prompt.empty()) ctx.eval(prompt, logits);
+    std::vector<int32_t> out;
+    for (int i = 0; i < n; ++i) {
+        const auto &lg = ctx.last_logits();
+        const int32_t best = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
+        out.push_back(best);
+        ctx.eval({best}, logits);
+    }
+    return out;
+}
+
+std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + name; }
+
+} // namespace
+
+TEST(Hybrid, ZeroReplacedGroupsGivesExactlyTheOriginalLogits) {
+    auto m = model::load(stories);
+    convert_params p;
+    p.fraction = 0;
+    const auto r = convert_to_hybrid(*m, calibration_tokens(*m, 300), p, tmp("zero.gguf"));
+    EXPECT_EQ(r.replaced_groups, 0);
+    auto h = model::load(tmp("zero.gguf"));
+    EXPECT_TRUE(h->is_hybrid());
+    const auto tokens = calibration_tokens(*m, 200);
+    context_params cp;
+    cp.n_ctx = 256;
+    context a(*m, cp), b(*h, cp);
+    std::vector<float> la, lb;
+    a.eval(tokens, la, true);
+    b.eval(tokens, lb, true);
+    ASSERT_EQ(la.size(), lb.size());
+    EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)), 0);
+    // Every original tensor is in the hybrid file, byte for byte.
+    for (auto &t : m->file().tensors()) {
+        const gguf_tensor_info *u = h->file().find_tensor(t.name);
+        ASSERT_NE(u, nullptr) << t.name;
+        ASSERT_EQ(u->n_bytes, t.n_bytes);
+        EXPECT_EQ(std::memcmp(u->data, t.data, t.n_bytes), 0) << t.name;
+    }
+}
+
+TEST(Hybrid, ConvertChoosesTheMostRecencyAwareGroups) {
+    auto m = model::load(stories);
+    convert_params p;
+    p.fraction = 0.5;
+    const auto r = convert_to_hybrid(*m, calibration_tokens(*m, 400), p, tmp("half.gguf"));
+    const int total = m->hparams().n_layer * m->hparams().n_head_kv;
+    EXPECT_EQ(r.total_groups, total);
+    EXPECT_EQ(r.replaced_groups, total / 2);
+    double min_replaced = 1, max_kept = 0;
+    for (auto &g : r.groups)
+        (g.replaced ? min_replaced : max_kept) = g.replaced ? std::min(min_replaced, g.recency) : std::max(max_kept, g.recency);
+    EXPECT_GE(min_replaced, max_kept);
+    auto h = model::load(tmp("half.gguf"));
+    EXPECT_EQ(h->replaced_group_count(), total / 2);
+    // The analysis recorded in the file is the one the choice used.
+    for (auto &g : r.groups)
+        EXPECT_NEAR(h->hybrid()[size_t(g.layer)].group_recency[size_t(g.group)], g.recency, 1e-6);
+}
+
+TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
+    const std::vector<double> rec = {0.9, 0.2, 0.5, 0.95, 0.5};
+    auto t = choose_groups(rec, -1, 0.5);
+    EXPECT_EQ(t, (std::vector<bool>{true, false, true, true, true}));
+    auto f = choose_groups(rec, 0.4, -1);
+    EXPECT_EQ(f, (std::vector<bool>{true, false, false, true, false}));
+    EXPECT_THROW(choose_groups(rec, 0.4, 0.5), error);
+    EXPECT_THROW(choose_groups(rec, -1, -1), error);
+}
+
+TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {
+    for (const std::string name : {"hybrid-mixed", "hybrid-partial", "llama-gqa-f32"}) {
+        auto m = model::load(models_dir + "/" + name + ".gguf");
+        for (int n_ctx : {64, 1000}) {
+            context_params cp;
+            cp.n_ctx = n_ctx;
+            const memory_report planned = context::plan(*m, cp);
+            context ctx(*m, cp);
+            const memory_report rep = ctx.memory();
+            EXPECT_EQ(rep.kv_bytes, ctx.allocated_kv_bytes()) << name;
+            EXPECT_EQ(rep.recurrent_bytes, ctx.allocated_recurrent_bytes()) << name;
+            EXPECT_EQ(planned.kv_bytes, rep.kv_bytes);
+            EXPECT_EQ(planned.recurrent_bytes, rep.recurrent_bytes);
+            // Independent arithmetic: 2 (K, V) x positions x head_dim x 2 bytes (F16) per attention group.
+            const auto &hp = m->hparams();
+            size_t attention_groups = 0, replaced_heads = 0;
+            for (auto &H : m->hybrid()) {
+                attention_groups += size_t(hp.n_head_kv) - H.replaced_groups.size();
+                replaced_heads += H.replaced_groups.size() * size_t(hp.group_size());
+            }
+            EXPECT_EQ(rep.kv_bytes, attention_groups * 2 * size_t(n_ctx) * hp.head_dim * 2);
+            EXPECT_EQ(rep.recurrent_bytes, replaced_heads * size_t(hp.head_dim) * hp.head_dim * 4);
+            EXPECT_EQ(rep.full_attention_kv_bytes, size_t(hp.n_layer) * hp.n_head_kv * 2 * size_t(n_ctx) * hp.head_dim * 2);
+            size_t sum = 0;
+            for (auto &lm : rep.layers) sum += lm.kv_bytes;
+            EXPECT_EQ(sum, rep.kv_bytes);
+        }
+    }
+}
+
+TEST(Hybrid, RecurrentStateDoesNotGrowWithTheDocument) {
+    auto m = model::load(models_dir + "/hybrid-mixed.gguf");
+    context_params small, large;
+    small.n_ctx = 128;
+    large.n_ctx = 4096;
+    EXPECT_EQ(context::plan(*m, small).recurrent_bytes, context::plan(*m, large).recurrent_bytes);
+    EXPECT_GT(context::plan(*m, large).kv_bytes, context::plan(*m, small).kv_bytes);
+}
+
+class StateRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StateRoundTrip, SaveLoadContinueEqualsUninterruptedRun) {
+    const std::string path = GetParam() == "stories260K" ? stories : models_dir + "/" + GetParam() + ".gguf";
+    auto m = model::load(path);
+    const auto prompt = std::vector<int32_t>{1, 20, 30, 40, 50, 60, 70, 80, 90, 100};
+    context_params cp;
+    cp.n_ctx = 128;
+    context whole(*m, cp);
+    const auto expected = greedy(whole, prompt, 24);
+
+    context first(*m, cp);
+    const auto head = greedy(first, prompt, 10);
+    first.save_state(tmp("state.bin"));
+    context second(*m, cp);
+    second.load_state(tmp("state.bin"));
+    EXPECT_EQ(second.n_past(), first.n_past());
+    EXPECT_EQ(second.tokens(), first.tokens());
+    auto tail = greedy(second, {}, 14);
+    std::vector<int32_t> joined = head;
+    joined.insert(joined.end(), tail.begin(), tail.end());
+    EXPECT_EQ(joined, expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, StateRoundTrip, ::testing::Values("stories260K", "hybrid-partial", "qwen2-hybrid"),
+                         [](const auto &param_info) {
+                             std::string s = param_info.param;
+                             for (char &c : s)
+                                 if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                             return s;
+                         });
+
+TEST(State, RejectsOtherModelsAndDamage) {
+    auto a = model::load(stories);
+    auto b = model::load(models_dir + "/hybrid-partial.gguf");
+    context_params cp;
+    cp.n_ctx = 64;
+    context ca(*a, cp);
+    std::vector<float> logits;
+    ca.eval({1, 5, 6, 7}, logits);
+    ca.save_state(tmp("a.state"));
+    context cb(*b, cp);
+    try {
+        cb.load_state(tmp("a.state"));
+        FAIL() << "state of another model accepted";
+    } catch (const error &e) {
+        EXPECT_NE(std::string(e.what()).find("another model"), std::string::npos) << e.what();
+    }
+    // Flip one byte in the cache area: the checksum catches it and the context is unchanged.
+    std::ifstream in(tmp("a.state"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    bytes[bytes.size() / 2] ^= 0x40;
+    std::ofstream(tmp("bad.state"), std::ios::binary) << bytes;
+    context cc(*a, cp);
+    cc.eval({1, 9}, logits);
+    EXPECT_THROW(cc.load_state(tmp("bad.state")), error);
+    EXPECT_EQ(cc.n_past(), 2);
+    std::ofstream(tmp("short.state"), std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+    EXPECT_THROW(cc.load_state(tmp("short.state")), error);
+    EXPECT_THROW(cc.load_state(tmp("missing.state")), error);
+    // Too many tokens for a smaller context.
+    context_params tiny;
+    tiny.n_ctx = 2;
+    context ct(*a, tiny);
+    EXPECT_THROW(ct.load_state(tmp("a.state")), error);
+}
+
+namespace {
+// Copies a model into a new file with altered hybrid metadata/tensors.
+void write_variant(const gguf_file &src, const std::string &out, const std::function<void(gguf_writer &)> &edit,
+                   const std::string &skip_tensor = "") {
+    gguf_writer w;
+    w.copy_metadata(src);
+    for (auto &t : src.tensors())
+        if (t.name != skip_tensor) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
+    edit(w);
+    w.write(out);
+}
+std::string load_error(const std::string &path) {
+    try {
+        model::load(path);
+    } catch (const format_error &e) {
+        return e.what();
+    }
+    return "";
+}
+} // namespace
+
+TEST(HybridFormat, BadHybridFilesGiveClearErrors) {
+    auto base = gguf_file::open(models_dir + "/hybrid-partial.gguf");
+    write_variant(*base, tmp("g9.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.replaced_groups", {9}); });
+    EXPECT_NE(load_error(tmp("g9.gguf")).find("names KV group 9"), std::string::npos);
+    write_variant(*base, tmp("dup.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.replaced_groups", {1, 1}); });
+    EXPECT_NE(load_error(tmp("dup.gguf")).find("out of order or twice"), std::string::npos);
+    write_variant(*base, tmp("shape.gguf"),
+                  [](gguf_writer &w) {
+                      w.add_tensor("blk.0.rec.d", tensor_type::F32, {32, 2}, std::vector<uint8_t>(32 * 2 * 4, 0));
+                  },
+                  "blk.0.rec.d");
+    EXPECT_NE(load_error(tmp("shape.gguf")).find("blk.0.rec.d' has shape [32, 2]"), std::string::npos)
+        << load_error(tmp("shape.gguf"));
+    write_variant(*base, tmp("missing.gguf"), [](gguf_writer &) {}, "blk.1.rec.dt_w");
+    EXPECT_NE(load_error(tmp("missing.gguf")).find("'blk.1.rec.dt_w' is missing"), std::string::npos);
+    write_variant(*base, tmp("version.gguf"), [](gguf_writer &w) { w.set_uint32("recurformer.version", 99); });
+    EXPECT_NE(load_error(tmp("version.gguf")).find("version 99"), std::string::npos);
+    write_variant(*base, tmp("kind.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.group_kinds", {7}); });
+    EXPECT_NE(load_error(tmp("kind.gguf")).find("kind 7"), std::string::npos);
+}
