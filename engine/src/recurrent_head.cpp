@@ -8,42 +8,9 @@
 #include <string>
 
 #include "recur/error.h"
+#include "recurrent_head_kernels.h"
 
 namespace recur {
-
-// Kernels shared by the scalar and AVX2 paths. Declared here because only this file and
-// recurrent_head_avx2.cpp use them; a mismatch between the two is a link error (C++ mangling).
-namespace rec_kernels {
-// Which part of a square operand the caller needs (both: the chunk's causal mask).
-enum gemm_tri : int {
-    tri_none = 0,
-    tri_a_lower = 1, // A [m×m] is lower triangular: row i only needs k <= i (zeros above are skipped)
-    tri_c_lower = 2, // only C[i][j] with j <= i is needed; entries above may be left unwritten
-};
-// C[i][j] = beta·C[i][j] + alpha[i]·Σ_k A[i][k]·B[k][j]   for i < m, j < n.
-// A: [m][lda], B: [k][ldb], C: [m][ldc]; alpha == nullptr means 1; beta == 0 overwrites C without reading it.
-using gemm_fn = void (*)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
-                         size_t ldc, float beta, const float *alpha, int tri);
-// One row i of the chunk's decay-weighted score matrix, in place (seg, row: [n]):
-//   seg[j] += la for j < i; seg[i] = 0            (seg(i, j) = Σ_{j<m<=i} la_m from seg(i-1, j))
-//   row[j]  = row[j]·exp(seg[j])·dts[j] for j <= i, 0 for i < j < n.
-using decay_row_fn = void (*)(int i, int n, float la, float *seg, const float *dts, float *row);
-using dot_fn = float (*)(const float *a, const float *b, int n);
-// dst[r][j] = src[j][r] for j < n, r < hd: dst [hd][n], src rows `stride` apart.
-using transpose_fn = void (*)(int n, int hd, const float *src, size_t stride, float *dst);
-using step_fn = void (*)(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
-                         const float *d, float *state, float *y);
-
-namespace avx2 {
-void gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
-          float beta, const float *alpha, int tri);
-void decay_row(int i, int n, float la, float *seg, const float *dts, float *row);
-float dot(const float *a, const float *b, int n);
-void transpose(int n, int hd, const float *src, size_t stride, float *dst);
-void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v, const float *d,
-          float *state, float *y);
-} // namespace avx2
-} // namespace rec_kernels
 
 namespace {
 using namespace rec_kernels;
@@ -87,6 +54,38 @@ void transpose_scalar(int n, int hd, const float *src, size_t stride, float *dst
         for (int r = 0; r < hd; ++r) dst[size_t(r) * n + j] = src[size_t(j) * stride + r];
 }
 
+void advance_scalar(int hd, float a, float dt, const float *k, const float *v, const float *s_in, float *s_out) {
+    for (int r = 0; r < hd; ++r) {
+        const float cr = dt * k[r];
+        const float *si = s_in + size_t(r) * hd;
+        float *so = s_out + size_t(r) * hd;
+        for (int c = 0; c < hd; ++c) so[c] = a * si[c] + cr * v[c];
+    }
+}
+
+float grad_token_scalar(int hd, float a_next, float scale, const float *q, const float *dy, const float *k,
+                        const float *v, const float *s_t, const float *s_prev, float *g, float *dq, float *gv,
+                        float *gtk) {
+    float sg = 0;
+    for (int c = 0; c < hd; ++c) gtk[c] = 0.0f;
+    for (int r = 0; r < hd; ++r) {
+        float *gr = g + size_t(r) * hd;
+        const float *st = s_t + size_t(r) * hd, *sp = s_prev + size_t(r) * hd;
+        const float qr = scale * q[r], kr = k[r];
+        float sdy = 0, gvr = 0;
+        for (int c = 0; c < hd; ++c) {
+            gr[c] = a_next * gr[c] + qr * dy[c];
+            sdy += st[c] * dy[c];
+            gvr += gr[c] * v[c];
+            gtk[c] += kr * gr[c];
+            sg += sp[c] * gr[c];
+        }
+        dq[r] = scale * sdy;
+        gv[r] = gvr;
+    }
+    return sg;
+}
+
 // One token of the recurrence; S is visited once, row by row (row r = k dim r).
 void step_scalar(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
                  const float *d, float *state, float *y) {
@@ -117,21 +116,6 @@ bool cpu_avx2() {
 
 bool use_avx2() { return cpu_avx2() && !g_force_scalar.load(std::memory_order_relaxed); }
 
-struct kernel_set {
-    gemm_fn gemm;
-    decay_row_fn decay_row;
-    dot_fn dot;
-    transpose_fn transpose;
-    step_fn step;
-};
-
-kernel_set kernels() {
-#if defined(RECUR_X86)
-    if (use_avx2()) return {avx2::gemm, avx2::decay_row, avx2::dot, avx2::transpose, avx2::step};
-#endif
-    return {gemm_scalar, decay_row_scalar, dot_scalar, transpose_scalar, step_scalar};
-}
-
 float softplus(float x) { return std::max(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
 
 void check_scan_args(const char *fn, const recurrent_head_weights &w, int n_tokens) {
@@ -141,6 +125,25 @@ void check_scan_args(const char *fn, const recurrent_head_weights &w, int n_toke
 
 } // namespace
 
+kernel_set rec_kernels::select(int hd) {
+    kernel_set ks{gemm_scalar,   decay_row_scalar, dot_scalar,       transpose_scalar,
+                  step_scalar,   advance_scalar,   grad_token_scalar};
+#if defined(RECUR_X86)
+    if (use_avx2()) {
+        ks.gemm = avx2::gemm;
+        ks.decay_row = avx2::decay_row;
+        ks.dot = avx2::dot;
+        ks.transpose = avx2::transpose;
+        if (hd % 8 == 0) {
+            ks.step = avx2::step;
+            ks.advance = avx2::advance;
+            ks.grad_token = avx2::grad_token;
+        }
+    }
+#endif
+    return ks;
+}
+
 // ---- public API ----------------------------------------------------------------------------------
 
 void recurrent_force_scalar(bool on) { g_force_scalar.store(on); }
@@ -149,7 +152,7 @@ const char *recurrent_simd_level() { return use_avx2() ? "avx2" : "scalar"; }
 void recurrent_compute_dt(const recurrent_head_weights &w, int n_tokens, const float *xn, size_t xn_stride,
                           float *dt) {
     if (w.n_embd <= 0) throw error("recurrent_compute_dt: n_embd must be positive, got " + std::to_string(w.n_embd));
-    const dot_fn dot = kernels().dot;
+    const auto dot = rec_kernels::select(8).dot;
     for (int t = 0; t < n_tokens; ++t) dt[t] = softplus(dot(w.dt_w, xn + size_t(t) * xn_stride, w.n_embd) + w.dt_b);
 }
 
@@ -176,8 +179,8 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
                             size_t y_stride, int chunk, float *scratch) {
     check_scan_args("recurrent_scan_chunked", w, n_tokens);
     if (chunk < 1) throw error("recurrent_scan_chunked: chunk must be >= 1, got " + std::to_string(chunk));
-    const kernel_set kn = kernels();
     const int hd = w.head_dim, L = chunk;
+    const kernel_set kn = rec_kernels::select(hd);
     const float A = std::exp(w.a_log), scale = 1.0f / std::sqrt(float(hd));
 
     float *g = scratch;                    // [n][n] Q·Kᵀ, then in place the weights W (lower triangular)
@@ -239,7 +242,7 @@ void recurrent_step(const recurrent_head_weights &w, const float *q, const float
     const int hd = w.head_dim;
     const float a = std::exp(-dt * std::exp(w.a_log)), scale = 1.0f / std::sqrt(float(hd));
 #if defined(RECUR_X86)
-    if (hd % 8 == 0 && use_avx2()) return avx2::step(hd, a, dt, scale, q, k, v, w.d, state, y);
+    if (hd % 8 == 0 && use_avx2()) return rec_kernels::avx2::step(hd, a, dt, scale, q, k, v, w.d, state, y);
 #endif
     step_scalar(hd, a, dt, scale, q, k, v, w.d, state, y);
 }
