@@ -18,6 +18,7 @@
 #include <cstring>
 #include <unistd.h>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 
 namespace recur {
@@ -101,41 +102,64 @@ struct context::impl {
 
     bool group_replaced(int layer, int group) const { return slot_of[size_t(layer)][size_t(group)] < 0; }
 
-    void matmul(const weight_matrix &w, const float *in, int n, float *out) {
-        const tensor_type at = activation_type(w.type);
+    // out_i[t][0..n_out_i) = W_i in[t] for every pair (W_i, out_i). Matrices that read the same
+    // input (q/k/v, gate/up) share one activation quantisation and one parallel_for, so a decode
+    // step synchronises the threads fewer times.
+    void matmul_many(std::initializer_list<std::pair<const weight_matrix *, float *>> jobs, const float *in, int n) {
+        const weight_matrix &w0 = *jobs.begin()->first;
+        const tensor_type at = activation_type(w0.type);
+        for (auto &j : jobs)
+            if (activation_type(j.first->type) != at || j.first->n_in != w0.n_in) {
+                for (auto &k : jobs) matmul(*k.first, in, n, k.second);
+                return;
+            }
         const uint8_t *a;
         size_t a_row;
         if (at == tensor_type::F32) {
             a = reinterpret_cast<const uint8_t *>(in);
-            a_row = size_t(w.n_in) * sizeof(float);
+            a_row = size_t(w0.n_in) * sizeof(float);
         } else {
-            a_row = row_bytes(at, w.n_in);
+            a_row = row_bytes(at, w0.n_in);
             uint8_t *dst = act.data();
             pool.parallel_for(n, [&](int64_t r, int) {
-                quantize_activation(at, in + r * w.n_in, dst + r * a_row, w.n_in);
+                quantize_activation(at, in + r * w0.n_in, dst + r * a_row, w0.n_in);
             });
             a = dst;
         }
         const int nt = pool.n_threads();
-        // Decode: split rows finely so both threads stream weights; prefill: tiles that keep a
-        // slice of weight rows hot in L1/L2 while it meets a block of activation rows.
-        int64_t rows_per_task, cols_per_task;
-        if (n == 1) {
-            rows_per_task = std::max<int64_t>(16, (w.n_out / (int64_t(nt) * 8) + 15) / 16 * 16);
-            cols_per_task = 1;
-        } else {
-            rows_per_task = 64;
-            cols_per_task = 64;
+        struct tile_plan {
+            const weight_matrix *w;
+            float *out;
+            int64_t rows_per_task, cols_per_task, row_tasks, first_task;
+        };
+        std::vector<tile_plan> plans;
+        int64_t total = 0;
+        for (auto &j : jobs) {
+            const weight_matrix &w = *j.first;
+            tile_plan tp{&w, j.second, 64, 64, 0, total};
+            if (n == 1) {
+                // Decode: rows split finely so every thread streams its share of the weights.
+                tp.rows_per_task = std::max<int64_t>(16, (w.n_out / (int64_t(nt) * 8) + 15) / 16 * 16);
+                tp.cols_per_task = 1;
+            }
+            tp.row_tasks = (w.n_out + tp.rows_per_task - 1) / tp.rows_per_task;
+            total += tp.row_tasks * ((n + tp.cols_per_task - 1) / tp.cols_per_task);
+            plans.push_back(tp);
         }
-        const int64_t row_tasks = (w.n_out + rows_per_task - 1) / rows_per_task;
-        const int64_t col_tasks = (n + cols_per_task - 1) / cols_per_task;
-        pool.parallel_for(row_tasks * col_tasks, [&](int64_t t, int) {
-            const int64_t r0 = (t % row_tasks) * rows_per_task, c0 = (t / row_tasks) * cols_per_task;
-            const int64_t nr = std::min(rows_per_task, w.n_out - r0), nc = std::min<int64_t>(cols_per_task, n - c0);
-            gemm_block(w.type, w.n_in, w.data + r0 * w.row_bytes, w.row_bytes, nr, a + c0 * a_row, a_row, nc,
-                       out + c0 * w.n_out + r0, w.n_out);
+        pool.parallel_for(total, [&](int64_t task, int) {
+            size_t i = plans.size() - 1;
+            while (plans[i].first_task > task) --i;
+            const tile_plan &tp = plans[i];
+            const int64_t t = task - tp.first_task;
+            const int64_t r0 = (t % tp.row_tasks) * tp.rows_per_task, c0 = (t / tp.row_tasks) * tp.cols_per_task;
+            const int64_t nr = std::min(tp.rows_per_task, tp.w->n_out - r0);
+            const int64_t nc = std::min<int64_t>(tp.cols_per_task, n - c0);
+            gemm_block(tp.w->type, tp.w->n_in, tp.w->data + r0 * tp.w->row_bytes, tp.w->row_bytes, nr, a + c0 * a_row,
+                       a_row, nc, tp.out + c0 * tp.w->n_out + r0, tp.w->n_out);
         });
     }
+
+    void matmul(const weight_matrix &w, const float *in, int n, float *out) { matmul_many({{&w, out}}, in, n); }
 
     void prepare_rope(int32_t pos0, int n) {
         const int half = hp.rope_dim / 2;
@@ -365,9 +389,7 @@ struct context::impl {
             pool.parallel_for(n, [&](int64_t t, int) {
                 rmsnorm(x.data() + t * E, L.attn_norm.data(), xn.data() + t * E, E, hp.rms_eps);
             });
-            matmul(L.wq, xn.data(), n, q.data());
-            matmul(L.wk, xn.data(), n, k.data());
-            matmul(L.wv, xn.data(), n, v.data());
+            matmul_many({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, xn.data(), n);
             pool.parallel_for(n, [&](int64_t t, int) {
                 float *qt = q.data() + t * nq, *kt = k.data() + t * nkv, *vt = v.data() + t * nkv;
                 if (!L.bq.empty())
@@ -387,8 +409,7 @@ struct context::impl {
                 for (int i = 0; i < E; ++i) x[size_t(t) * E + i] += xn[size_t(t) * E + i];
                 rmsnorm(x.data() + t * E, L.ffn_norm.data(), xn.data() + t * E, E, hp.rms_eps);
             });
-            matmul(L.w_gate, xn.data(), n, gate.data());
-            matmul(L.w_up, xn.data(), n, up.data());
+            matmul_many({{&L.w_gate, gate.data()}, {&L.w_up, up.data()}}, xn.data(), n);
             const int F = hp.n_ff;
             pool.parallel_for(n, [&](int64_t t, int) {
                 float *gt = gate.data() + t * F;

@@ -125,7 +125,7 @@ void check_scan_args(const char *fn, const recurrent_head_weights &w, int n_toke
 
 } // namespace
 
-kernel_set rec_kernels::select(int hd) {
+rec_kernels::kernel_set rec_kernels::select(int hd) {
     kernel_set ks{gemm_scalar,   decay_row_scalar, dot_scalar,       transpose_scalar,
                   step_scalar,   advance_scalar,   grad_token_scalar};
 #if defined(RECUR_X86)
@@ -152,7 +152,7 @@ const char *recurrent_simd_level() { return use_avx2() ? "avx2" : "scalar"; }
 void recurrent_compute_dt(const recurrent_head_weights &w, int n_tokens, const float *xn, size_t xn_stride,
                           float *dt) {
     if (w.n_embd <= 0) throw error("recurrent_compute_dt: n_embd must be positive, got " + std::to_string(w.n_embd));
-    const auto dot = rec_kernels::select(8).dot;
+    const auto dot = rec_kernels::select(w.head_dim).dot;
     for (int t = 0; t < n_tokens; ++t) dt[t] = softplus(dot(w.dt_w, xn + size_t(t) * xn_stride, w.n_embd) + w.dt_b);
 }
 

@@ -1,11 +1,13 @@
 // AVX2/FMA kernels of the recurrent head; compiled with those flags and only called after a CPUID
-// check (recurrent_head.cpp). Contracts are in recurrent_head.cpp's rec_kernels declarations.
+// check (rec_kernels::select). Contracts are in recurrent_head_kernels.h.
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+
+#include "recurrent_head_kernels.h"
 
 namespace recur::rec_kernels::avx2 {
 
@@ -262,6 +264,44 @@ void step(int hd, float a, float dt, float scale, const float *q, const float *k
     case 1: step_cols<1>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
     default: break;
     }
+}
+
+void advance(int hd, float a, float dt, const float *k, const float *v, const float *s_in, float *s_out) {
+    const __m256 av = _mm256_set1_ps(a);
+    for (int r = 0; r < hd; ++r) {
+        const __m256 cr = _mm256_set1_ps(dt * k[r]);
+        const float *si = s_in + size_t(r) * hd;
+        float *so = s_out + size_t(r) * hd;
+        for (int c = 0; c < hd; c += 8)
+            _mm256_storeu_ps(so + c, _mm256_fmadd_ps(cr, _mm256_loadu_ps(v + c), _mm256_mul_ps(av, _mm256_loadu_ps(si + c))));
+    }
+}
+
+float grad_token(int hd, float a_next, float scale, const float *q, const float *dy, const float *k, const float *v,
+                 const float *s_t, const float *s_prev, float *g, float *dq, float *gv, float *gtk) {
+    for (int c = 0; c < hd; c += 8) _mm256_storeu_ps(gtk + c, _mm256_setzero_ps());
+    const __m256 an = _mm256_set1_ps(a_next);
+    __m256 sg = _mm256_setzero_ps();
+    for (int r = 0; r < hd; ++r) {
+        float *gr = g + size_t(r) * hd;
+        const float *st = s_t + size_t(r) * hd, *sp = s_prev + size_t(r) * hd;
+        const __m256 qr = _mm256_set1_ps(scale * q[r]), kr = _mm256_set1_ps(k[r]);
+        // Per-row accumulators: the rows' chains are independent, so they overlap.
+        __m256 sdy = _mm256_setzero_ps(), gvr = _mm256_setzero_ps(), sgr = _mm256_setzero_ps();
+        for (int c = 0; c < hd; c += 8) {
+            const __m256 dyc = _mm256_loadu_ps(dy + c);
+            const __m256 gn = _mm256_fmadd_ps(qr, dyc, _mm256_mul_ps(an, _mm256_loadu_ps(gr + c)));
+            _mm256_storeu_ps(gr + c, gn);
+            sdy = _mm256_fmadd_ps(_mm256_loadu_ps(st + c), dyc, sdy);
+            gvr = _mm256_fmadd_ps(gn, _mm256_loadu_ps(v + c), gvr);
+            sgr = _mm256_fmadd_ps(_mm256_loadu_ps(sp + c), gn, sgr);
+            _mm256_storeu_ps(gtk + c, _mm256_fmadd_ps(kr, gn, _mm256_loadu_ps(gtk + c)));
+        }
+        dq[r] = scale * hsum(sdy);
+        gv[r] = hsum(gvr);
+        sg = _mm256_add_ps(sg, sgr);
+    }
+    return hsum(sg);
 }
 
 } // namespace recur::rec_kernels::avx2
