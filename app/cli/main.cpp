@@ -379,6 +379,7 @@ int cmd_bench(const options &o) {
     if (cp.n_ctx < depth + n_prompt + n_gen)
         throw error("bench: -c " + std::to_string(cp.n_ctx) + " is smaller than depth + prompt + generated tokens");
     context ctx(*m, cp);
+    if (o.recency > 0) ctx.collect_recency(o.recency); // measures the statistics' overhead
     // Random token ids, as llama-bench uses: the speed does not depend on the text.
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> pick(0, m->hparams().n_vocab - 1);
@@ -405,11 +406,13 @@ int cmd_bench(const options &o) {
         }
     }
     memory_report r = ctx.memory();
-    const model_hparams &hp = m->hparams();
     // Bytes a decode step streams: every weight matrix once, plus the KV cache read at the
     // average context position of the decode run.
-    const double kv_per_token = 2.0 * hp.n_layer * hp.n_head_kv * hp.head_dim * (o.kv_f32 ? 4 : 2);
-    const double decode_bytes = double(m->weights_bytes()) + kv_per_token * (depth + n_gen / 2.0);
+    // KV bytes per cached position (attention groups only), and the recurrent states, which a
+    // step reads and writes once each.
+    const double kv_per_token = double(r.kv_bytes) / std::max(1, r.n_ctx);
+    const double decode_bytes =
+        double(m->weights_bytes()) + kv_per_token * (depth + n_gen / 2.0) + 2.0 * double(r.recurrent_bytes);
     if (o.json) {
         json_writer j;
         j.begin_object();
@@ -423,6 +426,7 @@ int cmd_bench(const options &o) {
         j.field("kv_bytes_per_token", kv_per_token);
         j.field("weights_bytes", uint64_t(r.weights_bytes)).field("peak_rss_bytes", uint64_t(peak_rss_bytes()));
         j.field("threads", int64_t(ctx.n_threads())).field("device", device).field("simd", simd_level());
+        j.field("recency_window", int64_t(o.recency)).field("replaced_groups", int64_t(m->replaced_group_count()));
         j.end_object();
         std::cout << j.str() << "\n";
     } else {

@@ -37,7 +37,7 @@ std::string usage() {
            "  tokenize   -m MODEL -p TEXT [--pieces] token ids\n"
            "  generate   -m MODEL -p TEXT [-n N] [--chat] [--system S] [--temp T] [--seed S] ...\n"
            "  perplexity -m MODEL -f FILE [-c N] [--chunks K]\n"
-           "  bench      -m MODEL [-p 512] [-n 128] [-d DEPTH] [-r REPS]\n"
+           "  bench      -m MODEL [-p 512] [-n 128] [-d DEPTH] [-r REPS] [--recency K]\n"
            "  analyze    -m MODEL -f FILE [-c N] [--window K]  per-head recency statistics\n"
            "  convert    -m MODEL -f CALIB -o OUT (--fraction F | --threshold T) [--window K] [--steps 0]\n"
            "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
@@ -90,6 +90,7 @@ options parse_options(int argc, char **argv) {
         else if (a == "--fraction") o.fraction = to_float(a, next());
         else if (a == "--threshold") o.threshold = to_float(a, next());
         else if (a == "--steps") o.steps = to_int(a, next());
+        else if (a == "--recency") o.recency = to_int(a, next());
         else if (a == "--temp") o.sampling.temperature = to_float(a, next());
         else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
         else if (a == "--top-p") o.sampling.top_p = to_float(a, next());

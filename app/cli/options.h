@@ -35,6 +35,7 @@ struct options {
     double fraction = -1;       // convert --fraction
     double threshold = -1;      // convert --threshold
     int steps = 0;              // convert --steps
+    int recency = 0;            // bench --recency K: gather statistics while measuring
     recur::sampling_params sampling;
 };
 

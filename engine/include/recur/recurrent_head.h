@@ -75,6 +75,50 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
 void recurrent_step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt,
                     float *state, float *y);
 
+// ---- gradients (attention-transfer distillation, DESIGN.md §5) ----------------------------------
+//
+// Reverse mode of the recurrence, with G_t = dL/dS_t (all contributions, [hd][hd]),
+// A = exp(a_log), a_t = exp(-dt_t·A):
+//   G_t      = a_{t+1}·G_{t+1} + scale·q_t dy_tᵀ          (G_{n-1} starts from dL/dS_{n-1}, see dstate)
+//   dq_t     = scale·S_t dy_t
+//   dk_t     = dt_t·G_t v_t
+//   dv_t     = dt_t·G_tᵀ k_t + d ⊙ dy_t
+//   ddt_t    = k_tᵀ G_t v_t - A·a_t·<S_{t-1}, G_t>
+//   da_log   = Σ_t -dt_t·A·a_t·<S_{t-1}, G_t>
+//   dd       = Σ_t dy_t ⊙ v_t
+//   dS_{-1}  = a_0·G_0
+// and through dt = softplus(z), z = dt_w·xn + dt_b:  dz_t = ddt_t·sigmoid(z_t),
+//   ddt_w = Σ_t dz_t·xn_t,  ddt_b = Σ_t dz_t,  dxn_t = dz_t·dt_w.
+
+// Parameter gradients of one head, accumulated (+=) over calls; zero them before a batch.
+struct recurrent_head_grads {
+    float *dt_w = nullptr; // [n_embd]; may be null if recurrent_dt_backward is not called
+    float dt_b = 0, a_log = 0;
+    float *d = nullptr; // [head_dim]; may be null to skip
+};
+
+// Backward of one scan (any of the three forms: they compute the same function) over one sequence.
+// Inputs are the forward's: w, q, k, v, stride, dt, and state0 = S_{-1} as it was before the forward
+// (the forward overwrote its state argument, so keep a copy); dy: [n_tokens][dy_stride] = dL/dy.
+// dstate: [hd*hd] in: dL/dS_{n-1} from whatever used the final state (nullptr: zero), out: dL/dS_{-1},
+//   so a long sequence can be trained in segments from the last to the first (state0 of a segment
+//   is the previous segment's final state, its dstate out feeds the previous segment's dstate in).
+// Outputs, all accumulated (+=): dq, dk, dv: [n_tokens][g_stride] (each may be null to skip);
+//   ddt: [n_tokens] = dL/ddt_t (may be null); grads.a_log, grads.d.
+// Cost: one extra forward (states are recomputed from checkpoints every 64 tokens) plus about
+// three hd² passes per token; memory O((n_tokens/64 + 64)·hd²), allocated here (the caller is a
+// training loop, not the inference hot path). Single-threaded; heads are independent.
+// Throws recur::error on hd <= 0 or n_tokens < 0.
+void recurrent_scan_backward(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k,
+                             const float *v, size_t stride, const float *dt, const float *state0, const float *dy,
+                             size_t dy_stride, float *dq, float *dk, float *dv, size_t g_stride, float *ddt,
+                             float *dstate, recurrent_head_grads &grads);
+
+// Backward of recurrent_compute_dt: given ddt [n_tokens], accumulates grads.dt_w (required),
+// grads.dt_b, and dxn [n_tokens][dxn_stride] += dL/dxn through dt (dxn may be null).
+void recurrent_dt_backward(const recurrent_head_weights &w, int n_tokens, const float *xn, size_t xn_stride,
+                           const float *ddt, recurrent_head_grads &grads, float *dxn, size_t dxn_stride);
+
 // The state's size in floats: fixed, independent of the sequence length.
 inline size_t recurrent_state_floats(int hd) { return size_t(hd) * size_t(hd); }
 
