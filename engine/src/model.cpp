@@ -178,20 +178,41 @@ void model::load_hybrid() {
         if (!H.group_recency.empty() && H.group_recency.size() != size_t(hp_.n_head_kv))
             throw format_error("hybrid: " + key + "group_recency has " + std::to_string(H.group_recency.size()) +
                                " entries, expected " + std::to_string(hp_.n_head_kv));
+        H.group_window.assign(size_t(hp_.n_head_kv), 0);
         auto kinds = f.get_int_array(key + "group_kinds");
+        auto windows = f.get_int_array(key + "group_windows");
         if (!kinds.empty() && kinds.size() != H.replaced_groups.size())
             throw format_error("hybrid: " + key + "group_kinds does not match replaced_groups");
-        for (int64_t k : kinds)
-            if (k != int64_t(replacement_kind::recurrent))
-                throw format_error("hybrid: layer " + std::to_string(l) + " uses replacement kind " +
-                                   std::to_string(k) + ", which this engine does not serve yet");
-        const int64_t R = int64_t(H.replaced_groups.size()) * g;
+        if (!windows.empty() && windows.size() != H.replaced_groups.size())
+            throw format_error("hybrid: " + key + "group_windows does not match replaced_groups");
+        for (size_t i = 0; i < H.replaced_groups.size(); ++i) {
+            const int64_t k = kinds.empty() ? 0 : kinds[i];
+            const int32_t grp = H.replaced_groups[i];
+            if (k == int64_t(replacement_kind::recurrent)) {
+                H.kinds.push_back(replacement_kind::recurrent);
+                H.windows.push_back(0);
+                H.recurrent_groups.push_back(grp);
+            } else if (k == int64_t(replacement_kind::window)) {
+                const int64_t w = windows.empty() ? 0 : windows[i];
+                if (w < 1 || w > (1 << 20))
+                    throw format_error("hybrid: layer " + std::to_string(l) + " group " + std::to_string(grp) +
+                                       " is a window group with window " + std::to_string(w));
+                H.kinds.push_back(replacement_kind::window);
+                H.windows.push_back(int32_t(w));
+                H.window_groups.push_back(grp);
+                H.group_window[size_t(grp)] = int32_t(w);
+            } else {
+                throw format_error("hybrid: layer " + std::to_string(l) + " uses replacement kind " + std::to_string(k) +
+                                   ", which this engine does not serve");
+            }
+        }
+        const int64_t R = int64_t(H.recurrent_groups.size()) * g;
         const std::string t = "blk." + std::to_string(l) + ".rec.";
         if (R == 0) {
             for (const char *n : {"dt_w", "dt_b", "a_log", "d"})
                 if (f.find_tensor(t + n))
                     throw format_error("hybrid: tensor '" + t + n + "' exists but layer " + std::to_string(l) +
-                                       " replaces no group");
+                                       " has no recurrent group");
             continue;
         }
         auto f32 = [&](const std::string &name, std::vector<int64_t> ne) {

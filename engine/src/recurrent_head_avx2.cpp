@@ -56,18 +56,21 @@ void tile(int kdim, const float *a, size_t lda, const float *b, size_t ldb, floa
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
-        for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+        for (int u = 0; u < NV; ++u)
+            acc[r][u] = _mm256_setzero_ps();
     for (int p = 0; p < kdim; ++p) {
         const float *bp = b + size_t(p) * ldb;
         __m256 bv[NV];
 #pragma GCC unroll 8
         for (int u = 0; u < NV; ++u)
-            bv[u] = (PARTIAL && u == NV - 1) ? _mm256_maskload_ps(bp + 8 * u, mask) : _mm256_loadu_ps(bp + 8 * u);
+            bv[u] =
+                (PARTIAL && u == NV - 1) ? _mm256_maskload_ps(bp + 8 * u, mask) : _mm256_loadu_ps(bp + 8 * u);
 #pragma GCC unroll 8
         for (int r = 0; r < MR; ++r) {
             const __m256 av = _mm256_broadcast_ss(a + size_t(r) * lda + p);
 #pragma GCC unroll 8
-            for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(av, bv[u], acc[r][u]);
+            for (int u = 0; u < NV; ++u)
+                acc[r][u] = _mm256_fmadd_ps(av, bv[u], acc[r][u]);
         }
     }
     const __m256 bt = _mm256_set1_ps(beta);
@@ -92,8 +95,8 @@ void tile(int kdim, const float *a, size_t lda, const float *b, size_t ldb, floa
 }
 
 template <int MR>
-void tile_cols(int width, int kdim, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
-               float beta, const float *alpha) {
+void tile_cols(int width, int kdim, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+               size_t ldc, float beta, const float *alpha) {
     // width in 1..16
     const int rem = width - (width > 8 ? 8 : 0);
     const __m256i mask = lane_mask(rem);
@@ -127,12 +130,24 @@ void gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_
         for (int j0 = 0; j0 < nn; j0 += 16) {
             const int wd = std::min(16, nn - j0);
             switch (mr) {
-            case 6: tile_cols<6>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
-            case 5: tile_cols<5>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
-            case 4: tile_cols<4>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
-            case 3: tile_cols<3>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
-            case 2: tile_cols<2>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
-            default: tile_cols<1>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al); break;
+            case 6:
+                tile_cols<6>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al);
+                break;
+            case 5:
+                tile_cols<5>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al);
+                break;
+            case 4:
+                tile_cols<4>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al);
+                break;
+            case 3:
+                tile_cols<3>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al);
+                break;
+            case 2:
+                tile_cols<2>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al);
+                break;
+            default:
+                tile_cols<1>(wd, kk, ai, lda, b + j0, ldb, ci + j0, ldc, beta, al);
+                break;
             }
         }
     }
@@ -141,8 +156,10 @@ void gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_
 void decay_row(int i, int n, float la, float *seg, const float *dts, float *row) {
     const __m256 lav = _mm256_set1_ps(la);
     int j = 0;
-    for (; j + 8 <= i; j += 8) _mm256_storeu_ps(seg + j, _mm256_add_ps(_mm256_loadu_ps(seg + j), lav));
-    for (; j < i; ++j) seg[j] += la;
+    for (; j + 8 <= i; j += 8)
+        _mm256_storeu_ps(seg + j, _mm256_add_ps(_mm256_loadu_ps(seg + j), lav));
+    for (; j < i; ++j)
+        seg[j] += la;
     seg[i] = 0.0f;
     const int nz = i + 1; // entries j <= i are weighted, the rest of the row is zeroed
     j = 0;
@@ -153,15 +170,18 @@ void decay_row(int i, int n, float la, float *seg, const float *dts, float *row)
     if (j < nz) {
         // Masked loads return 0 in lanes > i, so those lanes come out 0 (no garbage from C_lower).
         const __m256i in = lane_mask(nz - j), out = lane_mask(std::min(8, n - j));
-        const __m256 wgt = _mm256_mul_ps(exp256(_mm256_maskload_ps(seg + j, in)), _mm256_maskload_ps(dts + j, in));
+        const __m256 wgt =
+            _mm256_mul_ps(exp256(_mm256_maskload_ps(seg + j, in)), _mm256_maskload_ps(dts + j, in));
         _mm256_maskstore_ps(row + j, out, _mm256_mul_ps(_mm256_maskload_ps(row + j, in), wgt));
         j += 8;
     }
-    for (; j < n; ++j) row[j] = 0.0f;
+    for (; j < n; ++j)
+        row[j] = 0.0f;
 }
 
 float dot(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
+           s3 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 32 <= n; i += 32) {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
@@ -169,9 +189,11 @@ float dot(const float *a, const float *b, int n) {
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; ++i) s += a[i] * b[i];
+    for (; i < n; ++i)
+        s += a[i] * b[i];
     return s;
 }
 
@@ -183,7 +205,8 @@ void transpose(int n, int hd, const float *src, size_t stride, float *dst) {
             const float *s = src + size_t(j0) * stride + r0;
             __m256 x[8], t[8];
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; ++i) x[i] = _mm256_loadu_ps(s + size_t(i) * stride);
+            for (int i = 0; i < 8; ++i)
+                x[i] = _mm256_loadu_ps(s + size_t(i) * stride);
 #pragma GCC unroll 4
             for (int i = 0; i < 8; i += 2) {
                 t[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
@@ -204,7 +227,8 @@ void transpose(int n, int hd, const float *src, size_t stride, float *dst) {
             }
         }
     for (int j = 0; j < n; ++j)
-        for (int r = (j < n8 ? h8 : 0); r < hd; ++r) dst[size_t(r) * n + j] = src[size_t(j) * stride + r];
+        for (int r = (j < n8 ? h8 : 0); r < hd; ++r)
+            dst[size_t(r) * n + j] = src[size_t(j) * stride + r];
 }
 
 namespace {
@@ -248,21 +272,30 @@ void step_cols(int hd, int c0, float a, float dt, float scale, const float *q, c
     const __m256 sc = _mm256_set1_ps(scale);
 #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u)
-        _mm256_storeu_ps(y + c0 + 8 * u, _mm256_fmadd_ps(sc, _mm256_add_ps(acc0[u], acc1[u]),
-                                                         _mm256_mul_ps(_mm256_loadu_ps(d + c0 + 8 * u), vv[u])));
+        _mm256_storeu_ps(y + c0 + 8 * u,
+                         _mm256_fmadd_ps(sc, _mm256_add_ps(acc0[u], acc1[u]),
+                                         _mm256_mul_ps(_mm256_loadu_ps(d + c0 + 8 * u), vv[u])));
 }
 } // namespace
 
-void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v, const float *d,
-          float *state, float *y) {
+void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
+          const float *d, float *state, float *y) {
     // hd % 8 == 0 (checked by the caller). Four vectors of columns per pass over the rows.
     int c0 = 0;
-    for (; c0 + 32 <= hd; c0 += 32) step_cols<4>(hd, c0, a, dt, scale, q, k, v, d, state, y);
+    for (; c0 + 32 <= hd; c0 += 32)
+        step_cols<4>(hd, c0, a, dt, scale, q, k, v, d, state, y);
     switch ((hd - c0) / 8) {
-    case 3: step_cols<3>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
-    case 2: step_cols<2>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
-    case 1: step_cols<1>(hd, c0, a, dt, scale, q, k, v, d, state, y); break;
-    default: break;
+    case 3:
+        step_cols<3>(hd, c0, a, dt, scale, q, k, v, d, state, y);
+        break;
+    case 2:
+        step_cols<2>(hd, c0, a, dt, scale, q, k, v, d, state, y);
+        break;
+    case 1:
+        step_cols<1>(hd, c0, a, dt, scale, q, k, v, d, state, y);
+        break;
+    default:
+        break;
     }
 }
 
@@ -273,13 +306,16 @@ void advance(int hd, float a, float dt, const float *k, const float *v, const fl
         const float *si = s_in + size_t(r) * hd;
         float *so = s_out + size_t(r) * hd;
         for (int c = 0; c < hd; c += 8)
-            _mm256_storeu_ps(so + c, _mm256_fmadd_ps(cr, _mm256_loadu_ps(v + c), _mm256_mul_ps(av, _mm256_loadu_ps(si + c))));
+            _mm256_storeu_ps(so + c, _mm256_fmadd_ps(cr, _mm256_loadu_ps(v + c),
+                                                     _mm256_mul_ps(av, _mm256_loadu_ps(si + c))));
     }
 }
 
-float grad_token(int hd, float a_next, float scale, const float *q, const float *dy, const float *k, const float *v,
-                 const float *s_t, const float *s_prev, float *g, float *dq, float *gv, float *gtk) {
-    for (int c = 0; c < hd; c += 8) _mm256_storeu_ps(gtk + c, _mm256_setzero_ps());
+float grad_token(int hd, float a_next, float scale, const float *q, const float *dy, const float *k,
+                 const float *v, const float *s_t, const float *s_prev, float *g, float *dq, float *gv,
+                 float *gtk) {
+    for (int c = 0; c < hd; c += 8)
+        _mm256_storeu_ps(gtk + c, _mm256_setzero_ps());
     const __m256 an = _mm256_set1_ps(a_next);
     __m256 sg = _mm256_setzero_ps();
     for (int r = 0; r < hd; ++r) {

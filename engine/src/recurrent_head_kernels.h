@@ -18,8 +18,8 @@ struct kernel_set {
     // C[i][j] = beta·C[i][j] + alpha[i]·Σ_p A[i][p]·B[p][j]   for i < m, j < n.
     // A: [m][lda], B: [k][ldb], C: [m][ldc]; alpha == nullptr means 1; beta == 0 overwrites C
     // without reading it.
-    void (*gemm)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
-                 float beta, const float *alpha, int tri);
+    void (*gemm)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+                 size_t ldc, float beta, const float *alpha, int tri);
     // One row i of the chunk's decay-weighted score matrix, in place (seg, row: [n]):
     //   seg[j] += la for j < i; seg[i] = 0          (seg(i, j) = Σ_{j<m<=i} la_m from seg(i-1, j))
     //   row[j]  = row[j]·exp(seg[j])·dts[j] for j <= i, 0 for i < j < n.
@@ -31,7 +31,8 @@ struct kernel_set {
     void (*step)(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
                  const float *d, float *state, float *y);
     // s_out = a·s_in + dt·k vᵀ (s_out == s_in allowed): the state update alone, for recomputation.
-    void (*advance)(int hd, float a, float dt, const float *k, const float *v, const float *s_in, float *s_out);
+    void (*advance)(int hd, float a, float dt, const float *k, const float *v, const float *s_in,
+                    float *s_out);
     // One token of the backward, in one pass over G, S_t and S_{t-1}:
     //   G      = a_next·G + scale·q dyᵀ          (G becomes dL/dS_t)
     //   dq[r]  = scale·(S_t dy)[r]                (written)
@@ -55,11 +56,12 @@ void decay_row(int i, int n, float la, float *seg, const float *dts, float *row)
 float dot(const float *a, const float *b, int n);
 void transpose(int n, int hd, const float *src, size_t stride, float *dst);
 // The three below need hd % 8 == 0.
-void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v, const float *d,
-          float *state, float *y);
+void step(int hd, float a, float dt, float scale, const float *q, const float *k, const float *v,
+          const float *d, float *state, float *y);
 void advance(int hd, float a, float dt, const float *k, const float *v, const float *s_in, float *s_out);
-float grad_token(int hd, float a_next, float scale, const float *q, const float *dy, const float *k, const float *v,
-                 const float *s_t, const float *s_prev, float *g, float *dq, float *gv, float *gtk);
+float grad_token(int hd, float a_next, float scale, const float *q, const float *dy, const float *k,
+                 const float *v, const float *s_t, const float *s_prev, float *g, float *dq, float *gv,
+                 float *gtk);
 } // namespace avx2
 
 } // namespace recur::rec_kernels

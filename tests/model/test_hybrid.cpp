@@ -101,7 +101,7 @@ TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
 }
 
 TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {
-    for (const std::string name : {"hybrid-mixed", "hybrid-partial", "llama-gqa-f32"}) {
+    for (const std::string name : {"hybrid-mixed", "hybrid-partial", "hybrid-window", "llama-gqa-f32"}) {
         auto m = model::load(models_dir + "/" + name + ".gguf");
         for (int n_ctx : {64, 1000}) {
             context_params cp;
@@ -111,15 +111,20 @@ TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {
             const memory_report rep = ctx.memory();
             EXPECT_EQ(rep.kv_bytes, ctx.allocated_kv_bytes()) << name;
             EXPECT_EQ(rep.recurrent_bytes, ctx.allocated_recurrent_bytes()) << name;
+            EXPECT_EQ(rep.window_bytes, ctx.allocated_window_bytes()) << name;
             EXPECT_EQ(planned.kv_bytes, rep.kv_bytes);
             EXPECT_EQ(planned.recurrent_bytes, rep.recurrent_bytes);
             // Independent arithmetic: 2 (K, V) x positions x head_dim x 2 bytes (F16) per attention group.
             const auto &hp = m->hparams();
-            size_t attention_groups = 0, replaced_heads = 0;
+            size_t attention_groups = 0, replaced_heads = 0, window_rows = 0;
             for (auto &H : m->hybrid()) {
                 attention_groups += size_t(hp.n_head_kv) - H.replaced_groups.size();
-                replaced_heads += H.replaced_groups.size() * size_t(hp.group_size());
+                for (size_t i = 0; i < H.replaced_groups.size(); ++i) {
+                    if (H.kinds[i] == replacement_kind::recurrent) replaced_heads += size_t(hp.group_size());
+                    else window_rows += size_t(H.windows[i]);
+                }
             }
+            EXPECT_EQ(rep.window_bytes, window_rows * 2 * hp.head_dim * 2);
             EXPECT_EQ(rep.kv_bytes, attention_groups * 2 * size_t(n_ctx) * hp.head_dim * 2);
             EXPECT_EQ(rep.recurrent_bytes, replaced_heads * size_t(hp.head_dim) * hp.head_dim * 4);
             EXPECT_EQ(rep.full_attention_kv_bytes, size_t(hp.n_layer) * hp.n_head_kv * 2 * size_t(n_ctx) * hp.head_dim * 2);
@@ -163,7 +168,8 @@ TEST_P(StateRoundTrip, SaveLoadContinueEqualsUninterruptedRun) {
     EXPECT_EQ(joined, expected);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, StateRoundTrip, ::testing::Values("stories260K", "hybrid-partial", "qwen2-hybrid"),
+INSTANTIATE_TEST_SUITE_P(Models, StateRoundTrip,
+                         ::testing::Values("stories260K", "hybrid-partial", "hybrid-window", "qwen2-hybrid"),
                          [](const auto &param_info) {
                              std::string s = param_info.param;
                              for (char &c : s)

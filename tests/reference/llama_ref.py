@@ -68,6 +68,8 @@ class Model:
     tokenizer_model: str | None = None
     # RecurFormer hybrid: layer -> replaced KV groups (ascending); empty for a plain model
     replaced: dict = field(default_factory=dict)
+    # layer -> {group: W} for groups served by exact attention over the last W tokens
+    windows: dict = field(default_factory=dict)
 
     def w(self, name: str) -> np.ndarray:
         return self.tensors[name]
@@ -146,7 +148,10 @@ def load_model(path: str, use_cache: bool = True) -> Model:
         for l in range(m.n_layer):
             groups = _field_value(r, f"recurformer.blk.{l}.replaced_groups")
             if groups:
-                m.replaced[l] = [int(g) for g in groups]
+                kinds = _field_value(r, f"recurformer.blk.{l}.group_kinds") or [0] * len(groups)
+                wins = _field_value(r, f"recurformer.blk.{l}.group_windows") or [0] * len(groups)
+                m.replaced[l] = [int(g) for g, k in zip(groups, kinds) if int(k) == 0]
+                m.windows[l] = {int(g): int(w) for g, k, w in zip(groups, kinds, wins) if int(k) == 1}
     if use_cache:
         _MODEL_CACHE[path] = m
     return m
@@ -220,17 +225,22 @@ def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d):
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int) -> np.ndarray:
-    """Causal softmax attention with GQA.
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windows=None) -> np.ndarray:
+    """Causal softmax attention with GQA; windows {kv_group: W} limit a group to the last W keys.
 
     q: [T, n_head, hd], k/v: [T, n_head_kv, hd] -> [T, n_head*hd]"""
     T, n_head, hd = q.shape
     group = n_head // n_head_kv  # query heads per kv head
     scale = 1.0 / np.sqrt(hd)
-    mask = np.triu(np.ones((T, T), dtype=bool), k=1)  # True = future (masked)
-    out = np.empty_like(q)
+    idx = np.arange(T)
     for h in range(n_head):
         kvh = h // group
+        W = (windows or {}).get(kvh)
+        mask = idx[None, :] > idx[:, None]                      # True = future (masked)
+        if W:
+            mask = mask | (idx[None, :] <= idx[:, None] - W)    # older than the window
+        if h == 0:
+            out = np.empty_like(q)
         s = (q[:, h, :] @ k[:, kvh, :].T) * scale     # [T, T]
         s = np.where(mask, -np.inf, s)
         s = s - s.max(axis=-1, keepdims=True)
@@ -268,7 +278,7 @@ def forward(m: Model, tokens) -> np.ndarray:
         q = rope(q_raw, positions, m)
         k = rope(k_raw, positions, m)
         v = v.reshape(T, m.n_head_kv, hd)
-        a = attention(q, k, v, m.n_head_kv).reshape(T, m.n_head, hd)
+        a = attention(q, k, v, m.n_head_kv, m.windows.get(l)).reshape(T, m.n_head, hd)
         # Hybrid: the query heads of replaced groups are recurrent heads on the unrotated q/k.
         group = m.n_head // m.n_head_kv
         for r, (g, j) in enumerate((g, j) for g in m.replaced.get(l, []) for j in range(group)):

@@ -247,9 +247,15 @@ def write_model(path: str, spec: dict, seed: int) -> None:
         w.add_uint32("recurformer.version", 1)
         w.add_uint32("recurformer.window", 32)
         hrng = np.random.default_rng(seed + 7)
+        windows = spec.get("windows", {})  # layer -> {group: W}: window kind instead of recurrent
         for l in range(n_layer):
             groups = sorted(hybrid.get(l, []))
             w.add_array(f"recurformer.blk.{l}.replaced_groups", [int(g) for g in groups] or [])
+            wl = windows.get(l, {})
+            if wl:
+                w.add_array(f"recurformer.blk.{l}.group_kinds", [1 if g in wl else 0 for g in groups])
+                w.add_array(f"recurformer.blk.{l}.group_windows", [int(wl.get(g, 0)) for g in groups])
+            groups = [g for g in groups if g not in wl]
             if not groups:
                 continue
             R = len(groups) * group
@@ -344,6 +350,8 @@ MODELS.append(dict(_base, name="llama-ropescale", dtype="f32", rope_linear=2.0))
 # in each layer. The qwen2 one checks that recurrent heads skip RoPE and keep the q/k biases.
 MODELS.append(dict(_base, name="hybrid-mixed", dtype="f32", n_head_kv=2, hybrid={0: [0, 1]}))
 MODELS.append(dict(_base, name="hybrid-partial", dtype="f32", n_head_kv=2, hybrid={0: [1], 1: [0]}))
+MODELS.append(dict(_base, name="hybrid-window", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [1]},
+                   windows={0: {0: 5}, 1: {1: 12}}))
 MODELS.append(dict(_base, name="qwen2-hybrid", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [1]}))
 

@@ -87,14 +87,18 @@ problem make_problem(int hd, int T, float a_log, DtFn dt_of, uint32_t seed, bool
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     p.qkv.resize(std::max<size_t>(1, size_t(T) * p.stride));
-    for (auto &x : p.qkv) x = nd(rng);
+    for (auto &x : p.qkv)
+        x = nd(rng);
     p.dt.resize(std::max(T, 1));
-    for (int t = 0; t < T; ++t) p.dt[t] = dt_of(t, rng);
+    for (int t = 0; t < T; ++t)
+        p.dt[t] = dt_of(t, rng);
     p.d.resize(hd);
-    for (auto &x : p.d) x = 0.5f * nd(rng);
+    for (auto &x : p.d)
+        x = 0.5f * nd(rng);
     p.state0.assign(size_t(hd) * hd, 0.0f);
     if (nonzero_state)
-        for (auto &x : p.state0) x = 0.5f * nd(rng);
+        for (auto &x : p.state0)
+            x = 0.5f * nd(rng);
     p.w.head_dim = hd;
     p.w.a_log = a_log;
     p.w.d = p.d.data();
@@ -103,9 +107,9 @@ problem make_problem(int hd, int T, float a_log, DtFn dt_of, uint32_t seed, bool
 
 problem make_default(int hd, int T, uint32_t seed) {
     // dt in ~[0.04, 0.3] and exp(a_log) = 0.5: decays ~exp(-0.06), memory of tens of tokens.
-    return make_problem(hd, T, std::log(0.5f),
-                        [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(0.04f, 0.3f)(r); },
-                        seed);
+    return make_problem(
+        hd, T, std::log(0.5f),
+        [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(0.04f, 0.3f)(r); }, seed);
 }
 
 struct result {
@@ -114,13 +118,15 @@ struct result {
 
 result run_ref(const problem &p) {
     result r{std::vector<float>(std::max<size_t>(1, size_t(p.T) * p.y_stride), NAN), p.state0};
-    recurrent_scan_ref(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), r.state.data(), r.y.data(), p.y_stride);
+    recurrent_scan_ref(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), r.state.data(), r.y.data(),
+                       p.y_stride);
     return r;
 }
 
 result run_chunked(const problem &p, int chunk) {
     result r{std::vector<float>(std::max<size_t>(1, size_t(p.T) * p.y_stride), NAN), p.state0};
-    std::vector<float> scratch(recurrent_scan_scratch_floats(p.hd, chunk), NAN); // NaN: contents must not matter
+    std::vector<float> scratch(recurrent_scan_scratch_floats(p.hd, chunk),
+                               NAN); // NaN: contents must not matter
     recurrent_scan_chunked(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), r.state.data(), r.y.data(),
                            p.y_stride, chunk, scratch.data());
     return r;
@@ -130,7 +136,8 @@ result run_steps(const problem &p) {
     result r{std::vector<float>(std::max<size_t>(1, size_t(p.T) * p.y_stride), NAN), p.state0};
     for (int t = 0; t < p.T; ++t)
         recurrent_step(p.w, p.q() + size_t(t) * p.stride, p.k() + size_t(t) * p.stride,
-                       p.v() + size_t(t) * p.stride, p.dt[t], r.state.data(), r.y.data() + size_t(t) * p.y_stride);
+                       p.v() + size_t(t) * p.stride, p.dt[t], r.state.data(),
+                       r.y.data() + size_t(t) * p.y_stride);
     return r;
 }
 
@@ -152,7 +159,8 @@ result run_f64(const problem &p) {
                 s = a * s + dt * k[i] * v[j];
                 yd[j] += q[i] * s;
             }
-        for (int j = 0; j < hd; ++j) r.y[size_t(t) * p.y_stride + j] = float(scale * yd[j] + double(p.d[j]) * v[j]);
+        for (int j = 0; j < hd; ++j)
+            r.y[size_t(t) * p.y_stride + j] = float(scale * yd[j] + double(p.d[j]) * v[j]);
     }
     r.state.assign(S.begin(), S.end());
     return r;
@@ -243,28 +251,30 @@ TEST(RecurrentHead, GoldenFromNumpy) {
         EXPECT_LT(e_dt, tol);
 
         auto check = [&](const char *what, const std::vector<float> &y, const std::vector<float> &s) {
-            const double ey = norm_err(y.data(), g.y.data(), y.size()), es = norm_err(s.data(), g.state.data(), s.size());
+            const double ey = norm_err(y.data(), g.y.data(), y.size()),
+                         es = norm_err(s.data(), g.state.data(), s.size());
             std::printf("[%s] %-12s y err %.2e  state err %.2e\n", recurrent_simd_level(), what, ey, es);
             EXPECT_LT(ey, tol) << what;
             EXPECT_LT(es, tol) << what;
         };
         {
             std::vector<float> y(size_t(T) * hd), s = g.state0;
-            recurrent_scan_ref(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd);
+            recurrent_scan_ref(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(),
+                               hd);
             check("ref", y, s);
         }
         for (int chunk : {16, 64, 100}) {
             std::vector<float> y(size_t(T) * hd), s = g.state0;
             std::vector<float> scratch(recurrent_scan_scratch_floats(hd, chunk));
-            recurrent_scan_chunked(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd,
-                                   chunk, scratch.data());
+            recurrent_scan_chunked(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(),
+                                   y.data(), hd, chunk, scratch.data());
             check(("chunked/" + std::to_string(chunk)).c_str(), y, s);
         }
         {
             std::vector<float> y(size_t(T) * hd), s = g.state0;
             for (int t = 0; t < T; ++t)
-                recurrent_step(w, &g.q[size_t(t) * hd], &g.k[size_t(t) * hd], &g.v[size_t(t) * hd], dt[t], s.data(),
-                               &y[size_t(t) * hd]);
+                recurrent_step(w, &g.q[size_t(t) * hd], &g.k[size_t(t) * hd], &g.v[size_t(t) * hd], dt[t],
+                               s.data(), &y[size_t(t) * hd]);
             check("step", y, s);
         }
     }
@@ -302,20 +312,21 @@ TEST(RecurrentHead, ChunkedAndStepMatchReference) {
             // drift apart slowly with length, hence the larger bound for long sequences).
             const double tol = T <= 127 ? 5e-6 : 1e-5;
             for (int chunk : chunks) {
-                if (scalar && T == 4096 && chunk != 64) continue; // the scalar path is slow; one chunk suffices
+                if (scalar && T == 4096 && chunk != 64)
+                    continue; // the scalar path is slow; one chunk suffices
                 const result c = run_chunked(p, chunk);
                 const double ey = norm_err_rows(c.y.data(), p.y_stride, ref.y.data(), p.y_stride, T, p.hd);
                 const double es = norm_err(c.state.data(), ref.state.data(), c.state.size());
-                std::printf("[%s] T=%4d chunk=%3d  y err %.2e  state err %.2e  (tol %.0e)\n", recurrent_simd_level(),
-                            T, chunk, ey, es, tol);
+                std::printf("[%s] T=%4d chunk=%3d  y err %.2e  state err %.2e  (tol %.0e)\n",
+                            recurrent_simd_level(), T, chunk, ey, es, tol);
                 EXPECT_LT(ey, tol) << "T=" << T << " chunk=" << chunk;
                 EXPECT_LT(es, tol) << "T=" << T << " chunk=" << chunk;
             }
             const result st = run_steps(p);
             const double ey = norm_err_rows(st.y.data(), p.y_stride, ref.y.data(), p.y_stride, T, p.hd);
             const double es = norm_err(st.state.data(), ref.state.data(), st.state.size());
-            std::printf("[%s] T=%4d step       y err %.2e  state err %.2e  (tol %.0e)\n", recurrent_simd_level(), T,
-                        ey, es, tol);
+            std::printf("[%s] T=%4d step       y err %.2e  state err %.2e  (tol %.0e)\n",
+                        recurrent_simd_level(), T, ey, es, tol);
             EXPECT_LT(ey, tol) << "T=" << T << " step";
             EXPECT_LT(es, tol) << "T=" << T << " step";
         }
@@ -337,7 +348,8 @@ TEST(RecurrentHead, OddHeadDims) {
                 EXPECT_LT(es, 5e-6) << recurrent_simd_level() << " hd=" << hd << " chunk=" << chunk;
             }
             const result st = run_steps(p);
-            EXPECT_LT(norm_err_rows(st.y.data(), p.y_stride, ref.y.data(), p.y_stride, p.T, hd), 5e-6) << "hd=" << hd;
+            EXPECT_LT(norm_err_rows(st.y.data(), p.y_stride, ref.y.data(), p.y_stride, p.T, hd), 5e-6)
+                << "hd=" << hd;
             EXPECT_LT(norm_err(st.state.data(), ref.state.data(), st.state.size()), 5e-6) << "hd=" << hd;
         }
     }
@@ -359,11 +371,11 @@ TEST(RecurrentHead, SplitCallsEqualOneCall) {
                         recurrent_step(p.w, p.q() + o + t * p.stride, p.k() + o + t * p.stride,
                                        p.v() + o + t * p.stride, p.dt[t0 + t], s.data(), yo + t * p.y_stride);
                 } else if (impl == 0) {
-                    recurrent_scan_ref(p.w, n, p.q() + o, p.k() + o, p.v() + o, p.stride, &p.dt[t0], s.data(), yo,
-                                       p.y_stride);
+                    recurrent_scan_ref(p.w, n, p.q() + o, p.k() + o, p.v() + o, p.stride, &p.dt[t0], s.data(),
+                                       yo, p.y_stride);
                 } else {
-                    recurrent_scan_chunked(p.w, n, p.q() + o, p.k() + o, p.v() + o, p.stride, &p.dt[t0], s.data(), yo,
-                                           p.y_stride, 64, scratch.data());
+                    recurrent_scan_chunked(p.w, n, p.q() + o, p.k() + o, p.v() + o, p.stride, &p.dt[t0],
+                                           s.data(), yo, p.y_stride, 64, scratch.data());
                 }
             };
             part(0, cut, false);
@@ -380,8 +392,8 @@ TEST(RecurrentHead, SplitCallsEqualOneCall) {
     }
     // n_tokens == 0 leaves the state alone.
     std::vector<float> s = p.state0, scratch(recurrent_scan_scratch_floats(p.hd, 64));
-    recurrent_scan_chunked(p.w, 0, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), nullptr, p.y_stride, 64,
-                           scratch.data());
+    recurrent_scan_chunked(p.w, 0, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), nullptr, p.y_stride,
+                           64, scratch.data());
     recurrent_scan_ref(p.w, 0, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), nullptr, p.y_stride);
     EXPECT_EQ(s, p.state0);
 }
@@ -400,11 +412,11 @@ TEST(RecurrentHead, LongSequenceStability) {
     };
     const regime regimes[] = {
         // a_t = exp(-dt·e^2) ~ exp(-370): every decay underflows to 0, the state is the last token only.
-        {"fast decay", 2.0f, [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(30.f, 70.f)(r); },
-         2e-6},
+        {"fast decay", 2.0f,
+         [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(30.f, 70.f)(r); }, 2e-6},
         // a_t ~ 1 - 1e-8: in float32 a_t == 1 and each increment (~5e-9) is below half an ulp of the state.
-        {"tiny dt", 0.0f, [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(1e-9f, 1e-8f)(r); },
-         1e-4},
+        {"tiny dt", 0.0f,
+         [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(1e-9f, 1e-8f)(r); }, 1e-4},
         // a_t ~ 1 - 6e-7 with dt ~ 0.1: 4096 tokens accumulate without forgetting.
         {"long memory", -12.0f,
          [](int, std::mt19937 &r) { return std::uniform_real_distribution<float>(.05f, .15f)(r); }, 5e-5},
@@ -412,8 +424,9 @@ TEST(RecurrentHead, LongSequenceStability) {
         // (a cumulative sum would lose the small ones next to the huge ones).
         {"mixed", 0.0f,
          [](int, std::mt19937 &r) {
-             return std::bernoulli_distribution(0.1)(r) ? 1e4f
-                                                        : std::uniform_real_distribution<float>(1e-6f, 0.02f)(r);
+             return std::bernoulli_distribution(0.1)(r)
+                        ? 1e4f
+                        : std::uniform_real_distribution<float>(1e-6f, 0.02f)(r);
          },
          1e-5},
     };
@@ -421,15 +434,18 @@ TEST(RecurrentHead, LongSequenceStability) {
         const problem p = make_problem(64, 4096, rg.a_log, rg.dt, 99u);
         const result want = run_f64(p);
         auto check = [&](const std::string &what, const result &got, double tol) {
-            ASSERT_TRUE(rows_finite(got.y, p.y_stride, p.T, p.hd) && all_finite(got.state)) << rg.name << " " << what;
+            ASSERT_TRUE(rows_finite(got.y, p.y_stride, p.T, p.hd) && all_finite(got.state))
+                << rg.name << " " << what;
             const double ey = norm_err_rows(got.y.data(), p.y_stride, want.y.data(), p.y_stride, p.T, p.hd);
             const double es = norm_err(got.state.data(), want.state.data(), got.state.size());
-            std::printf("%-12s %-11s y err %.2e  state err %.2e  (tol %.0e)\n", rg.name, what.c_str(), ey, es, tol);
+            std::printf("%-12s %-11s y err %.2e  state err %.2e  (tol %.0e)\n", rg.name, what.c_str(), ey, es,
+                        tol);
             EXPECT_LT(ey, tol) << rg.name << " " << what;
             EXPECT_LT(es, tol) << rg.name << " " << what;
         };
         check("ref", run_ref(p), rg.tol_seq);
-        for (int chunk : {16, 64, 100}) check("chunked/" + std::to_string(chunk), run_chunked(p, chunk), 5e-6);
+        for (int chunk : {16, 64, 100})
+            check("chunked/" + std::to_string(chunk), run_chunked(p, chunk), 5e-6);
         check("step", run_steps(p), rg.tol_seq);
     }
 }
@@ -449,8 +465,8 @@ TEST(RecurrentHead, StateAndScratchAreFixedSize) {
         for (int chunk : {16, 100}) {
             const size_t nsc = recurrent_scan_scratch_floats(64, chunk);
             std::vector<float> scratch(nsc + 2 * pad, canary), y(size_t(T) * p.y_stride);
-            recurrent_scan_chunked(p.w, T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data() + pad, y.data(),
-                                   p.y_stride, chunk, scratch.data() + pad);
+            recurrent_scan_chunked(p.w, T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data() + pad,
+                                   y.data(), p.y_stride, chunk, scratch.data() + pad);
             for (int i = 0; i < pad; ++i) {
                 ASSERT_EQ(scratch[i], canary);
                 ASSERT_EQ(scratch[pad + nsc + i], canary);
@@ -468,15 +484,17 @@ TEST(RecurrentHead, StateAndScratchAreFixedSize) {
 TEST(RecurrentHead, BadArgumentsThrow) {
     const problem p = make_default(8, 4, 1u);
     std::vector<float> s = p.state0, y(64), scratch(recurrent_scan_scratch_floats(8, 4));
-    EXPECT_THROW(recurrent_scan_chunked(p.w, 4, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(), 8, 0,
-                                        scratch.data()),
+    EXPECT_THROW(recurrent_scan_chunked(p.w, 4, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(),
+                                        y.data(), 8, 0, scratch.data()),
                  recur::error);
     recurrent_head_weights bad = p.w;
     bad.head_dim = 0;
-    EXPECT_THROW(recurrent_scan_ref(bad, 4, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(), 8),
-                 recur::error);
-    EXPECT_THROW(recurrent_scan_ref(p.w, -1, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(), 8),
-                 recur::error);
+    EXPECT_THROW(
+        recurrent_scan_ref(bad, 4, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(), 8),
+        recur::error);
+    EXPECT_THROW(
+        recurrent_scan_ref(p.w, -1, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(), 8),
+        recur::error);
     EXPECT_THROW(recurrent_compute_dt(p.w, 1, p.q(), 8, y.data()), recur::error); // n_embd == 0
 }
 
@@ -491,20 +509,23 @@ TEST(RecurrentHead, DISABLED_Timing) {
             double best = 1e9;
             for (int rep = 0; rep < 5; ++rep) {
                 const auto t0 = std::chrono::steady_clock::now();
-                recurrent_scan_chunked(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(),
-                                       p.y_stride, chunk, scratch.data());
-                best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                recurrent_scan_chunked(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(),
+                                       y.data(), p.y_stride, chunk, scratch.data());
+                best = std::min(best,
+                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
             }
-            std::printf("[%s] chunked T=4096 hd=64 chunk=%3d: %.3f ms (%.1f ns/token)\n", recurrent_simd_level(), chunk,
-                        best * 1e3, best * 1e9 / p.T);
+            std::printf("[%s] chunked T=4096 hd=64 chunk=%3d: %.3f ms (%.1f ns/token)\n",
+                        recurrent_simd_level(), chunk, best * 1e3, best * 1e9 / p.T);
         }
         {
             std::vector<float> y(size_t(p.T) * p.y_stride), s = p.state0;
             double best = 1e9;
             for (int rep = 0; rep < 5; ++rep) {
                 const auto t0 = std::chrono::steady_clock::now();
-                recurrent_scan_ref(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(), p.y_stride);
-                best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                recurrent_scan_ref(p.w, p.T, p.q(), p.k(), p.v(), p.stride, p.dt.data(), s.data(), y.data(),
+                                   p.y_stride);
+                best = std::min(best,
+                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
             }
             std::printf("[%s] sequential ref T=4096 hd=64: %.3f ms\n", recurrent_simd_level(), best * 1e3);
         }
@@ -514,9 +535,10 @@ TEST(RecurrentHead, DISABLED_Timing) {
             for (int rep = 0; rep < 5; ++rep) {
                 const auto t0 = std::chrono::steady_clock::now();
                 for (int t = 0; t < p.T; ++t)
-                    recurrent_step(p.w, p.q() + t * p.stride, p.k() + t * p.stride, p.v() + t * p.stride, p.dt[t],
-                                   s.data(), y.data());
-                sec = std::min(sec, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                    recurrent_step(p.w, p.q() + t * p.stride, p.k() + t * p.stride, p.v() + t * p.stride,
+                                   p.dt[t], s.data(), y.data());
+                sec = std::min(sec,
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
             }
             const int n = p.T;
             std::printf("[%s] step hd=64: %.1f ns/token\n", recurrent_simd_level(), sec * 1e9 / n);

@@ -59,16 +59,21 @@ struct layer_weights {
 // How a replaced KV group is served (recorded per group in a hybrid file).
 enum class replacement_kind : int32_t {
     recurrent = 0,        // RecurFormer recurrent head: fixed-size state, no cache
-    window = 1,           // exact attention over the last W tokens only (reserved for distillation)
+    window = 1,           // exact attention over the last W tokens only (a ring of W K/V rows)
     window_recurrent = 2, // window plus a recurrent state for what left it (reserved)
 };
 
 // The RecurFormer part of one layer of a hybrid file (docs/FORMAT.md). Empty for a plain model.
 struct hybrid_layer {
-    std::vector<int32_t> replaced_groups;   // KV groups served by recurrent heads, ascending
-    std::vector<uint8_t> group_replaced;    // [n_head_kv] 1 where replaced
+    std::vector<int32_t> replaced_groups;   // KV groups no longer served by full attention, ascending
+    std::vector<replacement_kind> kinds;    // per replaced group
+    std::vector<int32_t> windows;           // per replaced group: W for window kinds, 0 otherwise
+    std::vector<uint8_t> group_replaced;    // [n_head_kv] 1 where replaced (any kind)
+    std::vector<int32_t> recurrent_groups;  // the replaced groups of kind recurrent, ascending
+    std::vector<int32_t> window_groups;     // the replaced groups of kind window, ascending
+    std::vector<int32_t> group_window;      // [n_head_kv] W of a window group, else 0
     std::vector<float> group_recency;       // [n_head_kv] statistics behind the choice (may be empty)
-    // Recurrent heads, R = replaced_groups.size() * group_size, ordered by group then head:
+    // Recurrent heads, R = recurrent_groups.size() * group_size, ordered by group then head:
     std::vector<float> dt_w;                // [R][n_embd]
     std::vector<float> dt_b, a_log;         // [R]
     std::vector<float> d;                   // [R][head_dim]
@@ -137,6 +142,7 @@ struct layer_memory {
     size_t kv_bytes = 0;                // allocated KV cache for the attention groups at n_ctx
     size_t kv_used_bytes = 0;           // of which positions [0, n_past) are filled
     size_t recurrent_bytes = 0;         // recurrent states of the replaced groups
+    size_t window_bytes = 0;            // K/V rings of window groups (fixed size)
     size_t full_attention_kv_bytes = 0; // what this layer's cache would be with every group attention
 };
 
@@ -147,6 +153,7 @@ struct memory_report {
     size_t kv_bytes = 0;                 // allocated KV cache (attention groups only)
     size_t kv_used_bytes = 0;            // positions filled so far
     size_t recurrent_bytes = 0;          // recurrent states (hybrid models)
+    size_t window_bytes = 0;             // window groups' K/V rings (hybrid models)
     size_t full_attention_kv_bytes = 0;  // what full attention would allocate at n_ctx
     size_t scratch_bytes = 0;            // activations and buffers
     std::vector<layer_memory> layers;
@@ -185,6 +192,7 @@ class context {
     // with memory()).
     size_t allocated_kv_bytes() const;
     size_t allocated_recurrent_bytes() const;
+    size_t allocated_window_bytes() const;
 
     // Logits of the last evaluated position ([n_vocab]; empty before the first eval).
     const std::vector<float> &last_logits() const { return last_logits_; }
