@@ -405,25 +405,38 @@ struct context::impl {
             const float *vh = v.data() + size_t(group) * hd;
             float *y = attn_out.data() + size_t(head) * hd;
             recurrent_compute_dt(w, n, xn.data(), size_t(hp.n_embd), dt);
-            if (n == 1) {
-                recurrent_step(w, qh, kh, vh, dt[0], state, y);
-            } else {
-                // q rows are nq apart, k/v rows nkv apart: the scan takes one stride, so K and V
-                // of this head are gathered next to Q's layout when they differ.
-                if (nq == nkv) {
-                    recurrent_scan_chunked(w, n, qh, kh, vh, size_t(nq), dt, state, y, size_t(nq), recurrent_chunk,
-                                           scratch);
-                } else {
-                    float *kq = dt + n_batch, *vq = kq + size_t(n_batch) * hd, *qq = vq + size_t(n_batch) * hd;
-                    for (int t = 0; t < n; ++t) {
-                        std::memcpy(qq + size_t(t) * hd, qh + size_t(t) * nq, hd * sizeof(float));
-                        std::memcpy(kq + size_t(t) * hd, kh + size_t(t) * nkv, hd * sizeof(float));
-                        std::memcpy(vq + size_t(t) * hd, vh + size_t(t) * nkv, hd * sizeof(float));
+            const bool mixed = !H.q_proj.empty();
+            const float *qs = qh, *ks = kh, *vs = vh;
+            size_t stride = size_t(nq);
+            if (mixed || nq != nkv) {
+                // Gather this head's q/k/v rows into one layout (the scan takes one stride),
+                // applying the trained per-head transforms q' = Mq q, k' = Mk k, v' = Mv v.
+                float *kq = dt + n_batch, *vq = kq + size_t(n_batch) * hd, *qq = vq + size_t(n_batch) * hd;
+                const float *mq = mixed ? H.q_proj.data() + size_t(r) * hd * hd : nullptr;
+                const float *mk = mixed ? H.k_proj.data() + size_t(r) * hd * hd : nullptr;
+                const float *mv = mixed ? H.v_proj.data() + size_t(r) * hd * hd : nullptr;
+                auto put = [&](float *dst, const float *src, const float *mat) {
+                    if (!mat) {
+                        std::memcpy(dst, src, hd * sizeof(float));
+                        return;
                     }
-                    recurrent_scan_chunked(w, n, qq, kq, vq, size_t(hd), dt, state, y, size_t(nq), recurrent_chunk,
-                                           scratch);
+                    for (int o = 0; o < hd; ++o) {
+                        float acc = 0;
+                        for (int i2 = 0; i2 < hd; ++i2) acc += mat[size_t(o) * hd + i2] * src[i2];
+                        dst[o] = acc;
+                    }
+                };
+                for (int t = 0; t < n; ++t) {
+                    put(qq + size_t(t) * hd, qh + size_t(t) * nq, mq);
+                    put(kq + size_t(t) * hd, kh + size_t(t) * nkv, mk);
+                    put(vq + size_t(t) * hd, vh + size_t(t) * nkv, mv);
                 }
+                qs = qq, ks = kq, vs = vq, stride = size_t(hd);
             }
+            if (n == 1)
+                recurrent_step(w, qs, ks, vs, dt[0], state, y);
+            else
+                recurrent_scan_chunked(w, n, qs, ks, vs, stride, dt, state, y, size_t(nq), recurrent_chunk, scratch);
         });
     }
 

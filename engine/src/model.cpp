@@ -209,7 +209,7 @@ void model::load_hybrid() {
         const int64_t R = int64_t(H.recurrent_groups.size()) * g;
         const std::string t = "blk." + std::to_string(l) + ".rec.";
         if (R == 0) {
-            for (const char *n : {"dt_w", "dt_b", "a_log", "d"})
+            for (const char *n : {"dt_w", "dt_b", "a_log", "d", "q_proj", "k_proj", "v_proj"})
                 if (f.find_tensor(t + n))
                     throw format_error("hybrid: tensor '" + t + n + "' exists but layer " + std::to_string(l) +
                                        " has no recurrent group");
@@ -232,6 +232,16 @@ void model::load_hybrid() {
         H.dt_b = f32(t + "dt_b", {R});
         H.a_log = f32(t + "a_log", {R});
         H.d = f32(t + "d", {hd, R});
+        // Trained transforms come as a set of three or not at all.
+        const int n_proj = int(bool(f.find_tensor(t + "q_proj"))) + int(bool(f.find_tensor(t + "k_proj"))) +
+                           int(bool(f.find_tensor(t + "v_proj")));
+        if (n_proj != 0 && n_proj != 3)
+            throw format_error("hybrid: layer " + std::to_string(l) + " has only some of rec.q_proj/k_proj/v_proj");
+        if (n_proj == 3) {
+            H.q_proj = f32(t + "q_proj", {hd, hd, R});
+            H.k_proj = f32(t + "k_proj", {hd, hd, R});
+            H.v_proj = f32(t + "v_proj", {hd, hd, R});
+        }
         for (double x : f.get_float_array(key + "final_loss")) H.final_loss.push_back(float(x));
     }
 }

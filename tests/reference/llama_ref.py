@@ -283,7 +283,12 @@ def forward(m: Model, tokens) -> np.ndarray:
         group = m.n_head // m.n_head_kv
         for r, (g, j) in enumerate((g, j) for g in m.replaced.get(l, []) for j in range(group)):
             head = g * group + j
-            a[:, head, :] = recurrent_head(q_raw[:, head, :], k_raw[:, g, :], v[:, g, :], h,
+            qh, kh, vh = q_raw[:, head, :], k_raw[:, g, :], v[:, g, :]
+            if m.has(p + "rec.q_proj"):   # trained per-head transforms, [R, out, in]
+                qh = qh @ m.w(p + "rec.q_proj")[r].T
+                kh = kh @ m.w(p + "rec.k_proj")[r].T
+                vh = vh @ m.w(p + "rec.v_proj")[r].T
+            a[:, head, :] = recurrent_head(qh, kh, vh, h,
                                            m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r],
                                            m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r])
         a = a.reshape(T, m.n_head * hd)

@@ -264,6 +264,10 @@ def write_model(path: str, spec: dict, seed: int) -> None:
             w.add_tensor(p + "dt_b", hrng.uniform(-3.0, 0.0, R).astype(np.float32))
             w.add_tensor(p + "a_log", hrng.uniform(-1.0, 1.0, R).astype(np.float32))
             w.add_tensor(p + "d", (0.5 * hrng.standard_normal((R, head_dim))).astype(np.float32))
+            if spec.get("proj"):  # trained transforms q' = Mq q etc.: numpy [R, out, in]
+                for nm in ("q_proj", "k_proj", "v_proj"):
+                    mtx = np.eye(head_dim)[None] + 0.3 * hrng.standard_normal((R, head_dim, head_dim)) / np.sqrt(head_dim)
+                    w.add_tensor(p + nm, mtx.astype(np.float32))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -350,6 +354,7 @@ MODELS.append(dict(_base, name="llama-ropescale", dtype="f32", rope_linear=2.0))
 # in each layer. The qwen2 one checks that recurrent heads skip RoPE and keep the q/k biases.
 MODELS.append(dict(_base, name="hybrid-mixed", dtype="f32", n_head_kv=2, hybrid={0: [0, 1]}))
 MODELS.append(dict(_base, name="hybrid-partial", dtype="f32", n_head_kv=2, hybrid={0: [1], 1: [0]}))
+MODELS.append(dict(_base, name="hybrid-trained", dtype="f32", n_head_kv=2, hybrid={0: [1], 1: [0, 1]}, proj=True))
 MODELS.append(dict(_base, name="hybrid-window", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [1]},
                    windows={0: {0: 5}, 1: {1: 12}}))
 MODELS.append(dict(_base, name="qwen2-hybrid", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,

@@ -77,6 +77,8 @@ struct hybrid_layer {
     std::vector<float> dt_w;                // [R][n_embd]
     std::vector<float> dt_b, a_log;         // [R]
     std::vector<float> d;                   // [R][head_dim]
+    // Optional trained transforms of the head's q, k, v (identity when empty):
+    std::vector<float> q_proj, k_proj, v_proj; // [R][head_dim out][head_dim in]
     std::vector<float> final_loss;          // [R] distillation loss per head, empty when untrained
 };
 
