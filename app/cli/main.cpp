@@ -1,7 +1,7 @@
 // recur: the engine's command-line tool (DESIGN §6). Every command prints human text, or one
 // JSON object with --json; errors are one line on stderr and a non-zero exit code.
-#include "json_writer.h"
-#include "options.h"
+#include "cli_common.h"
+#include "cmd_convert.h"
 
 #include "recur/chat.h"
 #include "recur/convert.h"
@@ -51,70 +51,7 @@ std::string sanitize_utf8(const std::string &s) {
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-double seconds_since(clock_type::time_point t0) {
-    return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-size_t peak_rss_bytes() {
-    struct rusage ru {};
-    getrusage(RUSAGE_SELF, &ru);
-    return size_t(ru.ru_maxrss) * 1024;
-}
-
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw error("cannot read '" + path + "'");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-std::string device_name(const options &o) {
-    if (o.device == "cuda") throw error("--device cuda: this build has no CUDA backend (use --device cpu)");
-    return "cpu";
-}
-
-// Without -m: $RECUR_MODEL, else the default model that installer/setup.sh puts in the
-// user's data folder.
-std::string default_model_path() {
-    if (const char *env = std::getenv("RECUR_MODEL"); env && *env) return env;
-    std::string data;
-    if (const char *x = std::getenv("XDG_DATA_HOME"); x && *x) data = x;
-    else if (const char *home = std::getenv("HOME"); home && *home) data = std::string(home) + "/.local/share";
-    return data + "/RecurDesk/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
-std::unique_ptr<model> load_model(const options &o) {
-    std::string path = o.model_path;
-    if (path.empty()) {
-        path = default_model_path();
-        if (!std::ifstream(path))
-            throw error("no model given (-m MODEL.gguf) and the default model " + path +
-                        " is not there; run installer/setup.sh to fetch it");
-    }
-    return model::load(path);
-}
-
-context_params make_context_params(const options &o, const model &m, int fallback_ctx) {
-    context_params cp;
-    cp.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(fallback_ctx, m.hparams().n_ctx_train);
-    cp.n_batch = o.n_batch;
-    cp.n_threads = o.n_threads;
-    cp.kv_type = o.kv_f32 ? tensor_type::F32 : tensor_type::F16;
-    return cp;
-}
-
-void write_memory(json_writer &j, const memory_report &r) {
-    j.key("memory").begin_object();
-    j.field("n_ctx", int64_t(r.n_ctx));
-    j.field("weights_bytes", uint64_t(r.weights_bytes));
-    j.field("kv_bytes", uint64_t(r.kv_bytes));
-    j.field("recurrent_bytes", uint64_t(r.recurrent_bytes));
-    j.field("full_attention_kv_bytes", uint64_t(r.full_attention_kv_bytes));
-    j.field("scratch_bytes", uint64_t(r.scratch_bytes));
-    j.end_object();
-}
+using namespace recur_cli;
 
 int cmd_info(const options &o) {
     auto m = load_model(o);
@@ -502,52 +439,6 @@ int cmd_analyze(const options &o) {
             }
             printf("  | %.3f\n", sink / hp.n_head);
         }
-    }
-    return 0;
-}
-
-// Chooses recency-aware KV groups on calibration text and writes a hybrid GGUF (DESIGN §3).
-int cmd_convert(const options &o) {
-    auto m = load_model(o);
-    if (o.file.empty()) throw error("convert needs calibration text (-f FILE)");
-    if (o.output_path.empty()) throw error("convert needs an output file (-o OUT.gguf)");
-    convert_params cp;
-    cp.window = o.window;
-    cp.fraction = o.fraction;
-    cp.threshold = o.threshold;
-    cp.steps = o.steps;
-    cp.n_threads = o.n_threads;
-    cp.n_batch = o.n_batch;
-    const std::string text = read_file(o.file);
-    std::vector<int32_t> ids = m->vocab().encode(text, !o.no_bos, false);
-    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(2048, m->hparams().n_ctx_train);
-    if (int(ids.size()) > n_ctx) ids.resize(size_t(n_ctx));
-    auto t0 = clock_type::now();
-    convert_result r = convert_to_hybrid(*m, ids, cp, o.output_path, [&](int64_t done, int64_t total) {
-        if (!o.json) fprintf(stderr, "\rcalibrating %lld/%lld tokens", (long long)done, (long long)total);
-        return true;
-    });
-    if (!o.json) fprintf(stderr, "\n");
-    if (o.json) {
-        json_writer j;
-        j.begin_object();
-        j.field("output", o.output_path).field("replaced_groups", int64_t(r.replaced_groups));
-        j.field("total_groups", int64_t(r.total_groups)).field("kv_fraction_kept", r.kv_fraction_kept);
-        j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(o.steps));
-        j.key("final_loss").begin_array().end_array();
-        j.field("seconds", seconds_since(t0));
-        j.key("groups").begin_array();
-        for (auto &g : r.groups)
-            if (g.replaced)
-                j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group)).field("recency", g.recency).end_object();
-        j.end_array();
-        j.end_object();
-        std::cout << j.str() << "\n";
-    } else {
-        printf("wrote %s: %d of %d KV groups replaced by recurrent heads (attention KV kept: %.0f%%), "
-               "calibrated on %lld tokens\n",
-               o.output_path.c_str(), r.replaced_groups, r.total_groups, 100.0 * r.kv_fraction_kept,
-               (long long)r.calib_tokens);
     }
     return 0;
 }

@@ -91,6 +91,9 @@ options parse_options(int argc, char **argv) {
         else if (a == "--threshold") o.threshold = to_float(a, next());
         else if (a == "--steps") o.steps = to_int(a, next());
         else if (a == "--recency") o.recency = to_int(a, next());
+        else if (a == "--doc") o.doc_path = next();
+        else if (a == "-q" || a == "--question") o.question = next();
+        else if (a == "--session") o.session_db = next();
         else if (a == "--temp") o.sampling.temperature = to_float(a, next());
         else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
         else if (a == "--top-p") o.sampling.top_p = to_float(a, next());

@@ -36,6 +36,9 @@ struct options {
     double threshold = -1;      // convert --threshold
     int steps = 0;              // convert --steps
     int recency = 0;            // bench --recency K: gather statistics while measuring
+    std::string doc_path;       // ask --doc
+    std::string question;       // ask -q
+    std::string session_db;     // ask --session (SQLite file)
     recur::sampling_params sampling;
 };
 

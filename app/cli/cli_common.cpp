@@ -1,0 +1,76 @@
+#include "cli_common.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <sys/resource.h>
+
+using namespace recur;
+
+namespace recur_cli {
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+size_t peak_rss_bytes() {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    return size_t(ru.ru_maxrss) * 1024;
+}
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw error("cannot read '" + path + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string device_name(const options &o) {
+    if (o.device == "cuda") throw error("--device cuda: this build has no CUDA backend (use --device cpu)");
+    return "cpu";
+}
+
+// Without -m: $RECUR_MODEL, else the default model that installer/setup.sh puts in the
+// user's data folder.
+std::string default_model_path() {
+    if (const char *env = std::getenv("RECUR_MODEL"); env && *env) return env;
+    std::string data;
+    if (const char *x = std::getenv("XDG_DATA_HOME"); x && *x) data = x;
+    else if (const char *home = std::getenv("HOME"); home && *home) data = std::string(home) + "/.local/share";
+    return data + "/RecurDesk/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+std::unique_ptr<model> load_model(const options &o) {
+    std::string path = o.model_path;
+    if (path.empty()) {
+        path = default_model_path();
+        if (!std::ifstream(path))
+            throw error("no model given (-m MODEL.gguf) and the default model " + path +
+                        " is not there; run installer/setup.sh to fetch it");
+    }
+    return model::load(path);
+}
+
+context_params make_context_params(const options &o, const model &m, int fallback_ctx) {
+    context_params cp;
+    cp.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(fallback_ctx, m.hparams().n_ctx_train);
+    cp.n_batch = o.n_batch;
+    cp.n_threads = o.n_threads;
+    cp.kv_type = o.kv_f32 ? tensor_type::F32 : tensor_type::F16;
+    return cp;
+}
+
+void write_memory(json_writer &j, const memory_report &r) {
+    j.key("memory").begin_object();
+    j.field("n_ctx", int64_t(r.n_ctx));
+    j.field("weights_bytes", uint64_t(r.weights_bytes));
+    j.field("kv_bytes", uint64_t(r.kv_bytes));
+    j.field("recurrent_bytes", uint64_t(r.recurrent_bytes));
+    j.field("full_attention_kv_bytes", uint64_t(r.full_attention_kv_bytes));
+    j.field("scratch_bytes", uint64_t(r.scratch_bytes));
+    j.end_object();
+}
+
+
+} // namespace recur_cli

@@ -1,0 +1,6 @@
+#pragma once
+#include "options.h"
+
+namespace recur_cli {
+int cmd_convert(const options &o);
+}
