@@ -15,7 +15,7 @@ inline void cpu_relax() {
 // A worker first spins with pause (a few µs: the next job of a decode step usually follows at
 // once), then keeps polling with sched_yield so that on a loaded machine the thread the others
 // wait for gets the core, and after that goes to sleep on the condition variable.
-constexpr int pause_iterations = 2000;
+constexpr int pause_iterations = 500;
 constexpr int yield_iterations = 2000;
 } // namespace
 
