@@ -21,7 +21,8 @@ for arg in "$@"; do
 done
 
 packages=(build-essential cmake pkg-config git python3 python3-venv python3-pip
-          libsentencepiece-dev libgtest-dev)
+          libsentencepiece-dev libgtest-dev libsqlite3-dev libpoppler-cpp-dev
+          qt6-base-dev qt6-charts-dev libgl-dev xvfb xauth)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,48 +1,174 @@
-// recur convert: choose recency-aware KV groups and write a hybrid GGUF (DESIGN §3).
+// recur convert: choose recency-aware KV groups, distil their recurrent heads, and write a hybrid
+// GGUF (DESIGN §3, §5; docs/FORMAT.md "Distillation").
 #include "cmd_convert.h"
 
 #include "cli_common.h"
 
 #include "recur/convert.h"
+#include "recur/distill.h"
+#include "recur/sampling.h"
 #include "recur/tokenizer.h"
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 using namespace recur;
 
 namespace recur_cli {
 
+namespace {
+
+// Ctrl-C during distillation: stop at the next block boundary, write the checkpoint, exit 1 with
+// a message saying how to resume. A second Ctrl-C kills at once (the default handler is back).
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) {
+    g_interrupted = true;
+    std::signal(SIGINT, SIG_DFL);
+}
+
+// Without --steps: about 10 minutes of training for SmolLM2-135M with 25% of its KV groups
+// replaced on a 2-core machine, scaled down for more heads so the time stays about the same.
+// (Measured: docs/FORMAT.md "Distillation".)
+constexpr int default_steps_at_25pct = 600;
+constexpr int default_calib_tokens = 16384; // tokens of -f used for distillation
+constexpr uint64_t default_seed = 1234;     // distillation is reproducible without --seed
+
+std::string fmt_duration(double s) {
+    char buf[32];
+    if (s >= 60)
+        snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+    else
+        snprintf(buf, sizeof buf, "%.0fs", s);
+    return buf;
+}
+
+} // namespace
+
 // Chooses recency-aware KV groups on calibration text and writes a hybrid GGUF (DESIGN §3).
 int cmd_convert(const options &o) {
     auto m = load_model(o);
-    if (o.file.empty()) throw error("convert needs calibration text (-f FILE)");
+    if (o.file.empty() && o.calib_self == 0)
+        throw error("convert needs calibration text (-f FILE) or --calib-self N");
     if (o.output_path.empty()) throw error("convert needs an output file (-o OUT.gguf)");
+    const uint64_t seed = o.sampling.seed == random_seed ? default_seed : o.sampling.seed;
     convert_params cp;
     cp.window = o.window;
     cp.fraction = o.fraction;
     cp.threshold = o.threshold;
-    cp.steps = o.steps;
     cp.n_threads = o.n_threads;
     cp.n_batch = o.n_batch;
-    const std::string text = read_file(o.file);
-    std::vector<int32_t> ids = m->vocab().encode(text, !o.no_bos, false);
     const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(2048, m->hparams().n_ctx_train);
-    if (int(ids.size()) > n_ctx) ids.resize(size_t(n_ctx));
+    cp.analysis_tokens = n_ctx;
+    const int total_groups = m->hparams().n_layer * m->hparams().n_head_kv;
+    if (o.steps_given) {
+        cp.steps = o.steps;
+    } else {
+        // Fixed-time default: the work per step grows with the number of heads trained.
+        const double frac = o.fraction >= 0 ? o.fraction : 0.25;
+        const double scale = frac > 0.25 ? 0.25 / frac : 1.0;
+        cp.steps = std::max(50, int(default_steps_at_25pct * scale));
+    }
+    cp.distill.lr = o.lr;
+    cp.distill.seed = seed;
+    cp.distill.seq_len = std::min(1024, n_ctx);
+    cp.distill.checkpoint_path = o.output_path + ".ckpt";
+    cp.distill.resume = o.resume;
+    {
+        const std::string out = o.output_path;
+        const size_t slash = out.find_last_of('/');
+        cp.distill.scratch_dir = slash == std::string::npos ? "." : out.substr(0, slash + 1);
+    }
+    if (o.resume && !std::ifstream(cp.distill.checkpoint_path))
+        throw error("--resume: no checkpoint " + cp.distill.checkpoint_path);
+    (void)total_groups;
+
     auto t0 = clock_type::now();
-    convert_result r = convert_to_hybrid(*m, ids, cp, o.output_path, [&](int64_t done, int64_t total) {
-        if (!o.json) fprintf(stderr, "\rcalibrating %lld/%lld tokens", (long long)done, (long long)total);
-        return true;
-    });
+    std::vector<int32_t> ids;
+    if (o.calib_self > 0) {
+        ids = sample_calibration(*m, o.calib_self, cp.distill.seq_len, seed, o.n_threads, [&](int64_t done, int64_t total) {
+            if (!o.json && (done % 64 == 0 || done == total))
+                fprintf(stderr, "\rsampling calibration text %lld/%lld tokens", (long long)done, (long long)total);
+            return !g_interrupted.load();
+        });
+        if (!o.json) fprintf(stderr, "\n");
+    } else {
+        const std::string text = read_file(o.file);
+        ids = m->vocab().encode(text, !o.no_bos, false);
+        // Analysis reads the first n_ctx tokens; distillation up to --calib-tokens.
+        const size_t keep = cp.steps > 0 ? size_t(o.calib_tokens > 0 ? o.calib_tokens : default_calib_tokens)
+                                         : size_t(n_ctx);
+        if (ids.size() > std::max<size_t>(keep, size_t(n_ctx))) ids.resize(std::max<size_t>(keep, size_t(n_ctx)));
+        if (cp.steps > 0 && ids.size() > keep) ids.resize(keep);
+    }
+
+    std::signal(SIGINT, on_sigint);
+    auto last_print = clock_type::now();
+    convert_result r;
+    try {
+        r = convert_to_hybrid(
+            *m, ids, cp, o.output_path,
+            [&](int64_t done, int64_t total) {
+                if (!o.json) fprintf(stderr, "\rcalibrating %lld/%lld tokens", (long long)done, (long long)total);
+                return !g_interrupted.load();
+            },
+            [&](const distill_progress &pr) {
+                const bool last = pr.done == pr.total;
+                if (!o.json && (last || seconds_since(last_print) >= 0.5)) {
+                    last_print = clock_type::now();
+                    if (std::string(pr.phase) == "train")
+                        fprintf(stderr, "\rdistil step %lld/%lld  %.0f tok/s  loss %.4f  ETA %s     ",
+                                (long long)pr.done, (long long)pr.total, pr.tokens_per_s, pr.rel_loss,
+                                fmt_duration(pr.eta_s).c_str());
+                    else
+                        fprintf(stderr, "\r%s %lld/%lld tokens  %.0f tok/s  ETA %s     ", pr.phase, (long long)pr.done,
+                                (long long)pr.total, pr.tokens_per_s, fmt_duration(pr.eta_s).c_str());
+                    if (last) fprintf(stderr, "\n");
+                }
+                return !g_interrupted.load();
+            });
+    } catch (const cancelled_error &e) {
+        std::signal(SIGINT, SIG_DFL);
+        if (!o.json) fprintf(stderr, "\n");
+        throw error(std::string("interrupted: ") + e.what() + "; run the same command with --resume to continue");
+    }
+    std::signal(SIGINT, SIG_DFL);
     if (!o.json) fprintf(stderr, "\n");
+    const distill_report &d = r.distill;
     if (o.json) {
         json_writer j;
         j.begin_object();
         j.field("output", o.output_path).field("replaced_groups", int64_t(r.replaced_groups));
         j.field("total_groups", int64_t(r.total_groups)).field("kv_fraction_kept", r.kv_fraction_kept);
-        j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(o.steps));
-        j.key("final_loss").begin_array().end_array();
+        j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(cp.steps));
+        std::vector<double> final_loss, initial_loss, final_rel, initial_rel;
+        for (auto &h : d.heads) {
+            final_loss.push_back(h.final_loss);
+            initial_loss.push_back(h.initial_loss);
+            final_rel.push_back(h.final_rel);
+            initial_rel.push_back(h.initial_rel);
+        }
+        j.array("final_loss", final_loss);
+        if (cp.steps > 0) {
+            j.array("initial_loss", initial_loss);
+            j.array("final_loss_relative", final_rel);
+            j.array("initial_loss_relative", initial_rel);
+            j.key("distillation").begin_object();
+            j.field("tokens", int64_t(d.calib_tokens)).field("sequences", int64_t(d.n_sequences));
+            j.field("trained_tokens", int64_t(d.trained_tokens)).field("resumed_from_step", int64_t(d.resumed_from_step));
+            j.field("lr", double(cp.distill.lr > 0 ? cp.distill.lr : distill_params::default_lr));
+            j.field("seed", uint64_t(seed));
+            j.field("capture_seconds", d.capture_seconds).field("train_seconds", d.train_seconds);
+            j.field("evaluate_seconds", d.evaluate_seconds);
+            j.field("capture_file_bytes", uint64_t(d.capture_file_bytes));
+            j.field("train_state_bytes", uint64_t(d.train_state_bytes));
+            j.field("self_sampled", o.calib_self > 0);
+            j.end_object();
+        }
         j.field("seconds", seconds_since(t0));
+        j.field("peak_rss_bytes", uint64_t(peak_rss_bytes()));
         j.key("groups").begin_array();
         for (auto &g : r.groups)
             if (g.replaced)
@@ -55,9 +181,17 @@ int cmd_convert(const options &o) {
                "calibrated on %lld tokens\n",
                o.output_path.c_str(), r.replaced_groups, r.total_groups, 100.0 * r.kv_fraction_kept,
                (long long)r.calib_tokens);
+        if (cp.steps > 0 && !d.heads.empty()) {
+            double i_rel = 0, f_rel = 0;
+            for (auto &h : d.heads) i_rel += h.initial_rel, f_rel += h.final_rel;
+            printf("distilled %zu heads: %d steps on %lld tokens (%d sequences), relative loss %.4f -> %.4f; "
+                   "capture %s, training %s\n",
+                   d.heads.size(), cp.steps, (long long)d.calib_tokens, d.n_sequences, i_rel / double(d.heads.size()),
+                   f_rel / double(d.heads.size()), fmt_duration(d.capture_seconds).c_str(),
+                   fmt_duration(d.train_seconds).c_str());
+        }
     }
     return 0;
 }
-
 
 } // namespace recur_cli

@@ -1,7 +1,9 @@
 // recur: the engine's command-line tool (DESIGN §6). Every command prints human text, or one
 // JSON object with --json; errors are one line on stderr and a non-zero exit code.
 #include "cli_common.h"
+#include "cmd_ask.h"
 #include "cmd_convert.h"
+#include "cmd_quality.h"
 
 #include "recur/chat.h"
 #include "recur/convert.h"
@@ -507,6 +509,9 @@ int main(int argc, char **argv) {
         if (o.command == "quantize") return cmd_quantize(o);
         if (o.command == "analyze") return cmd_analyze(o);
         if (o.command == "convert") return cmd_convert(o);
+        if (o.command == "ask") return cmd_ask(o);
+        if (o.command == "kl") return recur_cli::cmd_kl(o);
+        if (o.command == "passkey") return recur_cli::cmd_passkey(o);
         throw error("unknown command '" + o.command + "' (see recur --help)");
     } catch (const std::exception &e) {
         fprintf(stderr, "recur: error: %s\n", e.what());

@@ -2,6 +2,7 @@
 
 #include "recur/error.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -40,7 +41,11 @@ std::string usage() {
            "  bench      -m MODEL [-p 512] [-n 128] [-d DEPTH] [-r REPS] [--recency K]\n"
            "  analyze    -m MODEL -f FILE [-c N] [--window K]  per-head recency statistics\n"
            "  convert    -m MODEL -f CALIB -o OUT (--fraction F | --threshold T) [--window K] [--steps 0]\n"
+           "             [--steps S] [--lr LR] [--seed S] [--calib-self N] [--calib-tokens N] [--resume]\n"
+           "  ask        -m MODEL --doc FILE -q QUESTION [--session DB] [--new-session] [--no-session]\n"
            "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
+           "  kl         -m ORIGINAL --hybrid H -f FILE [-c N] [--chunks K]  KL, perplexities, top-1 agreement\n"
+           "  passkey    -m MODEL [--lengths 1k,2k,4k,8k] [--trials N] [-f FILLER] [--seed S]\n"
            "common options:\n"
            "  -t N          threads (default: all cores)     -c N   context length\n"
            "  -b N          prefill batch (default 256)      --json one JSON object on stdout\n"
@@ -89,11 +94,20 @@ options parse_options(int argc, char **argv) {
         else if (a == "--window") o.window = to_int(a, next());
         else if (a == "--fraction") o.fraction = to_float(a, next());
         else if (a == "--threshold") o.threshold = to_float(a, next());
-        else if (a == "--steps") o.steps = to_int(a, next());
+        else if (a == "--steps") o.steps = to_int(a, next()), o.steps_given = true;
+        else if (a == "--lr") o.lr = to_float(a, next());
+        else if (a == "--calib-self") o.calib_self = to_int(a, next());
+        else if (a == "--calib-tokens") o.calib_tokens = to_int(a, next());
+        else if (a == "--resume") o.resume = true;
         else if (a == "--recency") o.recency = to_int(a, next());
         else if (a == "--doc") o.doc_path = next();
         else if (a == "-q" || a == "--question") o.question = next();
         else if (a == "--session") o.session_db = next();
+        else if (a == "--new-session") o.new_session = true;
+        else if (a == "--no-session") o.no_session = true;
+        else if (a == "--hybrid") o.hybrid_path = next();
+        else if (a == "--lengths") o.lengths = next();
+        else if (a == "--trials") o.trials = to_int(a, next());
         else if (a == "--temp") o.sampling.temperature = to_float(a, next());
         else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
         else if (a == "--top-p") o.sampling.top_p = to_float(a, next());
@@ -118,6 +132,9 @@ options parse_options(int argc, char **argv) {
     if (o.n_ctx < 0) throw recur::error("-c must be positive");
     if (o.n_predict < 0) throw recur::error("-n must not be negative");
     if (o.window <= 0) throw recur::error("--window must be positive");
+    if (o.steps < 0) throw recur::error("--steps must not be negative");
+    if (o.calib_self < 0 || o.calib_tokens < 0) throw recur::error("--calib-self and --calib-tokens must not be negative");
+    if (!(o.lr >= 0) || !std::isfinite(o.lr)) throw recur::error("--lr must be a positive number");
     if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
         throw recur::error("--device must be cpu, cuda or auto");
     return o;

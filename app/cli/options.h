@@ -35,10 +35,20 @@ struct options {
     double fraction = -1;       // convert --fraction
     double threshold = -1;      // convert --threshold
     int steps = 0;              // convert --steps
+    bool steps_given = false;   // convert: --steps was given (else a default sized for ~10 minutes)
+    float lr = 0;               // convert --lr: distillation learning rate (0: the default)
+    int calib_self = 0;         // convert --calib-self N: sample N calibration tokens from the model
+    int calib_tokens = 0;       // convert --calib-tokens N: distil on at most N tokens of -f (0: default)
+    bool resume = false;        // convert --resume: continue the distillation from OUT.ckpt
     int recency = 0;            // bench --recency K: gather statistics while measuring
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q
     std::string session_db;     // ask --session (SQLite file)
+    bool new_session = false;   // ask --new-session: start a new session for the document
+    bool no_session = false;    // ask --no-session: record nothing
+    std::string hybrid_path;    // kl --hybrid: the model compared with -m
+    std::string lengths = "1k,2k,4k,8k"; // passkey --lengths (k = 1024 tokens)
+    int trials = 5;             // passkey --trials: prompts per length
     recur::sampling_params sampling;
 };
 

@@ -788,6 +788,7 @@ struct fnv_writer {
     uint64_t hash = 1469598103934665603ull;
     bool ok = true;
     void bytes(const void *p, size_t n) {
+        if (n == 0) return;
         const auto *b = static_cast<const uint8_t *>(p);
         for (size_t i = 0; i < n; ++i) hash = (hash ^ b[i]) * 1099511628211ull;
         if (n && fwrite(p, 1, n, f) != n) ok = false;
@@ -801,6 +802,7 @@ struct fnv_reader {
     uint64_t hash = 1469598103934665603ull;
     void bytes(void *dst, size_t n) {
         if (size_t(end - p) < n) throw error("state file '" + path + "' is truncated");
+        if (n == 0) return; // dst may be null for an empty vector
         std::memcpy(dst, p, n);
         for (size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
         p += n;

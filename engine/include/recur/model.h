@@ -211,6 +211,13 @@ class context {
     void collect_recency(int32_t window);
     const recency_stats &recency() const;
 
+    // distillation hook: called inside eval for every layer and batch, right after attention and
+    // before attn_output, with the layer's attention-normed input xn [n_tokens][n_embd] and the
+    // heads' outputs attn_out [n_tokens][n_head * head_dim] (valid only during the call). An
+    // empty function (the default) costs nothing.
+    using layer_observer = std::function<void(int layer, int n_tokens, const float *xn, const float *attn_out)>;
+    void set_layer_observer(layer_observer obs);
+
   private:
     struct impl;
     std::unique_ptr<impl> impl_;

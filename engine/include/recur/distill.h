@@ -1,0 +1,139 @@
+#pragma once
+// Attention-transfer distillation of RecurFormer recurrent heads (DESIGN §5 stage 1,
+// docs/FORMAT.md "Distillation").
+//
+// 1. Capture: the ORIGINAL model runs over the calibration text, cut into sequences of seq_len
+//    tokens (each a fresh context, as a document would be). For every layer with replaced groups
+//    the layer's attention-normed input xn_t is recorded, for every replaced group its raw k_t, v_t
+//    and for every replaced query head its raw q_t and its true attention output o_t (before
+//    attn_output). "Raw" means what the recurrent head is fed in the engine: the layer's own
+//    projection rows (+bias), activations quantised exactly as the forward pass does, no RoPE.
+//    The records go to a scratch file that is unlinked as soon as it is created and mapped, so the
+//    process's own memory holds one batch of activations, never the whole capture.
+// 2. Training: each head independently minimises the mean over tokens of ‖y_t − o_t‖² with Adam
+//    by truncated backpropagation through time: a step takes `batch` chunks of `chunk` tokens
+//    (from different sequences), starts each chunk from the state the head left at the end of
+//    that sequence's previous chunk (zero at a sequence's start) and does not backpropagate into
+//    it. Heads run in parallel on a thread pool; each head's arithmetic is sequential, so results
+//    do not depend on the thread count.
+// 3. Evaluation: the loss of every head over all calibration tokens (full sequences from a zero
+//    state) before and after training.
+//
+// Trained parameters per head: dt_w, dt_b, a_log, d and the transforms Mq, Mk, Mv (identity at
+// the start): q' = Mq q, k' = Mk k, v' = Mv v feed the recurrence (docs/FORMAT.md).
+#include "recur/model.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace recur {
+
+// One head's trainable parameters as a flat float vector (Adam runs over it):
+//   [dt_w: n_embd][dt_b][a_log][d: hd][mq_t: hd·hd][mk_t: hd·hd][mv_t: hd·hd]
+// The transforms are held transposed (mq_t[i][o] = Mq[o][i]) so that a chunk's q' = q Mqᵀ is one
+// row-major product [n][hd]·[hd][hd]; hybrid files store Mq itself.
+struct head_layout {
+    int32_t n_embd = 0, head_dim = 0;
+    head_layout() = default;
+    head_layout(int32_t e, int32_t hd) : n_embd(e), head_dim(hd) {}
+    size_t hh() const { return size_t(head_dim) * size_t(head_dim); }
+    size_t dt_w() const { return 0; }
+    size_t dt_b() const { return size_t(n_embd); }
+    size_t a_log() const { return size_t(n_embd) + 1; }
+    size_t d() const { return size_t(n_embd) + 2; }
+    size_t mq() const { return d() + size_t(head_dim); }
+    size_t mk() const { return mq() + hh(); }
+    size_t mv() const { return mk() + hh(); }
+    size_t size() const { return mv() + hh(); }
+};
+
+// Head r of a hybrid layer (its dt_w, dt_b, a_log, d and, when present, q/k/v_proj; identity
+// transforms when absent) into the flat form, and back (the layer's arrays must be sized for
+// R heads; q/k/v_proj are resized to R·hd·hd when empty).
+void head_params_from_layer(const hybrid_layer &H, int32_t r, const head_layout &L, float *theta);
+void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, int32_t n_heads, hybrid_layer &H);
+
+// One chunk of captured data for one head; rows contiguous.
+struct head_chunk {
+    int32_t n_tokens = 0;
+    const float *xn = nullptr;                      // [n][n_embd]
+    const float *q = nullptr, *k = nullptr, *v = nullptr; // [n][hd] raw projections (before Mq, Mk, Mv)
+    const float *o = nullptr;                       // [n][hd] the attention head's true output (target)
+};
+
+struct chunk_loss {
+    double sq_err = 0;    // Σ_t ‖y_t − o_t‖²
+    double sq_target = 0; // Σ_t ‖o_t‖² (for a scale-free loss: sq_err / sq_target, 1 = predicting zero)
+};
+
+// The head over one chunk starting from `state` ([hd·hd], in: S before the chunk, out: S after),
+// and its loss. With grad != nullptr also grad += grad_scale · ∂(Σ_t ‖y_t − o_t‖²)/∂θ, with no
+// gradient into the incoming state (truncated BPTT). theta, grad: [head_layout::size()].
+// Single-threaded, reentrant (a thread-local scratch grows to the largest chunk seen).
+chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const head_chunk &c, float *state,
+                                float *grad, float grad_scale);
+
+struct distill_params {
+    int32_t steps = 0;       // Adam steps (every head takes each step)
+    float lr = 0;            // peak learning rate; 0: default_lr
+    uint64_t seed = 0;       // order in which sequences' chunks are visited
+    int32_t seq_len = 1024;  // tokens per captured sequence (the original model's context in capture)
+    int32_t chunk = 128;     // truncated-BPTT length
+    int32_t batch = 2;       // chunks per step, from different sequences
+    int32_t n_threads = 0;   // 0: all cores
+    int32_t n_batch = 256;   // prefill batch of the capture
+    std::string scratch_dir; // folder of the (unlinked) capture file; empty: $TMPDIR or /tmp
+    std::string checkpoint_path; // empty: no checkpoint
+    bool resume = false;         // continue from checkpoint_path (it must match this run)
+    double checkpoint_seconds = 60; // write the checkpoint at most this often (and on cancel)
+
+    static constexpr float default_lr = 2e-3f;
+};
+
+struct distill_progress {
+    const char *phase = "";   // "capture", "train" or "evaluate"
+    int64_t done = 0, total = 0; // tokens (capture, evaluate) or steps (train)
+    double tokens_per_s = 0;  // captured tokens/s, or trained head-independent tokens/s (step tokens)
+    double rel_loss = 0;      // train: mean over heads of Σ‖y−o‖²/Σ‖o‖² over the last block of steps
+    double eta_s = 0;         // of this phase
+};
+// Return false to stop: training writes its checkpoint (when it has a path) and throws
+// cancelled_error.
+using distill_callback = std::function<bool(const distill_progress &)>;
+
+struct distill_head_result {
+    int32_t layer = 0, group = 0, head = 0; // head: query head index in the layer
+    float initial_loss = 0, final_loss = 0; // mean over tokens of ‖y_t − o_t‖², all calibration tokens
+    float initial_rel = 0, final_rel = 0;   // the same divided by the mean of ‖o_t‖²
+};
+
+struct distill_report {
+    int32_t steps = 0, resumed_from_step = 0;
+    int64_t calib_tokens = 0;   // tokens captured (all sequences)
+    int32_t n_sequences = 0;
+    int64_t trained_tokens = 0; // steps · tokens per step (each head sees these)
+    double capture_seconds = 0, train_seconds = 0, evaluate_seconds = 0;
+    size_t capture_file_bytes = 0; // the scratch file (page cache, not process memory)
+    size_t train_state_bytes = 0;  // parameters, Adam moments and carried states of all heads
+    std::vector<distill_head_result> heads; // layer, then group, then head order
+};
+
+// Trains the recurrent heads of `layers` ([n_layer], as convert initialises them: recurrent_groups
+// and R = recurrent_groups·group_size heads of dt_w, dt_b, a_log, d; q/k/v_proj may be empty =
+// identity) on the calibration `tokens`, in place; writes the trained q/k/v_proj and final_loss.
+// tokens: the calibration stream; when it starts with the vocabulary's BOS, every sequence cut
+// from it starts with BOS too. Throws recur::error on bad parameters or a checkpoint that does
+// not match; cancelled_error when the callback stops it.
+distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,
+                             const distill_params &p, const distill_callback &cb = {});
+
+// n_tokens of text sampled from the model itself (temperature 1, no truncation, seeded), as
+// sequences of seq_len tokens that each start at BOS (EOS when the vocabulary has no BOS), so
+// distill_heads cuts them back into the same sequences. progress(done, total) may cancel.
+std::vector<int32_t> sample_calibration(const model &m, int64_t n_tokens, int32_t seq_len, uint64_t seed,
+                                        int32_t n_threads, const progress_callback &progress = {});
+
+} // namespace recur

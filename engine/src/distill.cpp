@@ -1,0 +1,769 @@
+// Attention-transfer distillation of recurrent heads (recur/distill.h, docs/FORMAT.md
+// "Distillation"): capture from the original model into an unlinked, mapped scratch file; Adam
+// with truncated BPTT per head on a thread pool; checkpoints; evaluation before and after.
+#include "recur/distill.h"
+
+#include "recur/error.h"
+#include "recur/quants.h"
+#include "recur/recurrent_head.h"
+#include "recur/sampling.h"
+#include "recur/thread_pool.h"
+#include "recur/tokenizer.h"
+#include "recurrent_head_kernels.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace recur {
+
+namespace {
+
+// Tokens per chunk of the chunked forward scan inside a training chunk (as the engine's prefill).
+constexpr int scan_chunk = 32;
+// Adam.
+constexpr double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
+
+using clock_type = std::chrono::steady_clock;
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+uint64_t splitmix64(uint64_t &s) {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// FNV-1a, 64-bit: the checkpoint's configuration hash and checksum.
+struct fnv64 {
+    uint64_t h = 1469598103934665603ull;
+    void add(const void *p, size_t n) {
+        const auto *b = static_cast<const uint8_t *>(p);
+        for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    }
+    template <class T> void add_value(const T &v) { add(&v, sizeof v); }
+};
+
+// Which head of which layer; r indexes the layer's recurrent heads (group order, then head).
+struct head_ref {
+    int32_t layer, group, head, r, group_index;
+};
+
+// ---- the capture file ----------------------------------------------------------------------------
+
+// Float offsets into the mapped capture: per layer with recurrent heads xn [N][E]; per replaced
+// group k, v [N][hd]; per head q, o [N][hd]. N counts the tokens of all sequences back to back.
+struct capture_store {
+    int64_t n_tokens = 0;
+    std::vector<int64_t> xn_off;        // [n_layer], -1 where no recurrent head
+    std::vector<int64_t> k_off, v_off;  // [head] (the head's group's arrays)
+    std::vector<int64_t> q_off, o_off;  // [head]
+    float *base = nullptr;
+    size_t bytes = 0;
+
+    capture_store() = default;
+    capture_store(const capture_store &) = delete;
+    capture_store &operator=(const capture_store &) = delete;
+    ~capture_store() {
+        if (base) munmap(base, bytes);
+    }
+
+    void map(const std::string &dir, size_t n_floats) {
+        bytes = std::max<size_t>(n_floats * sizeof(float), 1);
+        std::string path = (dir.empty() ? std::string("/tmp") : dir) + "/recur-distill-XXXXXX";
+        std::vector<char> name(path.begin(), path.end());
+        name.push_back('\0');
+        const int fd = mkstemp(name.data());
+        if (fd < 0) throw error("distill: cannot create a scratch file in " + dir + ": " + std::strerror(errno));
+        unlink(name.data()); // gone from the folder at once; the space returns when the mapping goes
+        if (ftruncate(fd, off_t(bytes)) != 0) {
+            const int e = errno;
+            close(fd);
+            throw error("distill: cannot size the capture file to " + std::to_string(bytes) + " bytes: " +
+                        std::strerror(e));
+        }
+        void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        if (p == MAP_FAILED) throw error(std::string("distill: cannot map the capture file: ") + std::strerror(errno));
+        base = static_cast<float *>(p);
+    }
+    float *at(int64_t off, int64_t token, int64_t width) const { return base + off + token * width; }
+};
+
+// The layer's projection rows [row0, row0 + n_rows) for one normed input row, as the engine's
+// matmul computes them (activations quantised for the weight type), plus the bias.
+void project_rows(const weight_matrix &w, const std::vector<float> &bias, int row0, int n_rows, const float *xn,
+                  std::vector<uint8_t> &act, float *out) {
+    const tensor_type at = activation_type(w.type);
+    act.resize(row_bytes(at, w.n_in) + 64);
+    quantize_activation(at, xn, act.data(), w.n_in);
+    for (int i = 0; i < n_rows; ++i) {
+        out[i] = vec_dot(w.type, w.n_in, w.data + size_t(row0 + i) * w.row_bytes, act.data());
+        if (!bias.empty()) out[i] += bias[size_t(row0 + i)];
+    }
+}
+
+// ---- schedule ------------------------------------------------------------------------------------
+
+struct sequence {
+    int64_t start = 0; // first token in the capture
+    int32_t length = 0;
+    int32_t n_chunks = 0;
+};
+
+struct chunk_item {
+    int32_t seq, chunk;
+};
+
+// Epoch e visits chunk 0 of every sequence (in a seeded order), then chunk 1, ...: the chunks of a
+// sequence come in order, so each starts from the state its predecessor left, and consecutive
+// chunks of a step come from different sequences.
+std::vector<chunk_item> epoch_items(const std::vector<sequence> &seqs, uint64_t seed, int64_t epoch) {
+    int32_t max_chunks = 0;
+    for (auto &s : seqs) max_chunks = std::max(max_chunks, s.n_chunks);
+    std::vector<chunk_item> items;
+    for (int32_t c = 0; c < max_chunks; ++c) {
+        std::vector<int32_t> order;
+        for (int32_t i = 0; i < int32_t(seqs.size()); ++i)
+            if (seqs[size_t(i)].n_chunks > c) order.push_back(i);
+        uint64_t st = seed ^ (uint64_t(epoch) * 0xD1B54A32D192ED03ull) ^ (uint64_t(c) << 32);
+        for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[splitmix64(st) % i]);
+        for (int32_t s : order) items.push_back({s, c});
+    }
+    return items;
+}
+
+// Warm-up over the first 5% of steps (at most 100), then a cosine from lr down to lr/10.
+double lr_at(int64_t step, int64_t steps, double lr) {
+    const int64_t warm = std::clamp<int64_t>(steps / 20, 1, 100);
+    if (step < warm) return lr * double(step + 1) / double(warm);
+    const double x = double(step - warm) / double(std::max<int64_t>(1, steps - warm));
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(3.14159265358979323846 * std::min(1.0, x))));
+}
+
+// ---- training state and checkpoints --------------------------------------------------------------
+
+struct head_state {
+    std::vector<float> theta, m, v, grad;
+    std::vector<float> states; // [n_seq][hd·hd]: state after the sequence's last visited chunk
+};
+
+constexpr char ckpt_magic[8] = {'R', 'E', 'C', 'U', 'R', 'C', 'K', '1'};
+constexpr uint32_t ckpt_version = 1;
+
+void write_checkpoint(const std::string &path, uint64_t config, int64_t step, const std::vector<head_state> &hs) {
+    const std::string part = path + ".part";
+    FILE *f = fopen(part.c_str(), "wb");
+    if (!f) throw error("distill: cannot write checkpoint " + part + ": " + std::strerror(errno));
+    fnv64 sum;
+    bool ok = true;
+    auto put = [&](const void *p, size_t n) {
+        sum.add(p, n);
+        ok = ok && fwrite(p, 1, n, f) == n;
+    };
+    put(ckpt_magic, 8);
+    put(&ckpt_version, 4);
+    put(&config, 8);
+    put(&step, 8);
+    const uint32_t n_heads = uint32_t(hs.size());
+    put(&n_heads, 4);
+    for (auto &h : hs) {
+        put(h.theta.data(), h.theta.size() * sizeof(float));
+        put(h.m.data(), h.m.size() * sizeof(float));
+        put(h.v.data(), h.v.size() * sizeof(float));
+        put(h.states.data(), h.states.size() * sizeof(float));
+    }
+    const uint64_t total = sum.h;
+    ok = ok && fwrite(&total, 1, 8, f) == 8;
+    ok = (fflush(f) == 0) && ok;
+    ok = (fsync(fileno(f)) == 0) && ok;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(part.c_str(), path.c_str()) != 0) {
+        std::remove(part.c_str());
+        throw error("distill: writing checkpoint " + path + " failed: " + std::strerror(errno));
+    }
+}
+
+// Returns the step the checkpoint reached; fills hs (already sized). Throws when the file is
+// damaged or belongs to another conversion.
+int64_t read_checkpoint(const std::string &path, uint64_t config, std::vector<head_state> &hs) {
+    FILE *f = fopen(path.c_str(), "rb");
+    if (!f) throw error("distill: --resume: cannot open checkpoint " + path + ": " + std::strerror(errno));
+    fnv64 sum;
+    bool ok = true;
+    auto get = [&](void *p, size_t n) {
+        ok = ok && fread(p, 1, n, f) == n;
+        if (ok) sum.add(p, n);
+    };
+    char magic[8] = {};
+    uint32_t version = 0, n_heads = 0;
+    uint64_t cfg = 0;
+    int64_t step = 0;
+    get(magic, 8);
+    get(&version, 4);
+    get(&cfg, 8);
+    get(&step, 8);
+    get(&n_heads, 4);
+    auto fail = [&](const std::string &why) {
+        fclose(f);
+        throw error("distill: checkpoint " + path + ": " + why);
+    };
+    if (!ok || std::memcmp(magic, ckpt_magic, 8) != 0) fail("not a distillation checkpoint");
+    if (version != ckpt_version) fail("version " + std::to_string(version) + " is not supported");
+    if (cfg != config || n_heads != hs.size())
+        fail("it was written for another conversion (model, calibration tokens, chosen groups, steps, lr, seed "
+             "or schedule differ); remove it or drop --resume");
+    std::vector<head_state> tmp = hs;
+    for (auto &h : tmp) {
+        get(h.theta.data(), h.theta.size() * sizeof(float));
+        get(h.m.data(), h.m.size() * sizeof(float));
+        get(h.v.data(), h.v.size() * sizeof(float));
+        get(h.states.data(), h.states.size() * sizeof(float));
+    }
+    const uint64_t expect = sum.h;
+    uint64_t stored = 0;
+    ok = ok && fread(&stored, 1, 8, f) == 8;
+    if (!ok) fail("truncated");
+    if (stored != expect) fail("checksum mismatch (damaged file)");
+    fclose(f);
+    if (step < 0) throw error("distill: checkpoint " + path + ": negative step");
+    hs = std::move(tmp);
+    return step;
+}
+
+// EXPERIMENT: per-group lr multipliers from RECUR_DISTILL_LRM="dtw,dtb,alog,d,mq,mk,mv"
+std::vector<float> lr_mult(const head_layout &L) {
+    static float mult[7] = {1, 1, 1, 1, 1, 1, 1};
+    static bool init = false;
+    if (!init) {
+        init = true;
+        if (const char *e = std::getenv("RECUR_DISTILL_LRM"))
+            sscanf(e, "%f,%f,%f,%f,%f,%f,%f", &mult[0], &mult[1], &mult[2], &mult[3], &mult[4], &mult[5], &mult[6]);
+    }
+    std::vector<float> m(L.size());
+    for (size_t i = 0; i < L.size(); ++i) {
+        int gidx = i < L.dt_b() ? 0 : i == L.dt_b() ? 1 : i == L.a_log() ? 2 : i < L.mq() ? 3 : i < L.mk() ? 4 : i < L.mv() ? 5 : 6;
+        m[i] = mult[gidx];
+    }
+    return m;
+}
+
+void adam_step(head_state &h, int64_t t, double lr, const std::vector<float> &mult) {
+    const double c1 = 1.0 - std::pow(adam_beta1, double(t)), c2 = 1.0 - std::pow(adam_beta2, double(t));
+    const float b1 = float(adam_beta1), b2 = float(adam_beta2);
+    const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(adam_eps);
+    const size_t n = h.theta.size();
+    for (size_t i = 0; i < n; ++i) {
+        const float g = h.grad[i] * 1.0f;
+        const float step_size_i = step_size * mult[i];
+        h.m[i] = b1 * h.m[i] + (1 - b1) * g;
+        h.v[i] = b2 * h.v[i] + (1 - b2) * g * g;
+        h.theta[i] -= step_size_i * h.m[i] / (std::sqrt(h.v[i] * inv_c2) + eps);
+    }
+}
+
+} // namespace
+
+// ---- parameters ------------------------------------------------------------------------------------
+
+void head_params_from_layer(const hybrid_layer &H, int32_t r, const head_layout &L, float *theta) {
+    const int E = L.n_embd, hd = L.head_dim;
+    const size_t hh = L.hh();
+    std::copy_n(H.dt_w.data() + size_t(r) * E, E, theta + L.dt_w());
+    theta[L.dt_b()] = H.dt_b[size_t(r)];
+    theta[L.a_log()] = H.a_log[size_t(r)];
+    std::copy_n(H.d.data() + size_t(r) * hd, hd, theta + L.d());
+    const std::vector<float> *proj[3] = {&H.q_proj, &H.k_proj, &H.v_proj};
+    const size_t off[3] = {L.mq(), L.mk(), L.mv()};
+    for (int j = 0; j < 3; ++j) {
+        float *mt = theta + off[j];
+        for (int i = 0; i < hd; ++i)
+            for (int o = 0; o < hd; ++o)
+                mt[size_t(i) * hd + o] =
+                    proj[j]->empty() ? float(i == o) : (*proj[j])[size_t(r) * hh + size_t(o) * hd + i];
+    }
+}
+
+void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, int32_t n_heads, hybrid_layer &H) {
+    const int E = L.n_embd, hd = L.head_dim;
+    const size_t hh = L.hh();
+    std::copy_n(theta + L.dt_w(), E, H.dt_w.data() + size_t(r) * E);
+    H.dt_b[size_t(r)] = theta[L.dt_b()];
+    H.a_log[size_t(r)] = theta[L.a_log()];
+    std::copy_n(theta + L.d(), hd, H.d.data() + size_t(r) * hd);
+    std::vector<float> *proj[3] = {&H.q_proj, &H.k_proj, &H.v_proj};
+    const size_t off[3] = {L.mq(), L.mk(), L.mv()};
+    for (int j = 0; j < 3; ++j) {
+        if (proj[j]->size() != size_t(n_heads) * hh) {
+            // Identity for the heads not written yet.
+            proj[j]->assign(size_t(n_heads) * hh, 0.0f);
+            for (int32_t h = 0; h < n_heads; ++h)
+                for (int i = 0; i < hd; ++i) (*proj[j])[size_t(h) * hh + size_t(i) * hd + i] = 1.0f;
+        }
+        const float *mt = theta + off[j];
+        for (int o = 0; o < hd; ++o)
+            for (int i = 0; i < hd; ++i) (*proj[j])[size_t(r) * hh + size_t(o) * hd + i] = mt[size_t(i) * hd + o];
+    }
+}
+
+// ---- one chunk: forward, loss, backward ------------------------------------------------------------
+
+chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const head_chunk &c, float *state,
+                                float *grad, float grad_scale) {
+    chunk_loss loss;
+    const int n = c.n_tokens, hd = L.head_dim, E = L.n_embd;
+    if (n <= 0) return loss;
+    const size_t hh = L.hh(), nh = size_t(n) * hd;
+    const rec_kernels::kernel_set kn = rec_kernels::select(hd);
+
+    // Scratch: q', k', v', y, dy, dq', dk', dv' [n][hd]; dt, ddt [n]; state0 [hd·hd]; the
+    // transposed raw input [hd][n]; the chunked scan's own scratch.
+    thread_local std::vector<float> ws;
+    const size_t scan_floats = recurrent_scan_scratch_floats(hd, scan_chunk);
+    const size_t need = 8 * nh + 2 * size_t(n) + hh + nh + scan_floats;
+    if (ws.size() < need) ws.resize(need);
+    float *qp = ws.data(), *kp = qp + nh, *vp = kp + nh, *y = vp + nh, *dy = y + nh;
+    float *dqp = dy + nh, *dkp = dqp + nh, *dvp = dkp + nh;
+    float *dt = dvp + nh, *ddt = dt + n, *state0 = ddt + n, *tr = state0 + hh, *scan = tr + nh;
+
+    recurrent_head_weights w;
+    w.head_dim = hd;
+    w.n_embd = E;
+    w.dt_w = theta + L.dt_w();
+    w.dt_b = theta[L.dt_b()];
+    w.a_log = theta[L.a_log()];
+    w.d = theta + L.d();
+
+    // q' = q Mqᵀ etc.: [n][hd]·[hd][hd] with the transposed transforms.
+    kn.gemm(n, hd, hd, c.q, size_t(hd), theta + L.mq(), size_t(hd), qp, size_t(hd), 0.0f, nullptr, rec_kernels::tri_none);
+    kn.gemm(n, hd, hd, c.k, size_t(hd), theta + L.mk(), size_t(hd), kp, size_t(hd), 0.0f, nullptr, rec_kernels::tri_none);
+    kn.gemm(n, hd, hd, c.v, size_t(hd), theta + L.mv(), size_t(hd), vp, size_t(hd), 0.0f, nullptr, rec_kernels::tri_none);
+    recurrent_compute_dt(w, n, c.xn, size_t(E), dt);
+    std::copy_n(state, hh, state0);
+    recurrent_scan_chunked(w, n, qp, kp, vp, size_t(hd), dt, state, y, size_t(hd), scan_chunk, scan);
+
+    for (size_t i = 0; i < nh; ++i) {
+        const float e = y[i] - c.o[i];
+        loss.sq_err += double(e) * e;
+        loss.sq_target += double(c.o[i]) * c.o[i];
+        dy[i] = 2.0f * grad_scale * e;
+    }
+    if (!grad) return loss;
+
+    std::fill(dqp, dqp + 3 * nh, 0.0f);
+    std::fill(ddt, ddt + n, 0.0f);
+    recurrent_head_grads g;
+    g.dt_w = grad + L.dt_w();
+    g.d = grad + L.d();
+    // Truncated BPTT: dstate = nullptr means no gradient from after the chunk and none passed back.
+    recurrent_scan_backward(w, n, qp, kp, vp, size_t(hd), dt, state0, dy, size_t(hd), dqp, dkp, dvp, size_t(hd), ddt,
+                            nullptr, g);
+    recurrent_dt_backward(w, n, c.xn, size_t(E), ddt, g, nullptr, 0);
+    grad[L.dt_b()] += g.dt_b;
+    grad[L.a_log()] += g.a_log;
+    // dMᵀ[i][o] += Σ_t x_t[i]·dx'_t[o]  ([hd][n]·[n][hd]) for each of q, k, v.
+    const float *raw[3] = {c.q, c.k, c.v};
+    const float *dprime[3] = {dqp, dkp, dvp};
+    const size_t off[3] = {L.mq(), L.mk(), L.mv()};
+    for (int j = 0; j < 3; ++j) {
+        kn.transpose(n, hd, raw[j], size_t(hd), tr);
+        kn.gemm(hd, hd, n, tr, size_t(n), dprime[j], size_t(hd), grad + off[j], size_t(hd), 1.0f, nullptr,
+                rec_kernels::tri_none);
+    }
+    return loss;
+}
+
+// ---- the whole run ---------------------------------------------------------------------------------
+
+distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,
+                             const distill_params &p, const distill_callback &cb) {
+    const model_hparams &hp = m.hparams();
+    const int E = hp.n_embd, hd = hp.head_dim, g = hp.group_size(), nq = hp.n_head * hd;
+    if (layers.size() != size_t(hp.n_layer)) throw error("distill: expected one hybrid layer per model layer");
+    if (p.steps < 0) throw error("distill: steps must not be negative");
+    if (p.seq_len < 2 || p.chunk < 1 || p.batch < 1) throw error("distill: seq_len >= 2, chunk >= 1 and batch >= 1 needed");
+    if (m.is_hybrid()) throw error("distill: the teacher must be the original model, not a hybrid");
+    const float lr = p.lr > 0 ? p.lr : distill_params::default_lr;
+    const head_layout L(E, hd);
+    const size_t P = L.size(), hh = L.hh();
+
+    std::vector<head_ref> heads;
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const hybrid_layer &H = layers[size_t(l)];
+        const size_t R = H.recurrent_groups.size() * size_t(g);
+        if (H.dt_w.size() != R * E || H.dt_b.size() != R || H.a_log.size() != R || H.d.size() != R * hd)
+            throw error("distill: layer " + std::to_string(l) + " has parameters for the wrong number of heads");
+        for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi)
+            for (int j = 0; j < g; ++j)
+                heads.push_back({l, H.recurrent_groups[gi], H.recurrent_groups[gi] * g + j, int32_t(gi) * g + j,
+                                 int32_t(gi)});
+    }
+    distill_report rep;
+    rep.steps = p.steps;
+    if (heads.empty()) return rep;
+
+    // Sequences cut from the stream; each starts with BOS when the stream does.
+    const tokenizer &vocab = m.vocab();
+    const bool bos_mode = !tokens.empty() && vocab.bos() >= 0 && tokens[0] == vocab.bos();
+    std::vector<std::vector<int32_t>> seq_tokens;
+    for (size_t pos = 0; pos < tokens.size();) {
+        std::vector<int32_t> s;
+        if (bos_mode && tokens[pos] != vocab.bos()) s.push_back(vocab.bos());
+        const size_t take = std::min(size_t(p.seq_len) - s.size(), tokens.size() - pos);
+        s.insert(s.end(), tokens.begin() + int64_t(pos), tokens.begin() + int64_t(pos + take));
+        pos += take;
+        if (s.size() >= 2) seq_tokens.push_back(std::move(s));
+    }
+    if (seq_tokens.empty()) throw error("distill: the calibration text needs at least 2 tokens");
+    std::vector<sequence> seqs;
+    int64_t N = 0;
+    for (auto &s : seq_tokens) {
+        sequence q;
+        q.start = N;
+        q.length = int32_t(s.size());
+        q.n_chunks = (q.length + p.chunk - 1) / p.chunk;
+        N += q.length;
+        seqs.push_back(q);
+    }
+    rep.calib_tokens = N;
+    rep.n_sequences = int32_t(seqs.size());
+
+    // Capture layout.
+    capture_store cap;
+    cap.n_tokens = N;
+    cap.xn_off.assign(size_t(hp.n_layer), -1);
+    int64_t floats = 0;
+    std::vector<std::vector<int64_t>> group_k(size_t(hp.n_layer)), group_v(size_t(hp.n_layer));
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        const hybrid_layer &H = layers[size_t(l)];
+        if (H.recurrent_groups.empty()) continue;
+        cap.xn_off[size_t(l)] = floats;
+        floats += N * E;
+        for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi) {
+            group_k[size_t(l)].push_back(floats);
+            floats += N * hd;
+            group_v[size_t(l)].push_back(floats);
+            floats += N * hd;
+        }
+    }
+    for (auto &h : heads) {
+        cap.k_off.push_back(group_k[size_t(h.layer)][size_t(h.group_index)]);
+        cap.v_off.push_back(group_v[size_t(h.layer)][size_t(h.group_index)]);
+        cap.q_off.push_back(floats);
+        floats += N * hd;
+        cap.o_off.push_back(floats);
+        floats += N * hd;
+    }
+    std::string dir = p.scratch_dir;
+    if (dir.empty()) {
+        const char *t = std::getenv("TMPDIR");
+        dir = t && *t ? t : "/tmp";
+    }
+    cap.map(dir, size_t(floats));
+    rep.capture_file_bytes = cap.bytes;
+
+    thread_pool pool(p.n_threads > 0 ? p.n_threads : thread_pool::default_threads());
+
+    // ---- 1. capture ----
+    auto t_capture = clock_type::now();
+    {
+        context_params cp;
+        cp.n_ctx = p.seq_len;
+        cp.n_batch = p.n_batch;
+        cp.n_threads = p.n_threads;
+        context ctx(m, cp);
+        int64_t seq_start = 0;
+        // Inside eval: copy the normed input and the replaced heads' outputs of every token.
+        ctx.set_layer_observer([&](int layer, int n, const float *xn, const float *attn_out) {
+            if (cap.xn_off[size_t(layer)] < 0) return;
+            const int64_t pos = seq_start + ctx.n_past();
+            std::memcpy(cap.at(cap.xn_off[size_t(layer)], pos, E), xn, size_t(n) * E * sizeof(float));
+            for (size_t i = 0; i < heads.size(); ++i) {
+                if (heads[i].layer != layer) continue;
+                float *o = cap.at(cap.o_off[i], pos, hd);
+                for (int t = 0; t < n; ++t)
+                    std::memcpy(o + size_t(t) * hd, attn_out + size_t(t) * nq + size_t(heads[i].head) * hd,
+                                size_t(hd) * sizeof(float));
+            }
+        });
+        std::vector<float> logits;
+        int64_t done = 0;
+        for (size_t s = 0; s < seqs.size(); ++s) {
+            seq_start = seqs[s].start;
+            ctx.truncate(0);
+            ctx.eval(seq_tokens[s], logits, false);
+            // Raw q, k, v of the captured tokens, in parallel over (layer, block of 16 tokens).
+            const int64_t len = seqs[s].length, blocks = (len + 15) / 16;
+            std::vector<int32_t> lay;
+            for (int32_t l = 0; l < hp.n_layer; ++l)
+                if (cap.xn_off[size_t(l)] >= 0) lay.push_back(l);
+            pool.parallel_for(int64_t(lay.size()) * blocks, [&](int64_t task, int) {
+                thread_local std::vector<uint8_t> act;
+                const int32_t l = lay[size_t(task / blocks)];
+                const layer_weights &W = m.layers()[size_t(l)];
+                const int64_t t0 = (task % blocks) * 16, t1 = std::min(len, t0 + 16);
+                for (int64_t t = seq_start + t0; t < seq_start + t1; ++t) {
+                    const float *x = cap.at(cap.xn_off[size_t(l)], t, E);
+                    for (size_t i = 0; i < heads.size(); ++i) {
+                        const head_ref &h = heads[i];
+                        if (h.layer != l) continue;
+                        project_rows(W.wq, W.bq, h.head * hd, hd, x, act, cap.at(cap.q_off[i], t, hd));
+                        if (h.r % g == 0) { // the group's first head writes the shared k, v
+                            project_rows(W.wk, W.bk, h.group * hd, hd, x, act, cap.at(cap.k_off[i], t, hd));
+                            project_rows(W.wv, W.bv, h.group * hd, hd, x, act, cap.at(cap.v_off[i], t, hd));
+                        }
+                    }
+                }
+            });
+            done += len;
+            if (cb) {
+                distill_progress pr;
+                pr.phase = "capture";
+                pr.done = done;
+                pr.total = N;
+                const double sec = seconds_since(t_capture);
+                pr.tokens_per_s = sec > 0 ? double(done) / sec : 0;
+                pr.eta_s = pr.tokens_per_s > 0 ? double(N - done) / pr.tokens_per_s : 0;
+                if (!cb(pr)) throw cancelled_error("distillation cancelled during capture");
+            }
+        }
+        ctx.set_layer_observer({});
+    }
+    rep.capture_seconds = seconds_since(t_capture);
+
+    auto chunk_of = [&](size_t i, const sequence &s, int64_t t0, int32_t n) {
+        head_chunk c;
+        c.n_tokens = n;
+        c.xn = cap.at(cap.xn_off[size_t(heads[i].layer)], s.start + t0, E);
+        c.q = cap.at(cap.q_off[i], s.start + t0, hd);
+        c.k = cap.at(cap.k_off[i], s.start + t0, hd);
+        c.v = cap.at(cap.v_off[i], s.start + t0, hd);
+        c.o = cap.at(cap.o_off[i], s.start + t0, hd);
+        return c;
+    };
+
+    // Loss of every head over all sequences from a zero state (forward only).
+    auto evaluate = [&](const std::vector<head_state> &hs, std::vector<double> &err, std::vector<double> &tgt) {
+        err.assign(heads.size(), 0.0);
+        tgt.assign(heads.size(), 0.0);
+        pool.parallel_for(int64_t(heads.size()), [&](int64_t i, int) {
+            std::vector<float> st(hh);
+            for (auto &s : seqs) {
+                std::fill(st.begin(), st.end(), 0.0f);
+                for (int64_t t0 = 0; t0 < s.length; t0 += 256) {
+                    const int32_t n = int32_t(std::min<int64_t>(256, s.length - t0));
+                    const chunk_loss cl =
+                        head_chunk_loss_grad(L, hs[size_t(i)].theta.data(), chunk_of(size_t(i), s, t0, n), st.data(),
+                                             nullptr, 0.0f);
+                    err[size_t(i)] += cl.sq_err;
+                    tgt[size_t(i)] += cl.sq_target;
+                }
+            }
+        });
+    };
+
+    // ---- 2. training ----
+    std::vector<head_state> hs(heads.size());
+    fnv64 cfg;
+    cfg.add_value(m.fingerprint());
+    cfg.add(tokens.data(), tokens.size() * sizeof(int32_t));
+    cfg.add_value(p.steps);
+    cfg.add_value(lr);
+    cfg.add_value(p.seed);
+    cfg.add_value(p.seq_len);
+    cfg.add_value(p.chunk);
+    cfg.add_value(p.batch);
+    for (size_t i = 0; i < heads.size(); ++i) {
+        head_state &h = hs[i];
+        h.theta.resize(P);
+        head_params_from_layer(layers[size_t(heads[i].layer)], heads[i].r, L, h.theta.data());
+        h.m.assign(P, 0.0f);
+        h.v.assign(P, 0.0f);
+        h.grad.assign(P, 0.0f);
+        h.states.assign(seqs.size() * hh, 0.0f);
+        cfg.add_value(heads[i].layer);
+        cfg.add_value(heads[i].head);
+        cfg.add(h.theta.data(), P * sizeof(float));
+    }
+    rep.train_state_bytes = heads.size() * (4 * P + seqs.size() * hh) * sizeof(float);
+
+    auto t_eval0 = clock_type::now();
+    std::vector<double> err0, tgt0;
+    evaluate(hs, err0, tgt0);
+    rep.evaluate_seconds += seconds_since(t_eval0);
+
+    int64_t step = 0;
+    if (p.resume) {
+        if (p.checkpoint_path.empty()) throw error("distill: --resume needs a checkpoint path");
+        step = read_checkpoint(p.checkpoint_path, cfg.h, hs);
+        step = std::min<int64_t>(step, p.steps);
+        rep.resumed_from_step = int32_t(step);
+    }
+
+    auto t_train = clock_type::now();
+    auto last_ckpt = clock_type::now();
+    int64_t tokens_per_step_sum = 0;
+    std::vector<chunk_item> epoch_cache;
+    int64_t cached_epoch = -1;
+    int64_t n_items = 0;
+    for (auto &s : seqs) n_items += s.n_chunks;
+    auto item_at = [&](int64_t idx) {
+        const int64_t e = idx / n_items;
+        if (e != cached_epoch) {
+            epoch_cache = epoch_items(seqs, p.seed, e);
+            cached_epoch = e;
+        }
+        return epoch_cache[size_t(idx % n_items)];
+    };
+    int64_t block = 1;
+    const int64_t start_step = step;
+    std::vector<double> block_rel(heads.size());
+    const std::vector<float> mults = lr_mult(L);
+    while (step < p.steps) {
+        const int64_t k_steps = std::min<int64_t>(block, p.steps - step);
+        std::vector<chunk_item> items;
+        for (int64_t s = step; s < step + k_steps; ++s)
+            for (int b = 0; b < p.batch; ++b) items.push_back(item_at(s * p.batch + b));
+        int64_t block_tokens = 0;
+        for (auto &it : items) {
+            const sequence &s = seqs[size_t(it.seq)];
+            block_tokens += std::min<int64_t>(p.chunk, s.length - int64_t(it.chunk) * p.chunk);
+        }
+        auto t_block = clock_type::now();
+        pool.parallel_for(int64_t(heads.size()), [&](int64_t i, int) {
+            head_state &h = hs[size_t(i)];
+            double rel = 0;
+            for (int64_t s = 0; s < k_steps; ++s) {
+                const chunk_item *its = items.data() + s * p.batch;
+                int64_t step_tokens = 0;
+                for (int b = 0; b < p.batch; ++b)
+                    step_tokens += std::min<int64_t>(p.chunk, seqs[size_t(its[b].seq)].length - int64_t(its[b].chunk) * p.chunk);
+                std::fill(h.grad.begin(), h.grad.end(), 0.0f);
+                chunk_loss tot;
+                for (int b = 0; b < p.batch; ++b) {
+                    const sequence &sq = seqs[size_t(its[b].seq)];
+                    const int64_t t0 = int64_t(its[b].chunk) * p.chunk;
+                    const int32_t n = int32_t(std::min<int64_t>(p.chunk, sq.length - t0));
+                    float *st = h.states.data() + size_t(its[b].seq) * hh;
+                    if (its[b].chunk == 0) std::fill(st, st + hh, 0.0f);
+                    const chunk_loss cl = head_chunk_loss_grad(L, h.theta.data(), chunk_of(size_t(i), sq, t0, n), st,
+                                                               h.grad.data(), 1.0f / float(step_tokens));
+                    tot.sq_err += cl.sq_err;
+                    tot.sq_target += cl.sq_target;
+                }
+                adam_step(h, step + s + 1, lr_at(step + s, p.steps, lr), mults);
+                rel += tot.sq_target > 0 ? tot.sq_err / tot.sq_target : 0;
+            }
+            block_rel[size_t(i)] = rel / double(k_steps);
+        });
+        const double block_sec = seconds_since(t_block);
+        step += k_steps;
+        tokens_per_step_sum += block_tokens;
+        for (size_t i = 0; i < heads.size(); ++i)
+            if (!std::isfinite(block_rel[i]) || !std::isfinite(hs[i].theta[L.dt_b()]))
+                throw error("distill: the loss of layer " + std::to_string(heads[i].layer) + " head " +
+                            std::to_string(heads[i].head) + " diverged (not finite); try a smaller --lr");
+        // Blocks of about a second, and at most 5% of the run: progress, cancellation and
+        // checkpoints happen between them.
+        block = std::clamp<int64_t>(int64_t(double(k_steps) / std::max(1e-3, block_sec)), 1,
+                                    std::max<int64_t>(1, p.steps / 20));
+        bool stop = false;
+        if (cb) {
+            distill_progress pr;
+            pr.phase = "train";
+            pr.done = step;
+            pr.total = p.steps;
+            const double sec = seconds_since(t_train);
+            pr.tokens_per_s = sec > 0 ? double(tokens_per_step_sum) / sec : 0;
+            double mean_rel = 0;
+            for (double r : block_rel) mean_rel += r;
+            pr.rel_loss = mean_rel / double(heads.size());
+            pr.eta_s = step > start_step ? sec / double(step - start_step) * double(p.steps - step) : 0;
+            stop = !cb(pr);
+        }
+        if (!p.checkpoint_path.empty() &&
+            (stop || step == p.steps || seconds_since(last_ckpt) >= p.checkpoint_seconds)) {
+            write_checkpoint(p.checkpoint_path, cfg.h, step, hs);
+            last_ckpt = clock_type::now();
+        }
+        if (stop && step < p.steps)
+            throw cancelled_error("distillation stopped at step " + std::to_string(step) + " of " +
+                                  std::to_string(p.steps) +
+                                  (p.checkpoint_path.empty() ? std::string()
+                                                             : "; checkpoint written to " + p.checkpoint_path));
+    }
+    rep.train_seconds = seconds_since(t_train);
+    rep.trained_tokens = int64_t(p.steps) * p.batch * p.chunk;
+
+    // ---- 3. evaluation and write-back ----
+    auto t_eval1 = clock_type::now();
+    std::vector<double> err1, tgt1;
+    evaluate(hs, err1, tgt1);
+    rep.evaluate_seconds += seconds_since(t_eval1);
+    for (auto &H : layers) H.final_loss.assign(H.recurrent_groups.size() * size_t(g), 0.0f);
+    for (size_t i = 0; i < heads.size(); ++i) {
+        const head_ref &h = heads[i];
+        hybrid_layer &H = layers[size_t(h.layer)];
+        head_params_to_layer(L, hs[i].theta.data(), h.r, int32_t(H.recurrent_groups.size()) * g, H);
+        distill_head_result r;
+        r.layer = h.layer;
+        r.group = h.group;
+        r.head = h.head;
+        r.initial_loss = float(err0[i] / double(N));
+        r.final_loss = float(err1[i] / double(N));
+        r.initial_rel = tgt0[i] > 0 ? float(err0[i] / tgt0[i]) : 0.0f;
+        r.final_rel = tgt1[i] > 0 ? float(err1[i] / tgt1[i]) : 0.0f;
+        H.final_loss[size_t(h.r)] = r.final_loss;
+        rep.heads.push_back(r);
+    }
+    return rep;
+}
+
+// ---- self-sampled calibration text ------------------------------------------------------------------
+
+std::vector<int32_t> sample_calibration(const model &m, int64_t n_tokens, int32_t seq_len, uint64_t seed,
+                                        int32_t n_threads, const progress_callback &progress) {
+    const tokenizer &vocab = m.vocab();
+    const int32_t start = vocab.bos() >= 0 ? vocab.bos() : vocab.eos();
+    if (start < 0) throw error("calib-self: the vocabulary has neither BOS nor EOS to start sampling from");
+    if (seq_len < 2) throw error("calib-self: sequences need at least 2 tokens");
+    if (n_tokens < 0) throw error("calib-self: negative token count");
+    context_params cp;
+    cp.n_ctx = seq_len;
+    cp.n_threads = n_threads;
+    context ctx(m, cp);
+    sampling_params sp;
+    sp.temperature = 1.0f;
+    sp.top_k = 0;
+    sp.top_p = 1.0f;
+    sp.min_p = 0.0f;
+    sp.repeat_penalty = 1.0f;
+    sp.seed = seed;
+    sampler smp(sp);
+    std::vector<int32_t> out;
+    out.reserve(size_t(n_tokens));
+    std::vector<float> logits;
+    while (int64_t(out.size()) < n_tokens) {
+        ctx.truncate(0);
+        out.push_back(start);
+        ctx.eval({start}, logits);
+        for (int32_t i = 1; i < seq_len && int64_t(out.size()) < n_tokens; ++i) {
+            const int32_t tok = smp.sample(ctx.last_logits().data(), m.hparams().n_vocab);
+            out.push_back(tok);
+            if (i + 1 < seq_len && int64_t(out.size()) < n_tokens) ctx.eval({tok}, logits);
+            if (progress && !progress(int64_t(out.size()), n_tokens)) throw cancelled_error("sampling cancelled");
+        }
+    }
+    return out;
+}
+
+} // namespace recur

@@ -1,0 +1,413 @@
+// Distillation of recurrent heads (recur/distill.h): the gradient chain against finite
+// differences, training that lowers the loss deterministically, trained hybrids that are closer
+// to the original than untrained ones, the reported loss against the engine's own forward, and
+// resuming from a checkpoint.
+#include "recur/convert.h"
+#include "recur/distill.h"
+#include "recur/model.h"
+#include "recur/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sys/wait.h>
+
+using namespace recur;
+
+namespace {
+
+const std::string stories = std::string(RECUR_SHARED_DIR) + "/models/stories260K.gguf";
+const std::string models_dir = RECUR_TEST_MODELS_DIR;
+
+std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + name; }
+
+std::vector<int32_t> text_tokens(const model &m, size_t offset, size_t n_chars, size_t n_tokens) {
+    std::ifstream in(std::string(RECUR_SHARED_DIR) + "/data/prideprejudice.txt");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text = text.substr(offset, n_chars);
+    auto ids = m.vocab().encode(text, true, false);
+    if (ids.size() > n_tokens) ids.resize(n_tokens);
+    return ids;
+}
+
+// Random chunk data and parameters for a head of size hd with inputs of n_embd.
+struct random_head {
+    head_layout L;
+    int n;
+    std::vector<float> xn, q, k, v, o, theta, state0;
+    random_head(int E, int hd, int n_tokens, uint32_t seed) : L(E, hd), n(n_tokens) {
+        std::mt19937 rng(seed);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        auto fill = [&](std::vector<float> &a, size_t size, float s) {
+            a.resize(size);
+            for (auto &x : a) x = s * nd(rng);
+        };
+        fill(xn, size_t(n) * E, 1.0f);
+        fill(q, size_t(n) * hd, 1.0f);
+        fill(k, size_t(n) * hd, 1.0f);
+        fill(v, size_t(n) * hd, 1.0f);
+        fill(o, size_t(n) * hd, 0.5f);
+        fill(state0, L.hh(), 0.3f);
+        fill(theta, L.size(), 0.0f);
+        for (int i = 0; i < E; ++i) theta[L.dt_w() + i] = 0.2f * nd(rng);
+        theta[L.dt_b()] = -1.0f;
+        theta[L.a_log()] = -0.5f;
+        for (int i = 0; i < hd; ++i) theta[L.d() + i] = 0.3f * nd(rng);
+        for (size_t off : {L.mq(), L.mk(), L.mv()})
+            for (int i = 0; i < hd; ++i)
+                for (int j = 0; j < hd; ++j) theta[off + size_t(i) * hd + j] = float(i == j) + 0.2f * nd(rng);
+    }
+    head_chunk chunk() const {
+        head_chunk c;
+        c.n_tokens = n;
+        c.xn = xn.data();
+        c.q = q.data();
+        c.k = k.data();
+        c.v = v.data();
+        c.o = o.data();
+        return c;
+    }
+    double loss(const std::vector<float> &th) const {
+        std::vector<float> st = state0;
+        return head_chunk_loss_grad(L, th.data(), chunk(), st.data(), nullptr, 0.0f).sq_err;
+    }
+};
+
+std::vector<float> all_logits(const model &m, const std::vector<int32_t> &tokens) {
+    context_params cp;
+    cp.n_ctx = int32_t(tokens.size());
+    cp.n_threads = 2;
+    context ctx(m, cp);
+    std::vector<float> logits;
+    ctx.eval(tokens, logits, true);
+    return logits;
+}
+
+// Mean KL(p_original || p_other) over positions.
+double mean_kl(const std::vector<float> &a, const std::vector<float> &b, int n_vocab) {
+    const size_t n = a.size() / size_t(n_vocab);
+    double total = 0;
+    for (size_t t = 0; t < n; ++t) {
+        const float *x = a.data() + t * n_vocab, *y = b.data() + t * n_vocab;
+        double mx = -1e30, my = -1e30;
+        for (int i = 0; i < n_vocab; ++i) mx = std::max(mx, double(x[i])), my = std::max(my, double(y[i]));
+        double sx = 0, sy = 0;
+        for (int i = 0; i < n_vocab; ++i) sx += std::exp(x[i] - mx), sy += std::exp(y[i] - my);
+        double kl = 0;
+        for (int i = 0; i < n_vocab; ++i) {
+            const double lp = x[i] - mx - std::log(sx), lq = y[i] - my - std::log(sy);
+            kl += std::exp(lp) * (lp - lq);
+        }
+        total += kl;
+    }
+    return total / double(n);
+}
+
+std::vector<hybrid_layer> init_layers(const model &m, const std::vector<std::vector<int32_t>> &groups) {
+    const auto &hp = m.hparams();
+    std::vector<hybrid_layer> layers(size_t(hp.n_layer));
+    for (int l = 0; l < hp.n_layer; ++l) {
+        hybrid_layer &H = layers[size_t(l)];
+        if (size_t(l) < groups.size()) H.recurrent_groups = groups[size_t(l)];
+        const size_t R = H.recurrent_groups.size() * size_t(hp.group_size());
+        H.dt_w.assign(R * hp.n_embd, 0.0f);
+        H.dt_b.assign(R, initial_dt_bias(32));
+        H.a_log.assign(R, 0.0f);
+        H.d.assign(R * hp.head_dim, 0.0f);
+    }
+    return layers;
+}
+
+bool same_params(const std::vector<hybrid_layer> &a, const std::vector<hybrid_layer> &b) {
+    for (size_t l = 0; l < a.size(); ++l) {
+        const hybrid_layer &x = a[l], &y = b[l];
+        if (x.dt_w != y.dt_w || x.dt_b != y.dt_b || x.a_log != y.a_log || x.d != y.d || x.q_proj != y.q_proj ||
+            x.k_proj != y.k_proj || x.v_proj != y.v_proj || x.final_loss != y.final_loss)
+            return false;
+    }
+    return true;
+}
+
+} // namespace
+
+// The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
+// non-zero incoming state, and the squared error, against central differences in double-checked
+// float arithmetic.
+TEST(Distill, GradientMatchesFiniteDifferences) {
+    for (int hd : {8, 16}) {
+        const random_head h(24, hd, 45, 7u + uint32_t(hd));
+        std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
+        const float scale = 0.5f; // grad_scale is honoured
+        head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
+        double rms = 0;
+        for (float g : grad) rms += double(g) * g;
+        rms = std::sqrt(rms / double(grad.size())) / scale;
+        std::vector<size_t> idx;
+        for (size_t i = 0; i < size_t(h.L.n_embd); i += 3) idx.push_back(h.L.dt_w() + i);
+        idx.push_back(h.L.dt_b());
+        idx.push_back(h.L.a_log());
+        for (int i = 0; i < hd; ++i) idx.push_back(h.L.d() + size_t(i));
+        for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
+            for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
+        int bad = 0;
+        for (size_t i : idx) {
+            const float eps = 2e-3f * std::max(1.0f, std::fabs(h.theta[i]));
+            std::vector<float> tp = h.theta, tm = h.theta;
+            tp[i] += eps;
+            tm[i] -= eps;
+            const double fd = (h.loss(tp) - h.loss(tm)) / (double(tp[i]) - double(tm[i]));
+            const double an = double(grad[i]) / scale;
+            if (std::fabs(fd - an) > 2e-2 * std::fabs(an) + 2e-3 * rms) {
+                ++bad;
+                ADD_FAILURE() << "hd " << hd << " parameter " << i << ": analytic " << an << ", finite difference " << fd;
+            }
+        }
+        EXPECT_EQ(bad, 0);
+        // The state leaves the chunk exactly as a forward without gradients leaves it.
+        std::vector<float> st2 = h.state0;
+        head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st2.data(), nullptr, 0.0f);
+        EXPECT_EQ(st, st2);
+    }
+}
+
+TEST(Distill, ParametersRoundTripThroughAHybridLayer) {
+    const random_head h(24, 8, 4, 3u);
+    hybrid_layer H;
+    const int R = 3;
+    H.dt_w.assign(size_t(R) * 24, 0.0f);
+    H.dt_b.assign(R, 0.0f);
+    H.a_log.assign(R, 0.0f);
+    H.d.assign(size_t(R) * 8, 0.0f);
+    head_params_to_layer(h.L, h.theta.data(), 1, R, H);
+    ASSERT_EQ(H.q_proj.size(), size_t(R) * 64);
+    // Other heads keep identity transforms; head 1 gets Mq[o][i] = mq_t[i][o].
+    EXPECT_EQ(H.q_proj[0], 1.0f);
+    EXPECT_EQ(H.q_proj[1], 0.0f);
+    EXPECT_EQ(H.q_proj[64 + 2 * 8 + 5], h.theta[h.L.mq() + 5 * 8 + 2]);
+    std::vector<float> back(h.L.size());
+    head_params_from_layer(H, 1, h.L, back.data());
+    EXPECT_EQ(back, h.theta);
+    // An untrained layer (no transforms) reads as identity.
+    hybrid_layer U;
+    U.dt_w.assign(24, 0.0f);
+    U.dt_b.assign(1, 0.5f);
+    U.a_log.assign(1, 0.0f);
+    U.d.assign(8, 0.0f);
+    head_params_from_layer(U, 0, h.L, back.data());
+    EXPECT_EQ(back[h.L.dt_b()], 0.5f);
+    EXPECT_EQ(back[h.L.mk() + 9], 1.0f);
+    EXPECT_EQ(back[h.L.mk() + 1], 0.0f);
+}
+
+// Training on a generated test model cuts the loss by a large factor, and is bit-for-bit
+// reproducible (also across thread counts: heads are independent and each runs sequentially).
+TEST(Distill, TrainingReducesTheLossDeterministically) {
+    auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
+    const auto tokens = text_tokens(*m, 0, 20000, 1536);
+    distill_params p;
+    p.steps = 300;
+    p.seq_len = 512;
+    p.chunk = 64;
+    p.batch = 2;
+    p.lr = 3e-3f;
+    p.seed = 5;
+    p.n_threads = 2;
+    auto a = init_layers(*m, {{1}, {0, 1}});
+    const distill_report r = distill_heads(*m, tokens, a, p);
+    ASSERT_EQ(r.heads.size(), 6u);
+    EXPECT_EQ(r.n_sequences, 4); // 512 tokens each, BOS first (added to the later ones)
+    EXPECT_EQ(r.calib_tokens, 1536 + 3);
+    double init = 0, fin = 0;
+    for (auto &h : r.heads) {
+        EXPECT_LT(h.final_loss, h.initial_loss / 3) << "layer " << h.layer << " head " << h.head;
+        init += h.initial_rel, fin += h.final_rel;
+    }
+    EXPECT_LT(fin, init / 4);
+    ASSERT_EQ(a[1].final_loss.size(), 4u);
+    EXPECT_EQ(a[1].final_loss[3], r.heads[5].final_loss);
+    EXPECT_EQ(a[0].q_proj.size(), 2u * 64 * 64);
+
+    auto b = init_layers(*m, {{1}, {0, 1}});
+    p.n_threads = 1;
+    distill_heads(*m, tokens, b, p);
+    EXPECT_TRUE(same_params(a, b));
+}
+
+// The loss distill reports for a head of the first replaced layer equals the squared error
+// between the original model's head output and what the engine's hybrid forward computes there.
+TEST(Distill, ReportedLossMatchesTheEngineForward) {
+    auto m = model::load(stories);
+    const auto tokens = text_tokens(*m, 0, 4000, 300);
+    const auto &hp = m->hparams();
+    const int hd = hp.head_dim, nq = hp.n_head * hd;
+    convert_params cp;
+    cp.fraction = 0.25;
+    cp.steps = 40;
+    cp.distill.seq_len = 512; // one sequence: the whole text
+    cp.distill.chunk = 32;
+    cp.n_threads = 2;
+    const auto res = convert_to_hybrid(*m, tokens, cp, tmp("distill_match.gguf"));
+    ASSERT_FALSE(res.distill.heads.empty());
+    auto h = model::load(tmp("distill_match.gguf"));
+    const int l0 = res.distill.heads[0].layer;
+    // Each head's output at layer l0 from the original and from the hybrid.
+    auto outputs = [&](const model &mm) {
+        context_params c;
+        c.n_ctx = 512;
+        c.n_threads = 2;
+        context ctx(mm, c);
+        std::vector<float> out;
+        ctx.set_layer_observer([&](int layer, int n, const float *, const float *attn) {
+            if (layer == l0) out.insert(out.end(), attn, attn + size_t(n) * nq);
+        });
+        std::vector<float> logits;
+        ctx.eval(tokens, logits);
+        return out;
+    };
+    const auto o = outputs(*m), y = outputs(*h);
+    ASSERT_EQ(o.size(), tokens.size() * nq);
+    for (auto &r : res.distill.heads) {
+        if (r.layer != l0) continue;
+        double err = 0;
+        for (size_t t = 0; t < tokens.size(); ++t)
+            for (int i = 0; i < hd; ++i) {
+                const double e = y[t * nq + size_t(r.head) * hd + i] - o[t * nq + size_t(r.head) * hd + i];
+                err += e * e;
+            }
+        err /= double(tokens.size());
+        EXPECT_NEAR(err, r.final_loss, 1e-3 * r.final_loss + 1e-6) << "head " << r.head;
+    }
+    // The file carries the losses and the step count.
+    const hybrid_layer &H = h->hybrid()[size_t(l0)];
+    ASSERT_FALSE(H.final_loss.empty());
+    EXPECT_EQ(H.final_loss[0], res.distill.heads[0].final_loss);
+    EXPECT_EQ(h->file().get_int("recurformer.distillation_steps", -1), 40);
+    EXPECT_FALSE(H.q_proj.empty());
+}
+
+// After training, the hybrid's next-token distributions on held-out text are closer to the
+// original's than those of the untrained initialisation.
+TEST(Distill, TrainedHybridIsCloserToTheOriginalThanTheInitialisation) {
+    auto m = model::load(stories);
+    const auto calib = text_tokens(*m, 0, 60000, 8192);
+    const auto held_out = text_tokens(*m, 200000, 4000, 400);
+    convert_params cp;
+    cp.fraction = 0.25;
+    cp.n_threads = 2;
+    cp.analysis_tokens = 1024;
+    cp.steps = 0;
+    convert_to_hybrid(*m, calib, cp, tmp("distill_untrained.gguf"));
+    cp.steps = 300;
+    cp.distill.seq_len = 512;
+    const auto res = convert_to_hybrid(*m, calib, cp, tmp("distill_trained.gguf"));
+    double init = 0, fin = 0;
+    for (auto &h : res.distill.heads) init += h.initial_loss, fin += h.final_loss;
+    EXPECT_LT(fin, init / 2);
+    auto u = model::load(tmp("distill_untrained.gguf"));
+    auto t = model::load(tmp("distill_trained.gguf"));
+    const auto lo = all_logits(*m, held_out);
+    const double kl_untrained = mean_kl(lo, all_logits(*u, held_out), m->hparams().n_vocab);
+    const double kl_trained = mean_kl(lo, all_logits(*t, held_out), m->hparams().n_vocab);
+    EXPECT_LT(kl_trained, 0.5 * kl_untrained) << "untrained " << kl_untrained << ", trained " << kl_trained;
+}
+
+// Stopping at some step (checkpoint written) and resuming gives exactly the uninterrupted run.
+TEST(Distill, ResumeFromCheckpointEqualsAnUninterruptedRun) {
+    auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
+    const auto tokens = text_tokens(*m, 5000, 20000, 1024);
+    distill_params p;
+    p.steps = 60;
+    p.seq_len = 256;
+    p.chunk = 32;
+    p.n_threads = 2;
+    p.checkpoint_path = tmp("distill_resume.ckpt");
+    std::remove(p.checkpoint_path.c_str());
+    auto full = init_layers(*m, {{0}, {1}});
+    distill_heads(*m, tokens, full, p);
+
+    std::remove(p.checkpoint_path.c_str());
+    auto part = init_layers(*m, {{0}, {1}});
+    int64_t stopped_at = -1;
+    EXPECT_THROW(distill_heads(*m, tokens, part, p,
+                               [&](const distill_progress &pr) {
+                                   if (std::string(pr.phase) == "train" && pr.done >= 20) {
+                                       stopped_at = pr.done;
+                                       return false;
+                                   }
+                                   return true;
+                               }),
+                 cancelled_error);
+    ASSERT_GE(stopped_at, 20);
+    ASSERT_LT(stopped_at, p.steps);
+    auto resumed = init_layers(*m, {{0}, {1}});
+    p.resume = true;
+    const distill_report r = distill_heads(*m, tokens, resumed, p);
+    EXPECT_EQ(r.resumed_from_step, stopped_at);
+    EXPECT_TRUE(same_params(full, resumed));
+
+    // A checkpoint of another run is refused with a message.
+    auto other = init_layers(*m, {{0}, {1}});
+    p.steps = 61;
+    try {
+        distill_heads(*m, tokens, other, p);
+        ADD_FAILURE() << "a mismatched checkpoint was accepted";
+    } catch (const cancelled_error &) {
+        ADD_FAILURE() << "wrong exception";
+    } catch (const error &e) {
+        EXPECT_NE(std::string(e.what()).find("another conversion"), std::string::npos) << e.what();
+    }
+    std::remove(p.checkpoint_path.c_str());
+}
+
+// Sampling calibration text from the model is reproducible and cut into BOS-led sequences.
+TEST(Distill, SelfSampledCalibrationIsSeeded) {
+    auto m = model::load(stories);
+    const auto a = sample_calibration(*m, 300, 128, 9, 2);
+    const auto b = sample_calibration(*m, 300, 128, 9, 2);
+    const auto c = sample_calibration(*m, 300, 128, 10, 2);
+    ASSERT_EQ(a.size(), 300u);
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, c);
+    EXPECT_EQ(a[0], m->vocab().bos());
+    EXPECT_EQ(a[128], m->vocab().bos());
+    EXPECT_EQ(a[256], m->vocab().bos());
+}
+
+#ifdef RECUR_CLI_PATH
+// The command: progress on stderr, the JSON keys, the losses in the file, the checkpoint removed.
+TEST(Distill, ConvertCommandDistils) {
+    const std::string out = tmp("distill_cli.gguf");
+    const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
+                            "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.25 --steps 30 --lr 0.003 "
+                            "--seed 3 -t 2 -o " + out + " --json >" + tmp("distill_cli.out") + " 2>" +
+                            tmp("distill_cli.err");
+    const int st = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    std::ifstream f(tmp("distill_cli.out"));
+    const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_NE(json.find("\"steps\":30"), std::string::npos) << json;
+    EXPECT_NE(json.find("\"final_loss\":[0."), std::string::npos) << json;
+    EXPECT_NE(json.find("\"distillation\":{\"tokens\":30"), std::string::npos) << json; // 3000 + BOS per sequence
+    auto h = model::load(out);
+    size_t losses = 0;
+    for (auto &H : h->hybrid()) losses += H.final_loss.size();
+    EXPECT_EQ(losses, size_t(h->replaced_group_count() * h->hparams().group_size()));
+    EXPECT_FALSE(std::ifstream(out + ".ckpt").good());
+
+    // Human mode prints a progress line with step/total, tokens/s, loss and ETA.
+    const std::string cmd2 = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
+                             "/data/prideprejudice.txt -c 256 --calib-tokens 2000 --fraction 0.25 --steps 10 -t 2 -o " +
+                             out + " >/dev/null 2>" + tmp("distill_cli.err");
+    ASSERT_EQ(std::system(cmd2.c_str()), 0);
+    std::ifstream e(tmp("distill_cli.err"));
+    const std::string err((std::istreambuf_iterator<char>(e)), std::istreambuf_iterator<char>());
+    EXPECT_NE(err.find("distil step 10/10"), std::string::npos) << err;
+    EXPECT_NE(err.find("tok/s"), std::string::npos);
+    EXPECT_NE(err.find("ETA"), std::string::npos);
+}
+#endif

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Quality of hybrids against their original model: the measurements behind docs/quality.md.
+#
+# For each fraction F: `recur convert` (recency-chosen groups, recurrent kind, --steps $STEPS),
+# then `recur kl` on text the calibration did not see (perplexity of both models, KL, top-1
+# agreement) and `recur passkey`. The original's passkey run is the baseline. Every command's
+# JSON lands in $OUT; a markdown summary is printed and written to $OUT/summary.md.
+#
+#   tests/perf/quality.sh                      # SmolLM2-135M-Instruct, then stories260K
+#   FRACTIONS="0.25" TRIALS=2 tests/perf/quality.sh
+#
+# Variables (defaults in brackets):
+#   RECUR      the CLI [build/app/recur]            MODEL     [the installer's SmolLM2-135M-Instruct Q4_1]
+#   SHARED     the shared/ folder [../shared]       OUT       where results go [build/quality]
+#   CALIB      calibration text [prideprejudice]    CALIB_CTX tokens of it convert analyses [2048]
+#   EVAL_TEXT  held-out text [debian-policy]        CTX, CHUNKS  kl chunking [512, 20]
+#   FRACTIONS  [0.25 0.5]                           STEPS     distillation steps [0]
+#   LENGTHS    passkey lengths [1k,2k,4k]           TRIALS    passkey trials per length [5]
+#   SEED       passkey seed [42]                    THREADS   -t for every command [all cores]
+#   STORIES    1: also the stories260K rows (self-sampled calibration/held-out stories) [1]
+#   SUMMARY_ONLY  1: only rebuild $OUT/summary.md from the JSON already in $OUT
+# The whole run takes about 15 minutes on the 2-core development VM (docs/quality.md).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" # recur passkey's default filler path is relative to the repository root
+RECUR=${RECUR:-$ROOT/build/app/recur}
+SHARED=${SHARED:-$ROOT/../shared}
+MODEL=${MODEL:-$HOME/.local/share/RecurDesk/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+CALIB=${CALIB:-$SHARED/data/prideprejudice.txt}
+CALIB_CTX=${CALIB_CTX:-2048}
+EVAL_TEXT=${EVAL_TEXT:-$SHARED/data/debian-policy-4.6.2.0.txt}
+CTX=${CTX:-512}
+CHUNKS=${CHUNKS:-20}
+FRACTIONS=${FRACTIONS:-0.25 0.5}
+STEPS=${STEPS:-0}
+LENGTHS=${LENGTHS:-1k,2k,4k}
+TRIALS=${TRIALS:-5}
+SEED=${SEED:-42}
+STORIES=${STORIES:-1}
+OUT=${OUT:-$ROOT/build/quality}
+THREAD_ARGS=()
+[[ -n "${THREADS:-}" ]] && THREAD_ARGS=(-t "$THREADS")
+
+for f in "$RECUR" "$MODEL" "$CALIB" "$EVAL_TEXT"; do
+    [[ -e "$f" ]] || { echo "quality.sh: $f not found" >&2; exit 1; }
+done
+mkdir -p "$OUT"
+TIMES="$OUT/times.tsv"
+
+# run NAME CMD...: runs a recur command with --json into $OUT/NAME.json and logs its wall time.
+run() {
+    local name=$1
+    shift
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$RECUR" "$@" "${THREAD_ARGS[@]}" --json >"$OUT/$name.json"
+    t1=$(date +%s.%N)
+    printf '%s\t%.1f\n' "$name" "$(awk "BEGIN{print $t1 - $t0}")" >>"$TIMES"
+    printf '  %-28s %6.1f s\n' "$name" "$(awk "BEGIN{print $t1 - $t0}")" >&2
+}
+
+# One model's rows: TAG MODEL CALIB EVAL_TEXT CTX CHUNKS PASSKEY_LENGTHS
+measure() {
+    local tag=$1 model=$2 calib=$3 text=$4 ctx=$5 chunks=$6 lengths=$7
+    echo "== $tag" >&2
+    run "${tag}_passkey_original" passkey -m "$model" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+    for F in $FRACTIONS; do
+        local h="$OUT/${tag}_f${F}.gguf"
+        run "${tag}_convert_f$F" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --steps "$STEPS" -o "$h"
+        run "${tag}_kl_f$F" kl -m "$model" --hybrid "$h" -f "$text" -c "$ctx" --chunks "$chunks"
+        run "${tag}_passkey_f$F" passkey -m "$h" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+    done
+}
+
+# Every measurement, into $OUT.
+measure_all() {
+    : >"$TIMES"
+    {
+        echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+        echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
+        echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    } >"$OUT/machine.txt"
+
+    measure main "$MODEL" "$CALIB" "$EVAL_TEXT" "$CTX" "$CHUNKS" "$LENGTHS"
+
+    if [[ "$STORIES" == 1 ]]; then
+        # stories260K knows only children's stories, so both texts are its own samples (different
+        # seeds): calibration from seeds 1-20, held-out text from seeds 101-120.
+        S=$SHARED/models/stories260K.gguf
+        for range in "calib 1" "eval 101"; do
+            set -- $range
+            for i in $(seq 0 19); do
+                "$RECUR" generate -m "$S" -p "" -n 400 --temp 1 --seed $(($2 + i)) --json "${THREAD_ARGS[@]}" |
+                    python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])'
+            done >"$OUT/stories_$1.txt"
+        done
+        measure stories "$S" "$OUT/stories_calib.txt" "$OUT/stories_eval.txt" 256 100 "256,512,1k"
+    fi
+    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+}
+
+[[ "${SUMMARY_ONLY:-0}" == 1 ]] || measure_all
+
+python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" >"$OUT/summary.md" <<'EOF'
+import json, os, sys
+out, fractions, stories, model_name = sys.argv[1], sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4]
+times = dict(l.rstrip("\n").split("\t") for l in open(os.path.join(out, "times.tsv")))
+def num(x, small):  # fixed decimals for ordinary values, none for the huge ones of broken models
+    return f"{x:.{small}f}" if abs(x) < 1000 else f"{x:.0f}"
+def load(name):
+    p = os.path.join(out, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+print(open(os.path.join(out, "machine.txt")).read())
+names = {"main": model_name, "stories": "stories260K"}
+for tag in ["main"] + (["stories"] if stories else []):
+    orig = load(f"{tag}_passkey_original")
+    lens = [l["tokens"] for l in orig["lengths"]]
+    print(f"### {names[tag]}\n")
+    hdr = "| model | groups replaced | KV kept | perplexity | ×original | KL (nats/token) | top-1 agree | " + \
+          " | ".join(f"passkey {n}" for n in lens) + " | convert s | kl s | passkey s |"
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    k0 = load(f"{tag}_kl_f{fractions[0]}")
+    pk = lambda p: " | ".join(f"{l['correct']}/{l['trials']}" + ("†" if l["beyond_training_context"] else "") for l in p["lengths"])
+    print(f"| original | 0 | 100% | {k0['ppl_original']:.4f} | 1 | 0 | 100% | {pk(orig)} | – | – | {float(times[tag + '_passkey_original']):.0f} |")
+    for F in fractions:
+        c, k, p = load(f"{tag}_convert_f{F}"), load(f"{tag}_kl_f{F}"), load(f"{tag}_passkey_f{F}")
+        print(f"| F={F}, recurrent, steps {c['steps']} | {c['replaced_groups']}/{c['total_groups']} | "
+              f"{100 * c['kv_fraction_kept']:.0f}% | {num(k['ppl_hybrid'], 4)} | {num(k['ppl_ratio'], 3)} | {k['kl']:.4f} | "
+              f"{100 * k['top1_agreement']:.1f}% | {pk(p)} | {float(times[f'{tag}_convert_f{F}']):.0f} | "
+              f"{float(times[f'{tag}_kl_f{F}']):.0f} | {float(times[f'{tag}_passkey_f{F}']):.0f} |")
+    print(f"\nperplexity/KL: {k0['n_tokens']} scored tokens in {k0['n_chunks']} chunks of {k0['n_ctx']}; "
+          f"passkey: seed {orig['seed']}; prefill tok/s (original) " +
+          ", ".join(f"{l['tokens']}: {l['prefill_tok_s']:.0f}" for l in orig["lengths"]) + "\n")
+EOF
+cat "$OUT/summary.md"
