@@ -19,7 +19,8 @@
 #   SEED       passkey seed [42]                    THREADS   -t for every command [all cores]
 #   STORIES    1: also the stories260K rows (self-sampled calibration/held-out stories) [1]
 #   SUMMARY_ONLY  1: only rebuild $OUT/summary.md from the JSON already in $OUT
-# The whole run takes about 15 minutes on the 2-core development VM (docs/quality.md).
+# The whole run took 25.8 min on the 2-core development VM while other builds shared its cores
+# (13.1 min of CPU time); see docs/quality.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
