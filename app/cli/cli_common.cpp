@@ -1,5 +1,7 @@
 #include "cli_common.h"
 
+#include "recur/tokenizer.h"
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -72,5 +74,28 @@ void write_memory(json_writer &j, const memory_report &r) {
     j.end_object();
 }
 
+
+std::vector<int32_t> text_chunks::chunk(int64_t c) const {
+    std::vector<int32_t> out;
+    if (bos) out.push_back(bos_id);
+    out.insert(out.end(), ids.begin() + c * text_per_chunk, ids.begin() + (c + 1) * text_per_chunk);
+    return out;
+}
+
+text_chunks make_text_chunks(const tokenizer &vocab, const std::string &text, int n_ctx, int max_chunks, bool no_bos,
+                             const char *command) {
+    if (n_ctx < 2) throw error(std::string(command) + " needs -c of at least 2");
+    text_chunks tc;
+    tc.ids = vocab.encode(text, false, false);
+    tc.bos = vocab.adds_bos() && vocab.bos() >= 0 && !no_bos;
+    tc.bos_id = vocab.bos();
+    tc.text_per_chunk = tc.bos ? n_ctx - 1 : n_ctx;
+    tc.n_chunks = int64_t(tc.ids.size()) / tc.text_per_chunk;
+    if (max_chunks > 0) tc.n_chunks = std::min<int64_t>(tc.n_chunks, max_chunks);
+    if (tc.n_chunks == 0)
+        throw error("the text has " + std::to_string(tc.ids.size()) + " tokens, fewer than one chunk of " +
+                    std::to_string(tc.text_per_chunk));
+    return tc;
+}
 
 } // namespace recur_cli

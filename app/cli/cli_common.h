@@ -8,6 +8,11 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
+
+namespace recur {
+class tokenizer;
+}
 
 namespace recur_cli {
 
@@ -23,5 +28,19 @@ std::string default_model_path();
 std::unique_ptr<recur::model> load_model(const options &o);
 recur::context_params make_context_params(const options &o, const recur::model &m, int fallback_ctx);
 void write_memory(json_writer &j, const recur::memory_report &r);
+
+// The chunking of `recur perplexity` and `recur kl`: the text (tokenised without BOS) in
+// non-overlapping chunks of n_ctx positions, BOS first where the vocabulary adds one; every
+// position after the first is scored. Throws when not even one chunk fits.
+struct text_chunks {
+    std::vector<int32_t> ids;
+    bool bos = false;
+    int32_t bos_id = -1;
+    int text_per_chunk = 0;
+    int64_t n_chunks = 0;
+    std::vector<int32_t> chunk(int64_t c) const;
+};
+text_chunks make_text_chunks(const recur::tokenizer &vocab, const std::string &text, int n_ctx, int max_chunks,
+                             bool no_bos, const char *command);
 
 } // namespace recur_cli

@@ -50,19 +50,10 @@ int cmd_kl(const options &o) {
     auto orig = load_model(o);
     auto hyb = model::load(o.hybrid_path);
     check_same_vocabulary(*orig, *hyb, o.hybrid_path);
-    const tokenizer &vocab = orig->vocab();
-    const std::vector<int32_t> ids = vocab.encode(read_file(o.file), false, false);
-
     // The chunking of `recur perplexity`, so ppl_original here equals its ppl.
     const int n_ctx = o.n_ctx > 0 ? o.n_ctx : 512;
-    if (n_ctx < 2) throw error("kl needs -c of at least 2");
-    const bool bos = vocab.adds_bos() && vocab.bos() >= 0 && !o.no_bos;
-    const int text_per_chunk = bos ? n_ctx - 1 : n_ctx;
-    int64_t n_chunks = int64_t(ids.size()) / text_per_chunk;
-    if (o.chunks > 0) n_chunks = std::min<int64_t>(n_chunks, o.chunks);
-    if (n_chunks == 0)
-        throw error("the text has " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
-                    std::to_string(text_per_chunk));
+    const text_chunks tc = make_text_chunks(orig->vocab(), read_file(o.file), n_ctx, o.chunks, o.no_bos, "kl");
+    const int64_t n_chunks = tc.n_chunks;
 
     context_params cp = make_context_params(o, *orig, n_ctx);
     cp.n_ctx = n_ctx;
@@ -77,9 +68,7 @@ int cmd_kl(const options &o) {
     std::vector<float> lo, lh;
     auto t0 = clock_type::now();
     for (int64_t c = 0; c < n_chunks; ++c) {
-        std::vector<int32_t> chunk;
-        if (bos) chunk.push_back(vocab.bos());
-        chunk.insert(chunk.end(), ids.begin() + c * text_per_chunk, ids.begin() + (c + 1) * text_per_chunk);
+        const std::vector<int32_t> chunk = tc.chunk(c);
         ctx_o.truncate(0);
         ctx_h.truncate(0);
         for (size_t b = 0; b < chunk.size(); b += piece) {

@@ -251,20 +251,9 @@ int cmd_generate(const options &o) {
 int cmd_perplexity(const options &o) {
     auto m = load_model(o);
     if (o.file.empty()) throw error("perplexity needs a text file (-f FILE)");
-    const std::string text = read_file(o.file);
-    const tokenizer &vocab = m->vocab();
-    const std::vector<int32_t> ids = vocab.encode(text, false, false);
     const int n_ctx = o.n_ctx > 0 ? o.n_ctx : 512;
-    if (n_ctx < 2) throw error("perplexity needs -c of at least 2");
-    // Each chunk is n_ctx positions: BOS (where the vocabulary adds one) then text tokens;
-    // chunks do not overlap, and every position after the first is scored.
-    const bool bos = vocab.adds_bos() && vocab.bos() >= 0 && !o.no_bos;
-    const int text_per_chunk = bos ? n_ctx - 1 : n_ctx;
-    int64_t n_chunks = int64_t(ids.size()) / text_per_chunk;
-    if (o.chunks > 0) n_chunks = std::min<int64_t>(n_chunks, o.chunks);
-    if (n_chunks == 0)
-        throw error("the text has " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
-                    std::to_string(text_per_chunk));
+    const text_chunks tc = make_text_chunks(m->vocab(), read_file(o.file), n_ctx, o.chunks, o.no_bos, "perplexity");
+    const int64_t n_chunks = tc.n_chunks;
     context_params cp = make_context_params(o, *m, n_ctx);
     cp.n_ctx = n_ctx;
     context ctx(*m, cp);
@@ -274,9 +263,7 @@ int cmd_perplexity(const options &o) {
     std::vector<float> logits;
     auto t0 = clock_type::now();
     for (int64_t c = 0; c < n_chunks; ++c) {
-        std::vector<int32_t> chunk;
-        if (bos) chunk.push_back(vocab.bos());
-        chunk.insert(chunk.end(), ids.begin() + c * text_per_chunk, ids.begin() + (c + 1) * text_per_chunk);
+        const std::vector<int32_t> chunk = tc.chunk(c);
         ctx.truncate(0);
         ctx.eval(chunk, logits, true);
         for (size_t i = 0; i + 1 < chunk.size(); ++i) {
