@@ -4,16 +4,14 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 
+#include "simd_avx2.h"
+
 namespace recur::avx2 {
 
+using simd::exp256;
+using simd::hsum;
+
 namespace {
-inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
 inline __m256 load8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
 inline __m256 load8(const float *p) { return _mm256_loadu_ps(p); }
 
@@ -78,28 +76,6 @@ void attn_accum_f16(const float *p, int n_q, int hd, const uint16_t *v, size_t v
 void attn_accum_f32(const float *p, int n_q, int hd, const float *v, size_t v_stride, int n_keys, float *acc) {
     accum(p, n_q, hd, v, v_stride, n_keys, acc);
 }
-
-
-namespace {
-// exp(x) = 2^k * exp(r), k = round(x / ln 2), |r| <= ln2/2, exp(r) by a degree-6 polynomial.
-inline __m256 exp256(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f)); // below this exp underflows to 0 anyway
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-} // namespace
 
 float exp_shift_sum(float *s, int n, float max) {
     const __m256 m = _mm256_set1_ps(max);
