@@ -392,16 +392,20 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
     const int64_t to_read = int64_t(prompt.tokens.size() - reused);
     const int64_t sample_every = std::max<int64_t>(1, to_read / std::max(1, params_.memory_samples_per_prefill));
     int64_t done_before = 0, next_sample = sample_every;
+    const bool gather = params_.recency_window > 0 && reused == 0;
     const recur::progress_callback progress = [&](int64_t done, int64_t) {
         const int64_t d = done_before + done;
         if (cb.on_progress) cb.on_progress(d, to_read);
         if (d >= next_sample && d < to_read) {
             emit_sample(sample_at(int64_t(reused) + d));
             next_sample = d + sample_every;
+            // The heatmap fills while the document is read: the statistics so far, averaged over
+            // the positions read (eval calls this between batches, when they are consistent).
+            if (gather && cb.on_head_stats && ctx.recency().n_queries.at(0) > 0)
+                cb.on_head_stats(head_stats_from(ctx.recency()), params_.recency_window);
         }
         return !cancelled();
     };
-    const bool gather = params_.recency_window > 0 && reused == 0;
     if (gather) ctx.collect_recency(params_.recency_window);
     std::vector<float> logits;
     double prefill_s = 0;

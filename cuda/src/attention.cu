@@ -1,0 +1,442 @@
+// Attention over the F16 KV cache: the prefill kernel (flash-style tiles, online softmax, the
+// recency statistics gathered on the way) and the decode kernel (keys split over blocks,
+// partial softmax states merged afterwards: flash-decoding).
+//
+// Prefill. A block takes 64 query rows of one KV group; a row is a (token, query head) pair,
+// token-major, so the GQA heads that share a group also share every K/V tile the block loads.
+// Per 64-key tile each warp (16 rows) computes S = Q·Kᵀ, updates its rows' running max m and
+// sum l, rescales its output rows by exp(m_old - m_new) and adds P·V. The working set is the
+// tile, never an n × n matrix. With head_dim a multiple of 16 (up to 128) both products run on
+// the tensor cores (WMMA, F16 operands, F32 accumulation: Q and P are rounded to F16, the cache
+// already is); otherwise, or when forced, the same loop runs on the CUDA cores in F32.
+// Two lanes serve each row in the softmax step (32 keys each), so the row's max and sum need one
+// shuffle, not five.
+#include "kernels.cuh"
+
+#include <mma.h>
+
+#include <algorithm>
+#include <cfloat>
+
+namespace recur::cuda_detail {
+
+namespace {
+
+constexpr int att_rows = 64;  // query rows per block
+constexpr int att_tk = 64;    // keys per tile
+constexpr int att_threads = 128;
+
+// Shared-memory carve-up of the prefill kernel, identical on host (to size the launch) and
+// device. Regions start on 128-byte boundaries: WMMA needs 32-byte aligned fragments.
+struct att_layout {
+    int ldq, ldk, lds, ldp, ldo, stat_w;
+    size_t q, k, v, s, p, o, m, l, c, st, total;
+    __host__ __device__ att_layout(bool tc, int hd, int n_bins, bool collect) {
+        auto up = [](size_t x) { return (x + 127) / 128 * 128; };
+        ldq = ldk = tc ? hd + 8 : hd + 1;   // F16 rows for WMMA, F32 rows (odd stride) otherwise
+        lds = tc ? att_tk + 4 : att_tk + 1;
+        ldp = att_tk + 8;
+        ldo = tc ? hd + 4 : hd + 1;
+        stat_w = collect ? 2 + n_bins : 0;
+        const size_t qk_elem = tc ? 2 : 4;
+        size_t off = 0;
+        q = off, off = up(off + size_t(att_rows) * ldq * qk_elem);
+        k = off, off = up(off + size_t(att_tk) * ldk * qk_elem);
+        v = off, off = up(off + size_t(att_tk) * ldk * qk_elem);
+        s = off, off = up(off + size_t(att_rows) * lds * 4);
+        p = off, off = up(off + (tc ? size_t(att_rows) * ldp * 2 : 0));
+        o = off, off = up(off + size_t(att_rows) * ldo * 4);
+        m = off, off = up(off + att_rows * 4);
+        l = off, off = up(off + att_rows * 4);
+        c = off, off = up(off + att_rows * 4);
+        st = off, off = up(off + size_t(att_rows) * stat_w * 4);
+        total = off;
+    }
+};
+
+__device__ __forceinline__ int64_t imax64(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ int dist_bin(int64_t d) { return d <= 0 ? 0 : 64 - __clzll(d); }
+
+// The K (or V) row of position p for this group (see kv_source).
+__device__ __forceinline__ const __half *key_row(const kv_source &src, const __half *base, const __half *batch,
+                                                 int64_t kvb_ld, int hd, int64_t p, int64_t pos0) {
+    if (src.window == 0) return base + p * hd;
+    if (p >= pos0) return batch + (p - pos0) * kvb_ld + int64_t(src.kv_head) * hd;
+    return base + (p % src.window) * hd;
+}
+
+template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_kernel(attn_args a) {
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int hd = a.hd, g = a.g;
+    const bool collect = a.recency_window > 0;
+    const att_layout L(TC, hd, a.n_bins, collect);
+    const kv_source src = a.src[blockIdx.y];
+    const int64_t pos0 = *a.pos0;
+    const int n_rows = a.n_tokens * g, row0 = blockIdx.x * att_rows;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    float *S = reinterpret_cast<float *>(smem + L.s);
+    float *O = reinterpret_cast<float *>(smem + L.o);
+    float *rm = reinterpret_cast<float *>(smem + L.m), *rl = reinterpret_cast<float *>(smem + L.l);
+    float *rc = reinterpret_cast<float *>(smem + L.c), *st = reinterpret_cast<float *>(smem + L.st);
+
+    // Q rows (zeros past the end), output accumulators, running max/sum, statistics.
+    for (int idx = tid; idx < att_rows * hd; idx += att_threads) {
+        const int r = idx / hd, d = idx % hd, R = row0 + r;
+        float v = 0;
+        if (R < n_rows) v = a.q[int64_t(R / g) * a.q_ld + int64_t(src.kv_head * g + R % g) * hd + d];
+        if constexpr (TC) reinterpret_cast<__half *>(smem + L.q)[r * L.ldq + d] = __float2half_rn(v);
+        else reinterpret_cast<float *>(smem + L.q)[r * L.ldq + d] = v;
+        O[r * L.ldo + d] = 0.0f;
+    }
+    for (int r = tid; r < att_rows; r += att_threads) rm[r] = -INFINITY, rl[r] = 0.0f;
+    for (int idx = tid; idx < att_rows * L.stat_w; idx += att_threads) st[idx] = 0.0f;
+
+    const int last_row = min(n_rows, row0 + att_rows) - 1;
+    const int64_t hi = pos0 + last_row / g;
+    const int64_t lo = src.window ? imax64(0, pos0 + row0 / g - src.window + 1) : 0;
+    // This warp's rows and their key range (warp-uniform, to skip tiles it has nothing in).
+    const int wr0 = row0 + warp * 16;
+    const bool warp_live = wr0 < n_rows;
+    const int64_t w_hi = pos0 + (min(n_rows, wr0 + 16) - 1) / g;
+    const int64_t w_lo = src.window ? imax64(0, pos0 + wr0 / g - src.window + 1) : 0;
+    // The lane pair of one row in the softmax step.
+    const int rr = warp * 16 + (lane >> 1), half_k = (lane & 1) * 32;
+    const int R = row0 + rr;
+    const bool row_live = R < n_rows;
+    const int64_t qi = pos0 + R / g; // the row's absolute position
+    const int64_t row_lo = src.window ? imax64(0, qi - src.window + 1) : 0;
+    const bool row_stats = collect && row_live && qi >= a.recency_window;
+    __syncthreads();
+
+    for (int64_t kt0 = lo; kt0 <= hi; kt0 += att_tk) {
+        __syncthreads(); // the previous tile is no longer read
+        if constexpr (TC) {
+            const int cpr = hd / 8; // 16-byte chunks per row
+            for (int idx = tid; idx < att_tk * cpr; idx += att_threads) {
+                const int j = idx / cpr, c = idx % cpr;
+                const int64_t p = kt0 + j;
+                uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+                if (p <= hi) {
+                    kv = reinterpret_cast<const uint4 *>(key_row(src, src.k, a.kb, a.kvb_ld, hd, p, pos0))[c];
+                    vv = reinterpret_cast<const uint4 *>(key_row(src, src.v, a.vb, a.kvb_ld, hd, p, pos0))[c];
+                }
+                reinterpret_cast<uint4 *>(smem + L.k + size_t(j) * L.ldk * 2)[c] = kv;
+                reinterpret_cast<uint4 *>(smem + L.v + size_t(j) * L.ldk * 2)[c] = vv;
+            }
+        } else {
+            float *Kf = reinterpret_cast<float *>(smem + L.k), *Vf = reinterpret_cast<float *>(smem + L.v);
+            for (int idx = tid; idx < att_tk * hd; idx += att_threads) {
+                const int j = idx / hd, d = idx % hd;
+                const int64_t p = kt0 + j;
+                float kv = 0, vv = 0;
+                if (p <= hi) {
+                    kv = __half2float(key_row(src, src.k, a.kb, a.kvb_ld, hd, p, pos0)[d]);
+                    vv = __half2float(key_row(src, src.v, a.vb, a.kvb_ld, hd, p, pos0)[d]);
+                }
+                Kf[j * L.ldk + d] = kv;
+                Vf[j * L.ldk + d] = vv;
+            }
+        }
+        __syncthreads();
+        if (!warp_live || kt0 > w_hi || kt0 + att_tk - 1 < w_lo) continue;
+
+        // S = Q·Kᵀ for this warp's 16 rows.
+        if constexpr (TC) {
+            const __half *Qh = reinterpret_cast<const __half *>(smem + L.q) + warp * 16 * L.ldq;
+            const __half *Kh = reinterpret_cast<const __half *>(smem + L.k);
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[att_tk / 16];
+#pragma unroll
+            for (int f = 0; f < att_tk / 16; ++f) wmma::fill_fragment(acc[f], 0.0f);
+            for (int k0 = 0; k0 < hd; k0 += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> qa;
+                wmma::load_matrix_sync(qa, Qh + k0, L.ldq);
+#pragma unroll
+                for (int f = 0; f < att_tk / 16; ++f) {
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kf;
+                    wmma::load_matrix_sync(kf, Kh + f * 16 * L.ldk + k0, L.ldk);
+                    wmma::mma_sync(acc[f], qa, kf, acc[f]);
+                }
+            }
+#pragma unroll
+            for (int f = 0; f < att_tk / 16; ++f)
+                wmma::store_matrix_sync(S + warp * 16 * L.lds + f * 16, acc[f], L.lds, wmma::mem_row_major);
+        } else {
+            const float *Qf = reinterpret_cast<const float *>(smem + L.q) + rr * L.ldq;
+            const float *Kf = reinterpret_cast<const float *>(smem + L.k);
+            for (int j = half_k; j < half_k + 32; ++j) {
+                float s = 0;
+                for (int d = 0; d < hd; ++d) s += Qf[d] * Kf[j * L.ldk + d];
+                S[rr * L.lds + j] = s;
+            }
+        }
+        __syncwarp();
+
+        // Online softmax: two lanes per row, 32 keys each.
+        float *Srow = S + rr * L.lds;
+        float mloc = -INFINITY;
+        for (int j = half_k; j < half_k + 32; ++j) {
+            const int64_t p = kt0 + j;
+            if (row_live && p <= qi && p >= row_lo) mloc = fmaxf(mloc, Srow[j] * a.scale);
+        }
+        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, 1));
+        const float m_old = rm[rr], m_new = fmaxf(m_old, mloc);
+        const float corr = m_new == -INFINITY ? 1.0f : __expf(m_old - m_new);
+        __syncwarp();
+        float *strow = st + rr * L.stat_w;
+        if ((lane & 1) == 0) {
+            rm[rr] = m_new;
+            rc[rr] = corr;
+            if (row_stats && corr != 1.0f)
+                for (int s2 = 0; s2 < L.stat_w; ++s2) strow[s2] *= corr;
+        }
+        __syncwarp();
+        float sum = 0, rec = 0, run = 0;
+        int run_bin = -1;
+        for (int j = half_k; j < half_k + 32; ++j) {
+            const int64_t p = kt0 + j;
+            float e = 0;
+            if (row_live && p <= qi && p >= row_lo && m_new != -INFINITY) e = __expf(Srow[j] * a.scale - m_new);
+            sum += e;
+            if constexpr (TC) reinterpret_cast<__half *>(smem + L.p)[rr * L.ldp + j] = __float2half_rn(e);
+            else Srow[j] = e;
+            if (row_stats && e != 0.0f) {
+                // Keys ascend, so distances descend and a lane's bins form runs: one shared
+                // atomic per run, not per key.
+                const int64_t dist = qi - p;
+                if (dist < a.recency_window) rec += e;
+                if (p == 0) atomicAdd(&strow[1], e);
+                const int b = dist_bin(dist);
+                if (b != run_bin) {
+                    if (run_bin >= 0 && run_bin < a.n_bins) atomicAdd(&strow[2 + run_bin], run);
+                    run_bin = b, run = 0;
+                }
+                run += e;
+            }
+        }
+        if (row_stats) {
+            if (run_bin >= 0 && run_bin < a.n_bins) atomicAdd(&strow[2 + run_bin], run);
+            if (rec != 0.0f) atomicAdd(&strow[0], rec);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        if ((lane & 1) == 0) rl[rr] = rl[rr] * corr + sum;
+        __syncwarp();
+
+        // O = diag(corr)·O + P·V for this warp's rows.
+        if constexpr (TC) {
+            float *Ow = O + warp * 16 * L.ldo;
+            for (int e = lane; e < 16 * hd; e += 32) Ow[(e / hd) * L.ldo + e % hd] *= rc[warp * 16 + e / hd];
+            __syncwarp();
+            const __half *Ph = reinterpret_cast<const __half *>(smem + L.p) + warp * 16 * L.ldp;
+            const __half *Vh = reinterpret_cast<const __half *>(smem + L.v);
+            for (int d0 = 0; d0 < hd; d0 += 16) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc;
+                wmma::load_matrix_sync(oacc, Ow + d0, L.ldo, wmma::mem_row_major);
+#pragma unroll
+                for (int k0 = 0; k0 < att_tk; k0 += 16) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vf;
+                    wmma::load_matrix_sync(pa, Ph + k0, L.ldp);
+                    wmma::load_matrix_sync(vf, Vh + k0 * L.ldk + d0, L.ldk);
+                    wmma::mma_sync(oacc, pa, vf, oacc);
+                }
+                wmma::store_matrix_sync(Ow + d0, oacc, L.ldo, wmma::mem_row_major);
+            }
+        } else {
+            const float *Vf = reinterpret_cast<const float *>(smem + L.v);
+            for (int e = lane; e < 16 * hd; e += 32) {
+                const int r = warp * 16 + e / hd, d = e % hd;
+                const float *Pr = S + r * L.lds;
+                float acc = O[r * L.ldo + d] * rc[r];
+                for (int j = 0; j < att_tk; ++j) acc += Pr[j] * Vf[j * L.ldk + d];
+                O[r * L.ldo + d] = acc;
+            }
+        }
+        __syncwarp();
+    }
+    __syncwarp();
+
+    // Normalise and write this warp's rows; add the statistics (per query head, in double).
+    for (int e = lane; e < 16 * hd; e += 32) {
+        const int r = warp * 16 + e / hd, d = e % hd, Rg = row0 + r;
+        if (Rg >= n_rows) continue;
+        a.out[int64_t(Rg / g) * a.out_ld + int64_t(src.kv_head * g + Rg % g) * hd + d] = O[r * L.ldo + d] / rl[r];
+    }
+    if (collect && lane < 16) {
+        const int r = warp * 16 + lane, Rg = row0 + r;
+        if (Rg < n_rows && pos0 + Rg / g >= a.recency_window) {
+            const int head = src.kv_head * g + Rg % g;
+            for (int s2 = 0; s2 < L.stat_w; ++s2)
+                atomicAdd(&a.stats[int64_t(head) * L.stat_w + s2], double(st[r * L.stat_w + s2]) / double(rl[r]));
+        }
+    }
+}
+
+// ---- decode -------------------------------------------------------------------------------------
+
+constexpr int dec_tk = 64, dec_threads = 128, dec_max_out = 8; // g·hd <= 1024 outputs per block
+
+// Block (split, group): keys [b, e) of the group's range; writes [g][hd + 2] = unnormalised
+// output, running max, running sum.
+__global__ void __launch_bounds__(dec_threads) attn_decode_kernel(attn_args a, int n_splits, float *partials) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int hd = a.hd, g = a.g, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int ldk = hd + 2; // halves: an odd word stride, so lanes reading different rows never conflict
+    const kv_source src = a.src[blockIdx.y];
+    const int64_t pos = *a.pos0;
+    const int64_t lo = src.window ? imax64(0, pos - src.window + 1) : 0;
+    const int64_t n_keys = pos - lo + 1;
+    const int64_t per = ((n_keys + n_splits - 1) / n_splits + dec_tk - 1) / dec_tk * dec_tk;
+    const int64_t b = lo + per * blockIdx.x, e = imin64(pos + 1, b + per);
+
+    float *qs = reinterpret_cast<float *>(smem);                 // [g][hd]
+    float *sc = qs + g * hd;                                      // [g][dec_tk]
+    float *rm = sc + g * dec_tk, *rl = rm + g, *rc = rl + g;      // [g] each
+    __half *ks = reinterpret_cast<__half *>(rc + g);              // [dec_tk][ldk]
+    __half *vs = ks + dec_tk * ldk;
+
+    for (int i = tid; i < g * hd; i += dec_threads) qs[i] = a.q[int64_t(src.kv_head) * g * hd + i];
+    for (int h = tid; h < g; h += dec_threads) rm[h] = -INFINITY, rl[h] = 0.0f;
+    float acc[dec_max_out];
+#pragma unroll
+    for (int k = 0; k < dec_max_out; ++k) acc[k] = 0.0f;
+
+    for (int64_t kt0 = b; kt0 < e; kt0 += dec_tk) {
+        const int nk = int(imin64(dec_tk, e - kt0));
+        __syncthreads();
+        const int wpr = hd / 2; // 32-bit words per row
+        for (int idx = tid; idx < nk * wpr; idx += dec_threads) {
+            const int j = idx / wpr, w = idx % wpr;
+            const int64_t p = kt0 + j, row = src.window ? p % src.window : p;
+            reinterpret_cast<uint32_t *>(ks + j * ldk)[w] = reinterpret_cast<const uint32_t *>(src.k + row * hd)[w];
+            reinterpret_cast<uint32_t *>(vs + j * ldk)[w] = reinterpret_cast<const uint32_t *>(src.v + row * hd)[w];
+        }
+        __syncthreads();
+        for (int idx = tid; idx < g * dec_tk; idx += dec_threads) {
+            const int h = idx / dec_tk, j = idx % dec_tk;
+            float s = -INFINITY;
+            if (j < nk) {
+                const __half2 *kr = reinterpret_cast<const __half2 *>(ks + j * ldk);
+                const float *qh = qs + h * hd;
+                s = 0;
+                for (int w = 0; w < wpr; ++w) {
+                    const float2 kf = __half22float2(kr[w]);
+                    s += qh[2 * w] * kf.x + qh[2 * w + 1] * kf.y;
+                }
+                s *= a.scale;
+            }
+            sc[h * dec_tk + j] = s;
+        }
+        __syncthreads();
+        for (int h = warp; h < g; h += dec_threads / 32) {
+            float *sh = sc + h * dec_tk;
+            float mloc = fmaxf(sh[lane], sh[lane + 32]);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
+            const float m_new = fmaxf(rm[h], mloc); // finite: the tile has at least one key
+            const float p0 = __expf(sh[lane] - m_new), p1 = __expf(sh[lane + 32] - m_new);
+            sh[lane] = p0, sh[lane + 32] = p1;
+            float sum = p0 + p1;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) {
+                const float corr = __expf(rm[h] - m_new);
+                rc[h] = corr;
+                rl[h] = rl[h] * corr + sum;
+                rm[h] = m_new;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < dec_max_out; ++k) {
+            const int o = tid + k * dec_threads;
+            if (o >= g * hd) break;
+            const int h = o / hd, d = o % hd;
+            const float *ph = sc + h * dec_tk;
+            float s = acc[k] * rc[h];
+            for (int j = 0; j < nk; ++j) s += ph[j] * __half2float(vs[j * ldk + d]);
+            acc[k] = s;
+        }
+    }
+    __syncthreads();
+    float *part = partials + (int64_t(blockIdx.y) * n_splits + blockIdx.x) * g * (hd + 2);
+#pragma unroll
+    for (int k = 0; k < dec_max_out; ++k) {
+        const int o = tid + k * dec_threads;
+        if (o >= g * hd) break;
+        part[(o / hd) * (hd + 2) + o % hd] = acc[k];
+    }
+    for (int h = tid; h < g; h += dec_threads) {
+        part[h * (hd + 2) + hd] = rm[h];
+        part[h * (hd + 2) + hd + 1] = rl[h];
+    }
+}
+
+// Block (group, head): out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s - max_s m_s).
+__global__ void attn_merge_kernel(attn_args a, int n_splits, const float *partials) {
+    const int gi = blockIdx.x / a.g, h = blockIdx.x % a.g, hd = a.hd;
+    const kv_source src = a.src[gi];
+    const float *base = partials + int64_t(gi) * n_splits * a.g * (hd + 2) + h * (hd + 2);
+    const int64_t stride = int64_t(a.g) * (hd + 2);
+    float m_all = -INFINITY;
+    for (int s = 0; s < n_splits; ++s) m_all = fmaxf(m_all, base[s * stride + hd]);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float num = 0, den = 0;
+        for (int s = 0; s < n_splits; ++s) {
+            const float *ps = base + s * stride;
+            if (ps[hd] == -INFINITY) continue; // an empty split
+            const float w = __expf(ps[hd] - m_all);
+            num += w * ps[d];
+            den += w * ps[hd + 1];
+        }
+        a.out[int64_t(src.kv_head * a.g + h) * hd + d] = num / den;
+    }
+}
+
+} // namespace
+
+void launch_attention_prefill(const attn_args &a, bool force_scalar, cudaStream_t s) {
+    if (a.n_tokens == 0 || a.n_src == 0) return;
+    if (a.hd > 128) throw error("CUDA attention: head_dim " + std::to_string(a.hd) + " is above the supported 128");
+    const bool tc = !force_scalar && a.hd % 16 == 0;
+    const att_layout L(tc, a.hd, a.n_bins, a.recency_window > 0);
+    const dim3 grid(ceil_div(int64_t(a.n_tokens) * a.g, att_rows), unsigned(a.n_src));
+    if (tc) {
+        set_smem(reinterpret_cast<const void *>(attn_prefill_kernel<true>), L.total);
+        attn_prefill_kernel<true><<<grid, att_threads, L.total, s>>>(a);
+    } else {
+        set_smem(reinterpret_cast<const void *>(attn_prefill_kernel<false>), L.total);
+        attn_prefill_kernel<false><<<grid, att_threads, L.total, s>>>(a);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+size_t decode_partials_floats(int n_src, int g, int hd, int n_splits) {
+    return size_t(n_src) * size_t(n_splits) * size_t(g) * size_t(hd + 2);
+}
+
+int choose_decode_splits(int n_ctx, int n_src, int sm_count) {
+    // About eight blocks per SM (a block loads a tile, then computes on it: other resident blocks
+    // keep the memory busy meanwhile), but no split shorter than 128 keys at a full cache.
+    const int by_sm = (8 * std::max(sm_count, 1) + std::max(n_src, 1) - 1) / std::max(n_src, 1);
+    const int by_len = std::max(1, (n_ctx + 127) / 128);
+    return std::max(1, std::min(by_sm, by_len));
+}
+
+void launch_attention_decode(const attn_args &a, int n_splits, float *partials, cudaStream_t s) {
+    if (a.n_src == 0) return;
+    if (a.n_tokens != 1) throw error("CUDA attention decode: one token at a time");
+    if (a.g * a.hd > dec_threads * dec_max_out || a.hd % 2 != 0)
+        throw error("CUDA attention decode: group_size × head_dim must be at most 1024 and head_dim even");
+    const size_t smem = size_t(a.g) * a.hd * 4 + size_t(a.g) * dec_tk * 4 + 3 * size_t(a.g) * 4 +
+                        2 * size_t(dec_tk) * (a.hd + 2) * 2;
+    set_smem(reinterpret_cast<const void *>(attn_decode_kernel), smem);
+    attn_decode_kernel<<<dim3(unsigned(n_splits), unsigned(a.n_src)), dec_threads, smem, s>>>(a, n_splits, partials);
+    CUDA_CHECK_LAUNCH();
+    attn_merge_kernel<<<unsigned(a.n_src * a.g), a.hd < 128 ? 64 : 128, 0, s>>>(a, n_splits, partials);
+    CUDA_CHECK_LAUNCH();
+}
+
+} // namespace recur::cuda_detail

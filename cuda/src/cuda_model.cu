@@ -1,0 +1,671 @@
+// cuda_model: the llama/qwen2 forward pass (plain and hybrid) on one GPU, the same computation
+// as engine/src/context.cpp.
+//
+// Per layer, for n tokens at positions [pos0, pos0 + n):
+//   prefill (n > 1):  xn = rmsnorm(x); qkv = W_qkv xn (cuBLAS); rope + K/V stores; attention
+//                     (tiled kernel); recurrent heads (chunked scan); x += W_o attn (cuBLAS, beta=1);
+//                     gu = W_gu rmsnorm(x); x += W_down swiglu(gu)
+//   decode (n == 1):  the same with GEMV kernels that fuse the rmsnorm, the SwiGLU and the
+//                     residual add into the matmuls, the split-K attention, the one-step
+//                     recurrence; captured once as a CUDA graph and replayed for every token.
+// q/k/v (and gate/up) of the same type are uploaded as one matrix, so each is one matmul.
+#include "kernels.cuh"
+#include "recur/cuda_backend.h"
+#include "recur/quants.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace recur {
+
+using namespace cuda_detail;
+
+namespace {
+
+constexpr size_t reserve_bytes = 192ull << 20; // CUDA graph, cuBLAS workspace, allocator slack
+
+std::string mib(size_t b) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.1f MiB", double(b) / (1024.0 * 1024.0));
+    return buf;
+}
+
+// Can these matrices be one matmul (same type and input length)?
+bool fusable(std::initializer_list<const weight_matrix *> ws) {
+    const weight_matrix &a = **ws.begin();
+    for (auto *w : ws)
+        if (w->type != a.type || w->n_in != a.n_in) return false;
+    return true;
+}
+
+size_t matrix_bytes(const weight_matrix &w) { return w.row_bytes * size_t(w.n_out); }
+
+// The F16 elements of the largest quantised matrix: the prefill dequantisation scratch.
+size_t dequant_scratch_elems(const model &m) {
+    size_t mx = 0;
+    auto see = [&](const weight_matrix &w, int64_t rows) {
+        if (gemm_operand_type(w.type) != w.type) mx = std::max(mx, size_t(rows) * size_t(w.n_in));
+    };
+    for (const layer_weights &L : m.layers()) {
+        if (fusable({&L.wq, &L.wk, &L.wv})) see(L.wq, L.wq.n_out + L.wk.n_out + L.wv.n_out);
+        else for (auto *w : {&L.wq, &L.wk, &L.wv}) see(*w, w->n_out);
+        if (fusable({&L.w_gate, &L.w_up})) see(L.w_gate, 2 * L.w_gate.n_out);
+        else for (auto *w : {&L.w_gate, &L.w_up}) see(*w, w->n_out);
+        see(L.wo, L.wo.n_out);
+        see(L.w_down, L.w_down.n_out);
+    }
+    see(m.output(), m.output().n_out);
+    return mx;
+}
+
+// A weight matrix in device memory: packed rows of its stored type.
+struct dev_matrix {
+    tensor_type type = tensor_type::F32;
+    int64_t n_rows = 0, n_in = 0;
+    const uint8_t *data = nullptr; // into `own` or another matrix's buffer (tied embeddings)
+    dev_buf<uint8_t> own;
+};
+
+void upload_matrices(dev_matrix &dm, std::initializer_list<const weight_matrix *> ws) {
+    const weight_matrix &a = **ws.begin();
+    size_t bytes = 0;
+    for (auto *w : ws) bytes += matrix_bytes(*w);
+    dm.type = a.type;
+    dm.n_in = a.n_in;
+    dm.n_rows = 0;
+    dm.own.resize(bytes);
+    size_t off = 0;
+    for (auto *w : ws) {
+        CUDA_CHECK(cudaMemcpy(dm.own.get() + off, w->data, matrix_bytes(*w), cudaMemcpyHostToDevice));
+        off += matrix_bytes(*w);
+        dm.n_rows += w->n_out;
+    }
+    dm.data = dm.own.get();
+}
+
+template <typename T> void upload_vec(dev_buf<T> &b, const std::vector<T> &v) {
+    if (v.empty()) return;
+    b.resize(v.size());
+    b.upload(v.data(), v.size());
+}
+
+struct dev_layer {
+    dev_buf<float> attn_norm, ffn_norm, bqkv;
+    bool fused_qkv = false, fused_gu = false;
+    dev_matrix wqkv, wq, wk, wv, wo, wgu, w_gate, w_up, w_down;
+    dev_buf<int32_t> slot_of;          // [n_kv]
+    dev_buf<uint8_t> rot_q, rot_k;     // [n_head], [n_kv]
+    int n_src = 0;                     // attention + window groups
+    dev_buf<kv_source> src;
+    int n_rings = 0;
+    dev_buf<ring_desc> rings;
+    // Recurrent heads.
+    int R = 0;
+    float *state = nullptr;            // [R][hd·hd] inside the model's state buffer
+    dev_buf<float> dt_w, dt_b, a_log, d, mq, mk, mv;
+    dev_buf<int32_t> head_of, group_of, y_col;
+};
+
+int32_t plan_max_ctx(const cuda_memory_plan &p, const model &m, const cuda_params &cp) {
+    // Everything but the KV cache is independent of n_ctx (scratch depends on the batch only).
+    const size_t fixed = p.weights_bytes + p.recurrent_bytes + p.window_bytes + p.scratch_bytes + p.reserve_bytes;
+    if (fixed > p.free_bytes) return 0;
+    context_params one;
+    one.n_ctx = 1;
+    one.n_batch = 1;
+    one.kv_type = tensor_type::F16;
+    const size_t per_token = context::plan(m, one).kv_bytes;
+    if (per_token == 0) return std::numeric_limits<int32_t>::max();
+    return int32_t(std::min<size_t>((p.free_bytes - fixed) / per_token, size_t(std::numeric_limits<int32_t>::max())));
+}
+
+} // namespace
+
+std::string cuda_memory_plan::describe() const {
+    return "weights " + mib(weights_bytes) + ", KV cache " + mib(kv_bytes) + ", recurrent states " + mib(recurrent_bytes) +
+           ", window rings " + mib(window_bytes) + ", buffers " + mib(scratch_bytes) + ", reserve " + mib(reserve_bytes) +
+           " = " + mib(total_bytes_needed) + " needed; " + mib(free_bytes) + " free of " + mib(total_bytes) + " on " +
+           device_name + "; the largest context that fits is " + std::to_string(max_n_ctx) + " tokens";
+}
+
+cuda_memory_plan cuda_model::plan(const model &m, const cuda_params &p) {
+    const model_hparams &hp = m.hparams();
+    cuda_memory_plan r;
+    const cuda_device dev = cuda_device_info(p.device);
+    if (dev.available) {
+        r.device_name = dev.name;
+        r.free_bytes = dev.free_bytes;
+        r.total_bytes = dev.total_bytes;
+    }
+    // Weights as uploaded (the tied output matrix once).
+    r.weights_bytes = matrix_bytes(m.token_embd()) + (m.output().data == m.token_embd().data ? 0 : matrix_bytes(m.output()));
+    r.weights_bytes += m.output_norm().size() * 4;
+    for (const layer_weights &L : m.layers()) {
+        for (auto *w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) r.weights_bytes += matrix_bytes(*w);
+        r.weights_bytes += (L.attn_norm.size() + L.ffn_norm.size() + L.bq.size() + L.bk.size() + L.bv.size()) * 4;
+    }
+    for (const hybrid_layer &H : m.hybrid())
+        r.weights_bytes += (H.dt_w.size() + H.dt_b.size() + H.a_log.size() + H.d.size() + H.q_proj.size() +
+                            H.k_proj.size() + H.v_proj.size()) * 4;
+    context_params cp;
+    cp.n_ctx = p.n_ctx;
+    cp.n_batch = p.n_batch;
+    cp.kv_type = tensor_type::F16;
+    const memory_report mr = context::plan(m, cp);
+    r.kv_bytes = mr.kv_bytes;
+    r.recurrent_bytes = mr.recurrent_bytes;
+    r.window_bytes = mr.window_bytes;
+    // Buffers for one batch of B tokens (see impl::alloc_scratch).
+    const size_t B = size_t(std::max(1, std::min(p.n_batch, p.n_ctx)));
+    const size_t E = hp.n_embd, nq = size_t(hp.n_head) * hp.head_dim, nkv = size_t(hp.n_head_kv) * hp.head_dim;
+    const size_t F = hp.n_ff, V = hp.n_vocab, wide = std::max({E, nq, F});
+    size_t R_max = 0;
+    for (const hybrid_layer &H : m.hybrid()) R_max = std::max(R_max, H.recurrent_groups.size() * size_t(hp.group_size()));
+    const int n_splits = choose_decode_splits(p.n_ctx, hp.n_head_kv, std::max(dev.sm_count, 1));
+    r.scratch_bytes = 4 * B * (E + wide + (nq + 2 * nkv) + nq + 2 * F) // x, xn, qkv, attn, gu
+                      + 4 * B * wide                                      // matmul operand (F32 at most)
+                      + 2 * 2 * B * nkv                                   // kb, vb
+                      + 4 * B * V                                         // logits
+                      + 2 * dequant_scratch_elems(m)                      // F16 dequantised matrix
+                      + 4 * decode_partials_floats(hp.n_head_kv, hp.group_size(), hp.head_dim, n_splits) +
+                      4 * R_max * B * (3 * size_t(hp.head_dim) + 1)       // recurrent q, k, v, dt
+                      + 8 * size_t(hp.n_layer) * hp.n_head * (2 + 64);    // recency sums
+    r.reserve_bytes = reserve_bytes;
+    r.total_bytes_needed =
+        r.weights_bytes + r.kv_bytes + r.recurrent_bytes + r.window_bytes + r.scratch_bytes + r.reserve_bytes;
+    r.max_n_ctx = dev.available ? plan_max_ctx(r, m, p) : 0;
+    return r;
+}
+
+struct cuda_model::impl {
+    const model &m;
+    const model_hparams &hp;
+    cuda_params params;
+    cuda_memory_plan mem;
+    cuda_device dev;
+    int32_t n_past = 0;
+    int g = 1, hd = 0, nq = 0, nkv = 0, n_splits = 1, rec_chunk = 64;
+    cudaStream_t stream = nullptr;
+    cublasHandle_t blas = nullptr;
+    cudaEvent_t ev0 = nullptr, ev1 = nullptr;
+
+    dev_matrix token_embd, output;
+    dev_buf<float> output_norm;
+    dev_buf<double> inv_freq;
+    std::vector<dev_layer> layers;
+    dev_buf<__half> k_cache, v_cache, ring_k, ring_v;
+    dev_buf<float> rec_state;
+
+    // Scratch for one batch.
+    int B = 1;
+    dev_buf<float> x, xn, qkv, attn, gu, logits, partials, rq, rk, rv, rdt;
+    dev_buf<uint8_t> act, dq;
+    dev_buf<__half> kb, vb;
+    dev_buf<int32_t> d_tokens, d_pos, d_argmax;
+    int32_t *h_io = nullptr; // pinned: [0] pos, [1] argmax, [2..] tokens
+
+    // Recency statistics.
+    int32_t recency_window = 0;
+    int n_bins = 0;
+    dev_buf<double> d_stats;        // [n_layer][n_head][2 + n_bins]
+    mutable recency_stats stats;
+    mutable bool stats_stale = false;
+
+    cudaGraphExec_t graph = nullptr;
+    int decode_calls = 0;
+
+    impl(const model &mm, const cuda_params &p) : m(mm), hp(mm.hparams()), params(p) {}
+
+    ~impl() {
+        if (graph) cudaGraphExecDestroy(graph);
+        if (blas) cublasDestroy(blas);
+        if (ev0) cudaEventDestroy(ev0);
+        if (ev1) cudaEventDestroy(ev1);
+        if (stream) cudaStreamDestroy(stream);
+        if (h_io) cudaFreeHost(h_io);
+    }
+
+    bool group_recurrent(const hybrid_layer &H, int grp) const {
+        return !H.group_replaced.empty() && H.group_replaced[size_t(grp)] &&
+               (H.group_window.empty() || H.group_window[size_t(grp)] == 0);
+    }
+
+    void upload() {
+        g = hp.group_size();
+        hd = hp.head_dim;
+        nq = hp.n_head * hd;
+        nkv = hp.n_head_kv * hd;
+        rec_chunk = hd <= 64 ? 64 : 32;
+        n_splits = choose_decode_splits(params.n_ctx, hp.n_head_kv, dev.sm_count);
+        for (const weight_matrix *w : {&m.token_embd(), &m.output()}) require_type(w->type, w->name.c_str());
+        upload_matrices(token_embd, {&m.token_embd()});
+        if (m.output().data == m.token_embd().data) {
+            output.type = token_embd.type, output.n_rows = token_embd.n_rows, output.n_in = token_embd.n_in;
+            output.data = token_embd.data;
+        } else {
+            upload_matrices(output, {&m.output()});
+        }
+        upload_vec(output_norm, m.output_norm());
+        const int half = hp.rope_dim / 2;
+        std::vector<double> inv(size_t(std::max(half, 1)), 0.0);
+        for (int i = 0; i < half; ++i) {
+            inv[size_t(i)] = std::pow(double(hp.rope_freq_base), -2.0 * i / hp.rope_dim);
+            if (!m.rope_freq_factors().empty()) inv[size_t(i)] /= m.rope_freq_factors()[size_t(i)];
+        }
+        upload_vec(inv_freq, inv);
+
+        // Caches: slots numbered across layers as in the CPU context.
+        int32_t slots = 0;
+        size_t ring_rows = 0, rec_heads = 0;
+        for (int l = 0; l < hp.n_layer; ++l) {
+            const hybrid_layer &H = m.hybrid()[size_t(l)];
+            for (int grp = 0; grp < hp.n_head_kv; ++grp)
+                if (H.group_replaced.empty() || !H.group_replaced[size_t(grp)]) ++slots;
+            for (int32_t grp : H.window_groups) ring_rows += size_t(H.group_window[size_t(grp)]);
+            rec_heads += H.recurrent_groups.size() * size_t(g);
+        }
+        k_cache.resize(size_t(slots) * params.n_ctx * hd);
+        v_cache.resize(size_t(slots) * params.n_ctx * hd);
+        ring_k.resize(ring_rows * hd);
+        ring_v.resize(ring_rows * hd);
+        rec_state.resize(rec_heads * size_t(hd) * hd);
+        rec_state.zero();
+
+        layers.resize(size_t(hp.n_layer));
+        int32_t slot = 0;
+        size_t ring_row = 0, rec_head = 0;
+        for (int l = 0; l < hp.n_layer; ++l) {
+            const layer_weights &L = m.layers()[size_t(l)];
+            const hybrid_layer &H = m.hybrid()[size_t(l)];
+            dev_layer &D = layers[size_t(l)];
+            for (auto *w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) require_type(w->type, w->name.c_str());
+            upload_vec(D.attn_norm, L.attn_norm);
+            upload_vec(D.ffn_norm, L.ffn_norm);
+            if (!L.bq.empty() || !L.bk.empty() || !L.bv.empty()) {
+                std::vector<float> b(size_t(nq + 2 * nkv), 0.0f);
+                std::copy(L.bq.begin(), L.bq.end(), b.begin());
+                std::copy(L.bk.begin(), L.bk.end(), b.begin() + nq);
+                std::copy(L.bv.begin(), L.bv.end(), b.begin() + nq + nkv);
+                upload_vec(D.bqkv, b);
+            }
+            D.fused_qkv = fusable({&L.wq, &L.wk, &L.wv});
+            if (D.fused_qkv) upload_matrices(D.wqkv, {&L.wq, &L.wk, &L.wv});
+            else upload_matrices(D.wq, {&L.wq}), upload_matrices(D.wk, {&L.wk}), upload_matrices(D.wv, {&L.wv});
+            upload_matrices(D.wo, {&L.wo});
+            D.fused_gu = fusable({&L.w_gate, &L.w_up});
+            if (D.fused_gu) upload_matrices(D.wgu, {&L.w_gate, &L.w_up});
+            else upload_matrices(D.w_gate, {&L.w_gate}), upload_matrices(D.w_up, {&L.w_up});
+            upload_matrices(D.w_down, {&L.w_down});
+
+            std::vector<int32_t> slot_of(size_t(hp.n_head_kv), -1);
+            std::vector<uint8_t> rot_q(size_t(hp.n_head), 1), rot_k(size_t(hp.n_head_kv), 1);
+            std::vector<kv_source> src;
+            for (int grp = 0; grp < hp.n_head_kv; ++grp) {
+                if (H.group_replaced.empty() || !H.group_replaced[size_t(grp)]) {
+                    slot_of[size_t(grp)] = slot;
+                    src.push_back({k_cache.get() + size_t(slot) * params.n_ctx * hd,
+                                   v_cache.get() + size_t(slot) * params.n_ctx * hd, grp, 0});
+                    ++slot;
+                }
+                if (group_recurrent(H, grp)) {
+                    rot_k[size_t(grp)] = 0;
+                    for (int h = grp * g; h < (grp + 1) * g; ++h) rot_q[size_t(h)] = 0;
+                }
+            }
+            std::vector<ring_desc> rings;
+            for (int32_t grp : H.window_groups) {
+                const int W = H.group_window[size_t(grp)];
+                rings.push_back({ring_k.get() + ring_row * hd, ring_v.get() + ring_row * hd, grp, W});
+                src.push_back({ring_k.get() + ring_row * hd, ring_v.get() + ring_row * hd, grp, W});
+                ring_row += size_t(W);
+            }
+            upload_vec(D.slot_of, slot_of);
+            upload_vec(D.rot_q, rot_q);
+            upload_vec(D.rot_k, rot_k);
+            D.n_src = int(src.size());
+            upload_vec(D.src, src);
+            D.n_rings = int(rings.size());
+            upload_vec(D.rings, rings);
+
+            D.R = int(H.recurrent_groups.size()) * g;
+            if (D.R > 0) {
+                D.state = rec_state.get() + rec_head * size_t(hd) * hd;
+                rec_head += size_t(D.R);
+                upload_vec(D.dt_w, H.dt_w);
+                upload_vec(D.dt_b, H.dt_b);
+                upload_vec(D.a_log, H.a_log);
+                upload_vec(D.d, H.d);
+                upload_vec(D.mq, H.q_proj);
+                upload_vec(D.mk, H.k_proj);
+                upload_vec(D.mv, H.v_proj);
+                std::vector<int32_t> head_of, group_of, y_col;
+                for (int r = 0; r < D.R; ++r) {
+                    const int grp = H.recurrent_groups[size_t(r / g)], head = grp * g + r % g;
+                    head_of.push_back(head);
+                    group_of.push_back(grp);
+                    y_col.push_back(head * hd);
+                }
+                upload_vec(D.head_of, head_of);
+                upload_vec(D.group_of, group_of);
+                upload_vec(D.y_col, y_col);
+            }
+        }
+    }
+
+    void alloc_scratch() {
+        B = std::max(1, std::min(params.n_batch, params.n_ctx));
+        const size_t E = hp.n_embd, F = hp.n_ff, V = hp.n_vocab, wide = std::max({E, size_t(nq), F});
+        x.resize(B * E);
+        xn.resize(B * wide);
+        qkv.resize(size_t(B) * (nq + 2 * nkv));
+        attn.resize(size_t(B) * nq);
+        gu.resize(B * 2 * F);
+        logits.resize(B * V);
+        act.resize(B * wide * 4);
+        dq.resize(2 * dequant_scratch_elems(m));
+        kb.resize(size_t(B) * nkv);
+        vb.resize(size_t(B) * nkv);
+        int n_src_max = 1, R_max = 0;
+        for (auto &D : layers) n_src_max = std::max(n_src_max, D.n_src), R_max = std::max(R_max, D.R);
+        partials.resize(decode_partials_floats(n_src_max, g, hd, n_splits));
+        if (R_max > 0) {
+            rq.resize(size_t(R_max) * B * hd);
+            rk.resize(size_t(R_max) * B * hd);
+            rv.resize(size_t(R_max) * B * hd);
+            rdt.resize(size_t(R_max) * B);
+        }
+        d_tokens.resize(size_t(B));
+        d_pos.resize(1);
+        d_argmax.resize(1);
+        CUDA_CHECK(cudaMallocHost(reinterpret_cast<void **>(&h_io), sizeof(int32_t) * (2 + size_t(B))));
+    }
+
+    // ---- the forward pass ----------------------------------------------------------------------
+
+    // out[c][..] (+)= W · in[c] for n columns: GEMV for one column, else cuBLAS on the operand type.
+    void matmul(const dev_matrix &w, const float *in, int n, float *out, int64_t ld_out, bool accumulate,
+                gemv_input input = gemv_input::plain, const float *norm_w = nullptr, int64_t up_offset = 0) {
+        if (n == 1) {
+            gemv_args a;
+            a.type = w.type, a.w = w.data, a.n_rows = w.n_rows, a.n_in = w.n_in, a.x = in, a.input = input;
+            a.norm_w = norm_w, a.eps = hp.rms_eps, a.up_offset = up_offset, a.y = out, a.accumulate = accumulate;
+            launch_gemv(a, stream);
+            return;
+        }
+        launch_cast(in, act.get(), gemm_operand_type(w.type), int64_t(n) * w.n_in, stream);
+        gemm_act(w, n, out, ld_out, accumulate);
+    }
+
+    // Prefill GEMM over `act`, which already holds the n input rows in w's operand type.
+    void gemm_act(const dev_matrix &w, int n, float *out, int64_t ld_out, bool accumulate) {
+        const tensor_type op = gemm_operand_type(w.type);
+        const void *wop = w.data;
+        if (op != w.type) {
+            launch_dequantize_f16(w.type, w.data, reinterpret_cast<__half *>(dq.get()), w.n_rows, w.n_in, stream);
+            wop = dq.get();
+        }
+        gemm_cublas(blas, stream, op, wop, act.get(), w.n_rows, w.n_in, n, out, ld_out, accumulate);
+    }
+
+    void layer_forward(int l, int n, bool decode) {
+        const dev_layer &D = layers[size_t(l)];
+        const int E = hp.n_embd, F = hp.n_ff, ldq = nq + 2 * nkv;
+        // The normed input is materialised when a matmul cannot fuse it: prefill, unfused
+        // projections, or recurrent heads (their dt reads it).
+        const bool fuse_norm = decode && D.R == 0;
+        if (!fuse_norm) launch_rmsnorm(x.get(), D.attn_norm.get(), n, E, hp.rms_eps, xn.get(), stream);
+        const float *qkv_in = fuse_norm ? x.get() : xn.get();
+        const gemv_input qkv_mode = fuse_norm ? gemv_input::rmsnorm : gemv_input::plain;
+        if (D.fused_qkv) {
+            matmul(D.wqkv, qkv_in, n, qkv.get(), ldq, false, qkv_mode, D.attn_norm.get());
+        } else {
+            matmul(D.wq, qkv_in, n, qkv.get(), ldq, false, qkv_mode, D.attn_norm.get());
+            matmul(D.wk, qkv_in, n, qkv.get() + nq, ldq, false, qkv_mode, D.attn_norm.get());
+            matmul(D.wv, qkv_in, n, qkv.get() + nq + nkv, ldq, false, qkv_mode, D.attn_norm.get());
+        }
+
+        rope_store_args rs;
+        rs.qkv = qkv.get(), rs.ld = ldq, rs.n_tokens = n, rs.pos0 = d_pos.get();
+        rs.n_head = hp.n_head, rs.n_kv = hp.n_head_kv, rs.hd = hd, rs.rope_dim = hp.rope_dim;
+        rs.neox = hp.rope == rope_style::neox, rs.freq_scale = hp.rope_scale, rs.inv_freq = inv_freq.get();
+        rs.rot_q = D.rot_q.get(), rs.rot_k = D.rot_k.get(), rs.bias = D.bqkv.get();
+        rs.k_cache = k_cache.get(), rs.v_cache = v_cache.get(), rs.slot_of = D.slot_of.get(), rs.n_ctx = params.n_ctx;
+        rs.kb = kb.get(), rs.vb = vb.get();
+        launch_rope_store(rs, stream);
+
+        if (D.n_src > 0) {
+            attn_args a;
+            a.q = qkv.get(), a.q_ld = ldq, a.out = attn.get(), a.out_ld = nq, a.n_tokens = n, a.pos0 = d_pos.get();
+            a.hd = hd, a.g = g, a.scale = 1.0f / std::sqrt(float(hd)), a.src = D.src.get(), a.n_src = D.n_src;
+            a.kb = kb.get(), a.vb = vb.get(), a.kvb_ld = nkv;
+            if (recency_window > 0) {
+                a.recency_window = recency_window, a.n_bins = n_bins;
+                a.stats = d_stats.get() + size_t(l) * hp.n_head * (2 + n_bins);
+            }
+            if (decode && recency_window == 0) {
+                // The split kernel reads window keys from the rings only: store first (position
+                // pos overwrites pos - W, which has just left the window).
+                launch_ring_store(D.rings.get(), D.n_rings, kb.get(), vb.get(), nkv, hd, d_pos.get(), 1, stream);
+                launch_attention_decode(a, n_splits, partials.get(), stream);
+            } else {
+                launch_attention_prefill(a, false, stream);
+                launch_ring_store(D.rings.get(), D.n_rings, kb.get(), vb.get(), nkv, hd, d_pos.get(), n, stream);
+            }
+        }
+        if (D.R > 0) {
+            rec_gather_args ga;
+            ga.qkv = qkv.get(), ga.ld = ldq, ga.n = n, ga.R = D.R, ga.hd = hd, ga.nq = nq, ga.nkv = nkv;
+            ga.head_of = D.head_of.get(), ga.group_of = D.group_of.get();
+            ga.mq = D.mq.get(), ga.mk = D.mk.get(), ga.mv = D.mv.get();
+            ga.qg = rq.get(), ga.kg = rk.get(), ga.vg = rv.get();
+            launch_recurrent_gather(ga, stream);
+            rec_args ra;
+            ra.R = D.R, ra.n = n, ra.hd = hd, ra.n_embd = E, ra.xn = xn.get(), ra.xn_ld = E;
+            ra.dt_w = D.dt_w.get(), ra.dt_b = D.dt_b.get(), ra.a_log = D.a_log.get(), ra.d = D.d.get();
+            ra.q = rq.get(), ra.k = rk.get(), ra.v = rv.get(), ra.dt = rdt.get(), ra.state = D.state;
+            ra.y = attn.get(), ra.y_ld = nq, ra.y_col = D.y_col.get();
+            launch_recurrent_dt(ra, stream);
+            if (n == 1) launch_recurrent_step(ra, stream);
+            else launch_recurrent_scan(ra, rec_chunk, stream);
+        }
+
+        matmul(D.wo, attn.get(), n, x.get(), E, true); // x += W_o attn
+
+        if (decode) {
+            if (D.fused_gu) {
+                matmul(D.wgu, x.get(), 1, gu.get(), 2 * F, false, gemv_input::rmsnorm, D.ffn_norm.get());
+            } else {
+                matmul(D.w_gate, x.get(), 1, gu.get(), 2 * F, false, gemv_input::rmsnorm, D.ffn_norm.get());
+                matmul(D.w_up, x.get(), 1, gu.get() + F, 2 * F, false, gemv_input::rmsnorm, D.ffn_norm.get());
+            }
+            matmul(D.w_down, gu.get(), 1, x.get(), E, true, gemv_input::swiglu, nullptr, F);
+        } else {
+            launch_rmsnorm(x.get(), D.ffn_norm.get(), n, E, hp.rms_eps, xn.get(), stream);
+            if (D.fused_gu) {
+                matmul(D.wgu, xn.get(), n, gu.get(), 2 * F, false);
+            } else {
+                matmul(D.w_gate, xn.get(), n, gu.get(), 2 * F, false);
+                matmul(D.w_up, xn.get(), n, gu.get() + F, 2 * F, false);
+            }
+            launch_swiglu(gu.get(), 2 * F, F, n, F, act.get(), gemm_operand_type(D.w_down.type), stream);
+            gemm_act(D.w_down, n, x.get(), E, true);
+        }
+    }
+
+    // All kernels of n tokens (tokens and position already in d_tokens / d_pos). Logits of every
+    // row into `logits` when all_rows, else of the last row into logits[0..V).
+    void forward_kernels(int n, bool all_rows) {
+        const int E = hp.n_embd;
+        const bool decode = n == 1;
+        launch_get_rows(token_embd.type, token_embd.data, E, d_tokens.get(), n, x.get(), stream);
+        for (int l = 0; l < hp.n_layer; ++l) layer_forward(l, n, decode);
+        if (all_rows && n > 1) {
+            launch_rmsnorm(x.get(), output_norm.get(), n, E, hp.rms_eps, xn.get(), stream);
+            matmul(output, xn.get(), n, logits.get(), hp.n_vocab, false);
+        } else {
+            matmul(output, x.get() + size_t(n - 1) * E, 1, logits.get(), hp.n_vocab, false, gemv_input::rmsnorm,
+                   output_norm.get());
+        }
+    }
+
+    void forward(const int32_t *tokens, int n, bool all_rows) {
+        h_io[0] = n_past;
+        std::memcpy(h_io + 2, tokens, sizeof(int32_t) * size_t(n));
+        CUDA_CHECK(cudaMemcpyAsync(d_pos.get(), h_io, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+        CUDA_CHECK(cudaMemcpyAsync(d_tokens.get(), h_io + 2, sizeof(int32_t) * size_t(n), cudaMemcpyHostToDevice, stream));
+        CUDA_CHECK(cudaEventRecord(ev0, stream));
+        const bool graphable = n == 1 && params.decode_graph && recency_window == 0;
+        if (graphable && graph) {
+            CUDA_CHECK(cudaGraphLaunch(graph, stream));
+        } else if (graphable && decode_calls > 0) {
+            // Captured on the second decode step: the first ran every launcher eagerly, so the
+            // kernels' shared-memory opt-ins are set outside the capture.
+            cudaGraph_t g0 = nullptr;
+            CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+            try {
+                forward_kernels(1, false);
+            } catch (...) {
+                cudaStreamEndCapture(stream, &g0);
+                if (g0) cudaGraphDestroy(g0);
+                throw;
+            }
+            CUDA_CHECK(cudaStreamEndCapture(stream, &g0));
+            CUDA_CHECK(cudaGraphInstantiate(&graph, g0, 0));
+            cudaGraphDestroy(g0);
+            CUDA_CHECK(cudaGraphLaunch(graph, stream));
+        } else {
+            forward_kernels(n, all_rows);
+        }
+        if (n == 1) ++decode_calls;
+        CUDA_CHECK(cudaEventRecord(ev1, stream));
+        if (recency_window > 0) {
+            // As the CPU: queries at positions >= k count, in every layer that runs attention.
+            const int64_t first = std::max<int64_t>(n_past, recency_window);
+            const int64_t q = std::max<int64_t>(0, int64_t(n_past) + n - first);
+            for (int l = 0; l < hp.n_layer; ++l)
+                if (layers[size_t(l)].n_src > 0) stats.n_queries[size_t(l)] += q;
+            stats_stale = true;
+        }
+        n_past += n;
+    }
+};
+
+cuda_model::cuda_model(const model &m, const cuda_params &p) {
+    if (p.n_ctx <= 0 || p.n_batch <= 0) throw error("cuda_model: n_ctx and n_batch must be positive");
+    const cuda_device dev = cuda_device_info(p.device);
+    if (!dev.available) throw error("cuda_model: " + dev.error);
+    const cuda_memory_plan plan_ = plan(m, p);
+    if (!plan_.fits())
+        throw error("cuda_model: a context of " + std::to_string(p.n_ctx) + " tokens does not fit: " + plan_.describe() +
+                    "; choose a smaller context (-c)");
+    impl_ = std::make_unique<impl>(m, p);
+    impl &s = *impl_;
+    s.mem = plan_;
+    s.dev = dev;
+    CUDA_CHECK(cudaSetDevice(p.device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreate(&s.ev0));
+    CUDA_CHECK(cudaEventCreate(&s.ev1));
+    CUBLAS_CHECK(cublasCreate(&s.blas));
+    CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
+    s.upload();
+    s.alloc_scratch();
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+cuda_model::~cuda_model() = default;
+
+void cuda_model::eval(const std::vector<int32_t> &tokens, std::vector<float> &logits_out, bool all_logits) {
+    impl &s = *impl_;
+    const model_hparams &hp = s.hp;
+    if (tokens.empty()) throw error("eval: no tokens given");
+    if (int64_t(s.n_past) + int64_t(tokens.size()) > s.params.n_ctx)
+        throw error("eval: " + std::to_string(tokens.size()) + " tokens do not fit: " + std::to_string(s.n_past) +
+                    " of the context's " + std::to_string(s.params.n_ctx) + " positions are used");
+    for (int32_t id : tokens)
+        if (id < 0 || id >= hp.n_vocab) throw error("eval: token id " + std::to_string(id) + " is outside the vocabulary");
+    const int64_t total = int64_t(tokens.size());
+    logits_out.resize(size_t(all_logits ? total : 1) * hp.n_vocab);
+    for (int64_t done = 0; done < total;) {
+        const int n = int(std::min<int64_t>(s.B, total - done));
+        const bool last = done + n == total;
+        s.forward(tokens.data() + done, n, all_logits);
+        if (all_logits) {
+            CUDA_CHECK(cudaMemcpyAsync(logits_out.data() + size_t(done) * hp.n_vocab, s.logits.get(),
+                                       sizeof(float) * size_t(n) * hp.n_vocab, cudaMemcpyDeviceToHost, s.stream));
+        } else if (last) {
+            CUDA_CHECK(cudaMemcpyAsync(logits_out.data(), s.logits.get(), sizeof(float) * hp.n_vocab,
+                                       cudaMemcpyDeviceToHost, s.stream));
+        }
+        CUDA_CHECK(cudaStreamSynchronize(s.stream));
+        done += n;
+    }
+}
+
+int32_t cuda_model::decode_greedy(int32_t token) {
+    impl &s = *impl_;
+    if (s.n_past + 1 > s.params.n_ctx) throw error("decode: the context is full");
+    if (token < 0 || token >= s.hp.n_vocab) throw error("decode: token id " + std::to_string(token) + " is outside the vocabulary");
+    s.forward(&token, 1, false);
+    launch_argmax(s.logits.get(), s.hp.n_vocab, s.d_argmax.get(), s.stream);
+    CUDA_CHECK(cudaMemcpyAsync(s.h_io + 1, s.d_argmax.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, s.stream));
+    CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    return s.h_io[1];
+}
+
+void cuda_model::reset() {
+    impl &s = *impl_;
+    CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    s.n_past = 0;
+    s.rec_state.zero();
+}
+
+int32_t cuda_model::n_past() const { return impl_->n_past; }
+int32_t cuda_model::n_ctx() const { return impl_->params.n_ctx; }
+const cuda_memory_plan &cuda_model::memory() const { return impl_->mem; }
+std::string cuda_model::device_name() const { return impl_->dev.name; }
+
+void cuda_model::collect_recency(int32_t window) {
+    impl &s = *impl_;
+    if (window < 0) throw error("recency window must not be negative");
+    s.recency_window = window;
+    if (window > 0) {
+        s.n_bins = recency_bin(s.params.n_ctx) + 1;
+        s.stats.reset(s.hp.n_layer, s.hp.n_head, s.n_bins, window);
+        s.d_stats.resize(size_t(s.hp.n_layer) * s.hp.n_head * (2 + s.n_bins));
+        s.d_stats.zero();
+        s.stats_stale = false;
+    }
+}
+
+const recency_stats &cuda_model::recency() const {
+    impl &s = *impl_;
+    if (s.stats_stale && s.recency_window > 0) {
+        CUDA_CHECK(cudaStreamSynchronize(s.stream));
+        std::vector<double> h(s.d_stats.size());
+        s.d_stats.download(h.data(), h.size());
+        const int nb = s.n_bins, w = 2 + nb;
+        for (size_t lh = 0; lh < size_t(s.hp.n_layer) * s.hp.n_head; ++lh) {
+            s.stats.recency_sum[lh] = h[lh * w];
+            s.stats.sink_sum[lh] = h[lh * w + 1];
+            for (int b = 0; b < nb; ++b) s.stats.hist_sum[lh * nb + size_t(b)] = h[lh * w + 2 + size_t(b)];
+        }
+        s.stats_stale = false;
+    }
+    return s.stats;
+}
+
+double cuda_model::last_device_seconds() const {
+    const impl &s = *impl_;
+    CUDA_CHECK(cudaEventSynchronize(s.ev1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, s.ev0, s.ev1));
+    return double(ms) * 1e-3;
+}
+
+} // namespace recur

@@ -1,0 +1,210 @@
+// The RecurFormer recurrent heads (recurrent_head.h) on the GPU: dt, the gather of each head's
+// q/k/v (with the optional trained transforms), the chunked scan for prefill and the one-step
+// update for decode. fp32 throughout, like the CPU reference.
+//
+// Parallelism: a head's state S is [hd][hd] with row index = k dim, column = v dim, and every
+// column evolves independently given q, k and dt (S[:,c] = a·S[:,c] + dt·k·v[c], y[c] = S[:,c]·q),
+// so a head is split into column blocks of CB columns, one thread block each. The chunk's
+// intra-chunk weights W (L × L) are recomputed by every column block of a head: cheap next to
+// the parallelism it buys (a layer has only a few recurrent heads).
+#include "kernels.cuh"
+
+#include <algorithm>
+#include <string>
+
+namespace recur::cuda_detail {
+
+namespace {
+
+__device__ __forceinline__ float softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
+
+__device__ __forceinline__ float *y_at(const rec_args &a, int r, int t) {
+    return a.y_col ? a.y + int64_t(t) * a.y_ld + a.y_col[r] : a.y + (int64_t(r) * a.n + t) * a.hd;
+}
+
+// Block (t, r): dt[r][t].
+__global__ void dt_kernel(rec_args a) {
+    const int t = blockIdx.x, r = blockIdx.y;
+    const float *x = a.xn + int64_t(t) * a.xn_ld, *w = a.dt_w + int64_t(r) * a.n_embd;
+    float s = 0;
+    for (int i = threadIdx.x; i < a.n_embd; i += blockDim.x) s += w[i] * x[i];
+    __shared__ float part[4];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w2 = 1; w2 < int(blockDim.x >> 5); ++w2) s += part[w2];
+        a.dt[int64_t(r) * a.n + t] = softplus(s + a.dt_b[r]);
+    }
+}
+
+// Block (t, r), hd threads: the head's q and its group's k, v, transformed when asked.
+__global__ void gather_kernel(rec_gather_args a) {
+    extern __shared__ float src[]; // [3][hd]
+    const int t = blockIdx.x, r = blockIdx.y, hd = a.hd;
+    const float *row = a.qkv + int64_t(t) * a.ld;
+    const int head = a.head_of[r], grp = a.group_of[r];
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        src[i] = row[head * hd + i];
+        src[hd + i] = row[a.nq + grp * hd + i];
+        src[2 * hd + i] = row[a.nq + a.nkv + grp * hd + i];
+    }
+    __syncthreads();
+    const int64_t out = (int64_t(r) * a.n + t) * hd;
+    const float *mats[3] = {a.mq, a.mk, a.mv};
+    float *dst[3] = {a.qg, a.kg, a.vg};
+    for (int which = 0; which < 3; ++which) {
+        const float *m = mats[which];
+        for (int o = threadIdx.x; o < hd; o += blockDim.x) {
+            float v;
+            if (m) {
+                const float *mr = m + (int64_t(r) * hd + o) * hd;
+                v = 0;
+                for (int i = 0; i < hd; ++i) v += mr[i] * src[which * hd + i];
+            } else {
+                v = src[which * hd + o];
+            }
+            dst[which][out + o] = v;
+        }
+    }
+}
+
+int column_block(int hd) {
+    for (int cb : {32, 16, 8, 4, 2})
+        if (hd % cb == 0) return cb;
+    return 1;
+}
+
+size_t scan_smem_floats(int hd, int L, int cb) {
+    // q, k [L][hd+1] | v [L][cb] | la, dt, alpha, kdec [L] | W [L][L+1] | S [hd][cb] | chunk decay
+    return 2 * size_t(L) * (hd + 1) + size_t(L) * cb + 4 * size_t(L) + size_t(L) * (L + 1) + size_t(hd) * cb + 1;
+}
+
+constexpr int scan_threads = 256;
+
+// Block (head r, column block): the SSD chunk form (recurrent_head.h), for columns [c0, c0+cb).
+// Decays are sums of non-positive log-decays, never differences of cumulative sums.
+__global__ void __launch_bounds__(scan_threads) scan_kernel(rec_args a, int L, int cb) {
+    extern __shared__ float sm[];
+    const int hd = a.hd, r = blockIdx.x, c0 = blockIdx.y * cb, tid = threadIdx.x;
+    const int ldq = hd + 1;
+    float *qs = sm, *ks = qs + L * ldq, *vs = ks + L * ldq;
+    float *la = vs + L * cb, *dts = la + L, *alpha = dts + L, *kdec = alpha + L;
+    float *W = kdec + L, *S = W + L * (L + 1), *chunk_decay = S + hd * cb;
+    const float A = expf(a.a_log[r]), scale = 1.0f / sqrtf(float(hd));
+    float *state = a.state + int64_t(r) * hd * hd;
+    const float *dvec = a.d + int64_t(r) * hd;
+    for (int idx = tid; idx < hd * cb; idx += scan_threads) S[idx] = state[(idx / cb) * hd + c0 + idx % cb];
+
+    for (int t0 = 0; t0 < a.n; t0 += L) {
+        const int n = min(L, a.n - t0);
+        __syncthreads(); // the previous chunk's reads are done
+        const int64_t base = (int64_t(r) * a.n + t0) * hd;
+        for (int idx = tid; idx < n * hd; idx += scan_threads) {
+            const int i = idx / hd, c = idx % hd;
+            qs[i * ldq + c] = a.q[base + idx];
+            ks[i * ldq + c] = a.k[base + idx];
+        }
+        for (int idx = tid; idx < n * cb; idx += scan_threads)
+            vs[idx] = a.v[base + int64_t(idx / cb) * hd + c0 + idx % cb];
+        for (int i = tid; i < n; i += scan_threads) {
+            dts[i] = a.dt[int64_t(r) * a.n + t0 + i];
+            la[i] = -dts[i] * A;
+        }
+        __syncthreads();
+        for (int i = tid; i < n; i += scan_threads) {
+            float pre = 0, suf = 0;
+            for (int m = 0; m <= i; ++m) pre += la[m];
+            for (int m = i + 1; m < n; ++m) suf += la[m];
+            alpha[i] = scale * expf(pre);
+            kdec[i] = expf(suf) * dts[i];
+            if (i == n - 1) *chunk_decay = expf(pre);
+        }
+        // W[i][j] = scale·exp(seg(i,j))·dt_j·(q_i·k_j) for j <= i.
+        for (int idx = tid; idx < n * n; idx += scan_threads) {
+            const int i = idx / n, j = idx % n;
+            float w = 0;
+            if (j <= i) {
+                float dot = 0, seg = 0;
+                for (int c = 0; c < hd; ++c) dot += qs[i * ldq + c] * ks[j * ldq + c];
+                for (int m = j + 1; m <= i; ++m) seg += la[m];
+                w = dot * expf(seg) * (scale * dts[j]);
+            }
+            W[i * (L + 1) + j] = w;
+        }
+        __syncthreads();
+        // y_i = alpha_i·(q_i·S_prev) + Σ_j W_ij v_j + d ⊙ v_i
+        for (int idx = tid; idx < n * cb; idx += scan_threads) {
+            const int i = idx / cb, c = idx % cb;
+            float sq = 0, wv = 0;
+            for (int rr = 0; rr < hd; ++rr) sq += qs[i * ldq + rr] * S[rr * cb + c];
+            for (int j = 0; j <= i; ++j) wv += W[i * (L + 1) + j] * vs[j * cb + c];
+            y_at(a, r, t0 + i)[c0 + c] = alpha[i] * sq + wv + dvec[c0 + c] * vs[i * cb + c];
+        }
+        __syncthreads();
+        // S = chunk_decay·S_prev + Σ_j kdec_j k_j v_jᵀ
+        const float cd = *chunk_decay;
+        for (int idx = tid; idx < hd * cb; idx += scan_threads) {
+            const int rr = idx / cb, c = idx % cb;
+            float s = cd * S[idx];
+            for (int j = 0; j < n; ++j) s += ks[j * ldq + rr] * kdec[j] * vs[j * cb + c];
+            S[idx] = s;
+        }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < hd * cb; idx += scan_threads) state[(idx / cb) * hd + c0 + idx % cb] = S[idx];
+}
+
+// Block (head r, column block), one thread per column: S[:,c] = a·S[:,c] + dt·k·v[c];
+// y[c] = scale·S[:,c]·q + d[c]·v[c]. Threads read consecutive columns of each state row.
+__global__ void step_kernel(rec_args a) {
+    const int r = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x, hd = a.hd;
+    if (c >= hd) return;
+    const float dt = a.dt[r], A = expf(a.a_log[r]);
+    const float decay = expf(-dt * A), scale = 1.0f / sqrtf(float(hd));
+    const float *q = a.q + int64_t(r) * hd, *k = a.k + int64_t(r) * hd, *v = a.v + int64_t(r) * hd;
+    float *S = a.state + int64_t(r) * hd * hd;
+    const float vc = v[c];
+    float y = 0;
+    for (int rr = 0; rr < hd; ++rr) {
+        const float s = decay * S[rr * hd + c] + (dt * k[rr]) * vc;
+        S[rr * hd + c] = s;
+        y += q[rr] * s;
+    }
+    y_at(a, r, 0)[c] = scale * y + a.d[int64_t(r) * hd + c] * vc;
+}
+
+} // namespace
+
+void launch_recurrent_dt(const rec_args &a, cudaStream_t s) {
+    if (a.R == 0 || a.n == 0) return;
+    dt_kernel<<<dim3(unsigned(a.n), unsigned(a.R)), 128, 0, s>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_recurrent_gather(const rec_gather_args &a, cudaStream_t s) {
+    if (a.R == 0 || a.n == 0) return;
+    gather_kernel<<<dim3(unsigned(a.n), unsigned(a.R)), std::min(a.hd, 256), 3 * size_t(a.hd) * sizeof(float), s>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_recurrent_scan(const rec_args &a, int chunk, cudaStream_t s) {
+    if (a.R == 0 || a.n == 0) return;
+    if (chunk < 1 || chunk > 64) throw error("CUDA recurrent scan: chunk must be in [1, 64], got " + std::to_string(chunk));
+    const int cb = column_block(a.hd);
+    const size_t smem = scan_smem_floats(a.hd, chunk, cb) * sizeof(float);
+    set_smem(reinterpret_cast<const void *>(scan_kernel), smem);
+    scan_kernel<<<dim3(unsigned(a.R), unsigned(a.hd / cb)), scan_threads, smem, s>>>(a, chunk, cb);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_recurrent_step(const rec_args &a, cudaStream_t s) {
+    if (a.R == 0) return;
+    if (a.n != 1) throw error("CUDA recurrent step: one token at a time");
+    const int threads = std::min(a.hd, 128);
+    step_kernel<<<dim3(unsigned(a.R), ceil_div(a.hd, threads)), threads, 0, s>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
+} // namespace recur::cuda_detail

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The one-shot GPU check of the CUDA backend (issue 6, docs/perf/gpu.md):
+#   1. build recur_gpu_tests and recur_gpu_bench, unless build-gpu-stage/ (tests/gpu/stage.sh)
+#      already carries them;
+#   2. run the parity tests (every op against the CPU reference; stories260K end to end);
+#   3. generate random-weight models here (tests/reference/make_bench_models.py): SmolLM2-135M
+#      and Llama-1B shapes in F16, plus 50% hybrids of each (recur_gpu_bench make-hybrid);
+#   4. benchmark prefill and decode at 2k and 16k context, original and hybrid, and print one
+#      table with the device, the roofline numbers and the issue's three targets.
+# Under 8 minutes on an H100 (most of it the 1B model's generation). Logs and JSON lines go to
+# WORKDIR (default /tmp/recur-gpu), and to $OUT when set (a device run brings them back).
+# Usage: tests/gpu/run.sh [WORKDIR]
+#   env: BUILD_DIR (build-cuda-gpu), JOBS, PYTHON (python3), CUDA_ARCH (native),
+#        RECUR_SHARED_DIR (folder holding models/stories260K.gguf), SKIP_1B=1 (no Llama-1B)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+work=${1:-/tmp/recur-gpu}
+py=${PYTHON:-python3}
+stage=$root/build-gpu-stage
+mkdir -p "$work"
+t0=$SECONDS
+say() { echo "[gpu-check $((SECONDS - t0))s] $*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+save() { [[ -n ${OUT:-} ]] && cp "$@" "$OUT/" 2>/dev/null; true; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/[gpu-check] /' >&2
+
+# ---- 1. binaries ------------------------------------------------------------------------------
+if [[ -x $stage/bin/recur_gpu_tests ]]; then
+  bin=$stage/bin
+  export LD_LIBRARY_PATH="$stage/lib:${LD_LIBRARY_PATH:-}"
+  export PYTHONPATH="$stage/py:${PYTHONPATH:-}"
+  export RECUR_SHARED_DIR=${RECUR_SHARED_DIR:-$stage/shared}
+  say "using the staged binaries in $stage"
+else
+  build=${BUILD_DIR:-build-cuda-gpu}
+  say "building in $build"
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DRECUR_CUDA=ON -DRECUR_BUILD_GUI=OFF -DRECUR_BUILD_APP=OFF \
+        -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-native}" -DRECUR_PYTHON="$(command -v "$py")" >"$work/build.log" 2>&1 &&
+    cmake --build "$build" -j"${JOBS:-$(nproc)}" --target recur_gpu_tests recur_gpu_bench >>"$work/build.log" 2>&1 ||
+    { tail -30 "$work/build.log"; die "build (log: $work/build.log)"; }
+  bin=$build/tests
+  export RECUR_SHARED_DIR=${RECUR_SHARED_DIR:-$root/../shared}
+fi
+# libcublas from the toolkit or from the nvidia-cublas wheel, wherever this machine has it.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib $("$py" -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null); do
+  [[ -d $d ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$d"
+done
+
+# ---- 2. parity tests -------------------------------------------------------------------------
+say "parity tests"
+"$bin/recur_gpu_tests" --gtest_color=no >"$work/parity.log" 2>&1
+parity_rc=$?
+save "$work/parity.log"
+count() { sed -n "s/^\[  $1 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" "$work/parity.log" | head -1; }
+passed=$(count PASSED); failed=$(count FAILED); skipped=$(count SKIPPED)
+passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
+grep -E '^\[  FAILED  \]|Failure|error:' "$work/parity.log" | head -20 >&2
+say "parity: $passed passed, $failed failed, $skipped skipped (rc $parity_rc)"
+
+# ---- 3. models ----------------------------------------------------------------------------------
+runs=()
+models=$work/models
+mkdir -p "$models"
+gen() { # shape -> models/<shape>-f16.gguf
+  local shape=$1 out=$models/$1-f16.gguf
+  [[ -f $out ]] || PYTHONUNBUFFERED=1 "$py" tests/reference/make_bench_models.py --shape "$shape" --types f16 --out "$models" \
+    >"$work/gen-$shape.log" 2>&1 || { tail -5 "$work/gen-$shape.log" >&2; return 1; }
+  [[ -f $out.h50 ]] || "$bin/recur_gpu_bench" make-hybrid "$out" "$out.h50" 0.5 || return 1
+}
+say "generating models"
+gen smollm2-135m && runs+=(smollm2-135m) || say "smollm2-135m generation failed"
+if [[ -z ${SKIP_1B:-} ]]; then gen llama-1b && runs+=(llama-1b) || say "llama-1b generation failed"; fi
+
+# ---- 4. benchmarks ------------------------------------------------------------------------------
+results=$work/results.jsonl
+: >"$results"
+"$bin/recur_gpu_bench" roofline >>"$results" || die "roofline"
+bench() { "$bin/recur_gpu_bench" run "$@" >>"$results" 2>>"$work/bench.err" || say "bench failed: $* ($(tail -1 "$work/bench.err"))"; }
+if [[ -f $RECUR_SHARED_DIR/models/stories260K.gguf ]]; then
+  bench -m "$RECUR_SHARED_DIR/models/stories260K.gguf" -c $((2048 + 128)) -n 128 --label "stories260K|original"
+else
+  say "stories260K not found under $RECUR_SHARED_DIR/models: not benchmarked"
+fi
+for shape in "${runs[@]}"; do
+  for ctx in 2048 16384; do # prefill ctx tokens, then decode 128 more
+    say "benchmarking $shape at $ctx"
+    bench -m "$models/$shape-f16.gguf" -c $((ctx + 128)) -n 128 --label "$shape|original"
+    bench -m "$models/$shape-f16.gguf.h50" -c $((ctx + 128)) -n 128 --label "$shape|50% hybrid"
+  done
+done
+save "$results"
+
+"$py" - "$results" "$passed" "$failed" "$skipped" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+roof = next(r for r in rows if "copy_bytes_per_s" in r)
+bw, gemm = roof["copy_bytes_per_s"], roof["gemm_f16_flops"]
+print(f"\ndevice: {roof['device']}   copy bandwidth {bw/1e12:.2f} TB/s (read+write)   cuBLAS F16 GEMM {gemm/1e12:.0f} TFLOP/s")
+print(f"parity tests: {sys.argv[2]} passed, {sys.argv[3]} failed, {sys.argv[4]} skipped\n")
+hdr = f"{'model':<14}{'variant':<12}{'prefill':>8}{'prefill tok/s':>15}{'% GEMM':>8}{'decode tok/s':>14}{'% roofline':>12}{'KV MiB':>9}"
+print(hdr); print("-" * len(hdr))
+runs = [r for r in rows if "label" in r]
+for r in runs:
+    model, variant = r["label"].split("|")
+    pre_pct = 100 * r["prefill_tok_s"] * r["matmul_flops_per_token"] / gemm
+    roof_pct = 100 * r["decode_tok_s"] * r["weights_bytes"] / bw
+    r["pre_pct"], r["roof_pct"] = pre_pct, roof_pct
+    print(f"{model:<14}{variant:<12}{r['prefill_tokens']:>8}{r['prefill_tok_s']:>15.0f}{pre_pct:>7.1f}%{r['decode_tok_s']:>14.1f}{roof_pct:>11.1f}%{r['kv_bytes']/2**20:>9.1f}")
+def find(model, variant, ctx):
+    return next((r for r in runs if r["label"] == f"{model}|{variant}" and r["prefill_tokens"] == ctx), None)
+o2, o16, h16 = find("llama-1b", "original", 2048), find("llama-1b", "original", 16384), find("llama-1b", "50% hybrid", 16384)
+print()
+def verdict(ok): return "met" if ok else "NOT met"
+if o2:
+    print(f"target: 1B F16 decode >= 70% of roofline: {o2['roof_pct']:.1f}% -> {verdict(o2['roof_pct'] >= 70)}")
+    print(f"target: 1B prefill of 2048 >= 50% of the cuBLAS rate: {o2['pre_pct']:.1f}% -> {verdict(o2['pre_pct'] >= 50)}")
+if o16 and h16:
+    print(f"target: 50% hybrid decodes faster at 16k: {h16['decode_tok_s']:.1f} vs {o16['decode_tok_s']:.1f} tok/s -> {verdict(h16['decode_tok_s'] > o16['decode_tok_s'])}")
+EOF
+say "done (logs in $work)"
+[[ $failed -eq 0 && $parity_rc -eq 0 ]]

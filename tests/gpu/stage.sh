@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Packs what tests/gpu/run.sh needs on a GPU machine that has CUDA but not this project's build
+# dependencies (sentencepiece, GoogleTest, gguf-py) nor ../shared: the two binaries built here,
+# libsentencepiece, gguf-py, stories260K and the Llama 2 tokenizer, into build-gpu-stage/ (ignored
+# by .gitignore's /build*/, so a device run can carry it). About 16 MiB.
+# Usage: tests/gpu/stage.sh [BUILD_DIR]   (default build-cuda, built with RECUR_CUDA=ON)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build-cuda}
+stage=build-gpu-stage
+shared=${RECUR_SHARED_DIR:-../shared}
+cmake --build "$build" -j"$(nproc)" --target recur_gpu_tests recur_gpu_bench >/dev/null
+rm -rf "$stage"
+mkdir -p "$stage/bin" "$stage/lib" "$stage/py" "$stage/shared/models"
+cp "$build/tests/recur_gpu_tests" "$build/tests/recur_gpu_bench" "$stage/bin/"
+# Shared libraries the binaries need beyond glibc, libstdc++ and the CUDA toolkit's own.
+for lib in $(ldd "$stage/bin/recur_gpu_tests" | awk '/=>/ {print $3}' | grep -E 'sentencepiece|protobuf|gtest' || true); do
+  cp -L "$lib" "$stage/lib/"
+done
+gguf_dir=$(python3 -c 'import gguf, os; print(os.path.dirname(gguf.__file__))')
+cp -r "$gguf_dir" "$stage/py/"
+find "$stage/py" -name __pycache__ -prune -exec rm -rf {} +
+cp "$shared/models/stories260K.gguf" "$stage/shared/models/"
+cp "$shared/models/llama2-tokenizer.model" "$stage/shared/models/" 2>/dev/null || true
+du -sh "$stage"
+echo 'device run: command "tests/gpu/run.sh", carry ["build-gpu-stage"], timeout_s 590'

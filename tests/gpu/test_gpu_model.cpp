@@ -1,0 +1,216 @@
+// GPU parity of the whole model: cuda_model against the CPU context on stories260K (F32 weights,
+// head_dim 8: the CUDA-core attention path) as the original and as hybrids written here with
+// recurrent heads, window groups and trained-looking transforms; greedy tokens, logits of
+// prefill and of every decode step, recency statistics, graph against eager decode, and the
+// memory planner's refusal. They skip without a device, and without stories260K (set
+// RECUR_SHARED_DIR to the folder holding models/stories260K.gguf).
+#include "gpu_test_util.h"
+#include "recur/error.h"
+#include "recur/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <memory>
+
+using namespace recur;
+using gpu_test::compare;
+using gpu_test::error_stats;
+
+namespace {
+
+std::string stories_path() { return gpu_test::shared_dir() + "/models/stories260K.gguf"; }
+
+#define REQUIRE_STORIES()                                                                          \
+    do {                                                                                           \
+        RECUR_REQUIRE_GPU();                                                                       \
+        if (!gpu_test::file_exists(stories_path())) GTEST_SKIP() << stories_path() << " not found"; \
+    } while (0)
+
+std::vector<int32_t> prompt_tokens(const model &m, int n_min) {
+    std::vector<int32_t> t = m.vocab().encode("Once upon a time, there was a little girl named Lily. She loved to", true, false);
+    for (int i = 0; int(t.size()) < n_min; ++i) t.push_back(int32_t((i * 37 + 11) % m.hparams().n_vocab));
+    return t;
+}
+
+int32_t argmax_of(const std::vector<float> &v, size_t off, size_t n) {
+    return int32_t(std::max_element(v.begin() + long(off), v.begin() + long(off + n)) - (v.begin() + long(off)));
+}
+float top2_margin(const std::vector<float> &v) {
+    std::vector<float> s(v);
+    std::partial_sort(s.begin(), s.begin() + 2, s.end(), std::greater<float>());
+    return s[0] - s[1];
+}
+
+// The variants: the original, and hybrids (each written once into the test's temp folder).
+struct variant {
+    std::string name;
+    bool hybrid;
+    gpu_test::hybrid_spec spec;
+};
+std::string variant_path(const variant &v) {
+    if (!v.hybrid) return stories_path();
+    const std::string path = ::testing::TempDir() + "/gpu_stories_" + v.name + ".gguf";
+    if (!gpu_test::file_exists(path)) {
+        auto base = model::load(stories_path());
+        gpu_test::write_hybrid(*base, path, v.spec);
+    }
+    return path;
+}
+
+class GpuModel : public ::testing::TestWithParam<variant> {};
+
+TEST_P(GpuModel, LogitsMatchCpuInPrefillAndEveryDecodeStep) {
+    REQUIRE_STORIES();
+    auto m = model::load(variant_path(GetParam()));
+    const int V = m->hparams().n_vocab;
+    const auto prompt = prompt_tokens(*m, 60);
+    for (int n_batch : {512, 7}) { // one batch, and batches that split the prompt (and the windows)
+        context_params cp;
+        cp.n_ctx = 256, cp.n_batch = n_batch, cp.n_threads = 2;
+        context cpu(*m, cp);
+        cuda_params gp;
+        gp.n_ctx = 256, gp.n_batch = n_batch;
+        cuda_model gpu(*m, gp);
+        std::vector<float> lc, lg;
+        cpu.eval(prompt, lc, true);
+        gpu.eval(prompt, lg, true);
+        error_stats e = compare(lg, lc);
+        printf("  %-10s batch=%3d prefill nmse=%.3e max_abs=%.3e\n", GetParam().name.c_str(), n_batch, e.nmse, e.max_abs);
+        EXPECT_LE(e.nmse, 1e-3);
+        double worst = 0;
+        for (int step = 0; step < 24; ++step) {
+            const int32_t next = argmax_of(lc, lc.size() - size_t(V), size_t(V));
+            cpu.eval({next}, lc);
+            gpu.eval({next}, lg);
+            e = compare(lg, lc);
+            worst = std::max(worst, e.nmse);
+            ASSERT_LE(e.nmse, 1e-3) << "decode step " << step;
+        }
+        printf("  %-10s batch=%3d decode worst nmse=%.3e\n", GetParam().name.c_str(), n_batch, worst);
+        EXPECT_EQ(gpu.n_past(), cpu.n_past());
+    }
+}
+
+TEST_P(GpuModel, GreedyTokensEqualCpu) {
+    REQUIRE_STORIES();
+    auto m = model::load(variant_path(GetParam()));
+    const auto prompt = prompt_tokens(*m, 1);
+    context_params cp;
+    cp.n_ctx = 256, cp.n_threads = 2;
+    context cpu(*m, cp);
+    cuda_params gp;
+    gp.n_ctx = 256;
+    cuda_model gpu(*m, gp);
+    std::vector<float> lc, lg;
+    cpu.eval(prompt, lc);
+    gpu.eval(prompt, lg);
+    int32_t tok_gpu = argmax_of(lg, 0, lg.size());
+    std::string cpu_text, gpu_text;
+    for (int i = 0; i < 64; ++i) {
+        const int32_t tok_cpu = argmax_of(lc, 0, lc.size());
+        // A step is decided when the CPU's top-2 margin is well above the backends' difference;
+        // after an undecided step the two sequences may legitimately part.
+        if (top2_margin(lc) < 1e-3f) break;
+        ASSERT_EQ(tok_gpu, tok_cpu) << "step " << i;
+        cpu_text += m->vocab().token_to_piece(tok_cpu);
+        cpu.eval({tok_cpu}, lc);
+        tok_gpu = gpu.decode_greedy(tok_gpu); // the graph path from its second call on
+    }
+    printf("  %s: %s\n", GetParam().name.c_str(), cpu_text.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Stories260K, GpuModel,
+    ::testing::Values(variant{"original", false, {}}, variant{"recurrent", true, {0.5, 0, 2, false, 7}},
+                      variant{"mixed", true, {0.75, 5, 2, true, 8}}),
+    [](const ::testing::TestParamInfo<variant> &i) { return i.param.name; });
+
+TEST(GpuModelFeatures, DecodeGraphEqualsEagerDecode) {
+    REQUIRE_STORIES();
+    auto m = model::load(stories_path());
+    cuda_params gp;
+    gp.n_ctx = 128;
+    cuda_model graph(*m, gp);
+    gp.decode_graph = false;
+    cuda_model eager(*m, gp);
+    const auto prompt = prompt_tokens(*m, 1);
+    std::vector<float> a, b;
+    graph.eval(prompt, a);
+    eager.eval(prompt, b);
+    for (int i = 0; i < 20; ++i) {
+        const int32_t next = argmax_of(a, 0, a.size());
+        graph.eval({next}, a);
+        eager.eval({next}, b);
+        ASSERT_EQ(a, b) << "step " << i << ": the graph replays the same kernels";
+    }
+    graph.reset();
+    EXPECT_EQ(graph.n_past(), 0);
+    graph.eval(prompt, a);
+    EXPECT_EQ(graph.n_past(), int32_t(prompt.size()));
+}
+
+TEST(GpuModelFeatures, RecencyStatisticsMatchCpu) {
+    REQUIRE_STORIES();
+    gpu_test::hybrid_spec spec{0.5, 6, 2, false, 9}; // window groups are gathered too
+    const variant v{"recency", true, spec};
+    auto m = model::load(variant_path(v));
+    const auto tokens = prompt_tokens(*m, 120);
+    context_params cp;
+    cp.n_ctx = 200, cp.n_batch = 32, cp.n_threads = 2;
+    context cpu(*m, cp);
+    cuda_params gp;
+    gp.n_ctx = 200, gp.n_batch = 32;
+    cuda_model gpu(*m, gp);
+    cpu.collect_recency(8);
+    gpu.collect_recency(8);
+    std::vector<float> l;
+    cpu.eval(tokens, l);
+    gpu.eval(tokens, l);
+    cpu.eval({5}, l); // a decode step with statistics on
+    gpu.eval({5}, l);
+    const recency_stats &a = cpu.recency(), &b = gpu.recency();
+    ASSERT_EQ(a.n_queries, b.n_queries);
+    ASSERT_EQ(a.n_bins, b.n_bins);
+    std::vector<double> ca, cb;
+    for (int ly = 0; ly < a.n_layer; ++ly)
+        for (int h = 0; h < a.n_head; ++h) {
+            ca.push_back(a.mean_recency(ly, h)), cb.push_back(b.mean_recency(ly, h));
+            ca.push_back(a.mean_sink(ly, h)), cb.push_back(b.mean_sink(ly, h));
+            for (int bin = 0; bin < a.n_bins; ++bin) ca.push_back(a.mean_hist(ly, h, bin)), cb.push_back(b.mean_hist(ly, h, bin));
+        }
+    const error_stats e = compare(cb, ca);
+    printf("  recency statistics nmse=%.3e max_abs=%.3e\n", e.nmse, e.max_abs);
+    EXPECT_LE(e.nmse, 1e-6);
+}
+
+TEST(GpuModelFeatures, PlannerRefusesBeforeAllocating) {
+    REQUIRE_STORIES();
+    auto m = model::load(stories_path());
+    cuda_params gp;
+    gp.n_ctx = 256;
+    const cuda_memory_plan p = cuda_model::plan(*m, gp);
+    context_params cp;
+    cp.n_ctx = 256;
+    const memory_report r = context::plan(*m, cp);
+    EXPECT_EQ(p.kv_bytes, r.kv_bytes) << "the F16 cache is laid out as the CPU's";
+    EXPECT_TRUE(p.fits());
+    EXPECT_GT(p.max_n_ctx, 256);
+    printf("  plan: %s\n", p.describe().c_str());
+
+    gp.n_ctx = 1 << 30; // 640 GiB of KV cache
+    const size_t free_before = cuda_device_info().free_bytes;
+    try {
+        cuda_model huge(*m, gp);
+        FAIL() << "expected a refusal";
+    } catch (const recur::error &e) {
+        const std::string msg = e.what();
+        printf("  refusal: %s\n", msg.c_str());
+        EXPECT_NE(msg.find("does not fit"), std::string::npos);
+        EXPECT_NE(msg.find("largest context"), std::string::npos);
+    }
+    // Nothing was allocated: free memory is unchanged (to the allocator's granularity).
+    EXPECT_NEAR(double(cuda_device_info().free_bytes), double(free_before), 64.0 * 1024 * 1024);
+}
+
+} // namespace
