@@ -69,6 +69,7 @@ void write_memory(json_writer &j, const memory_report &r) {
     j.field("weights_bytes", uint64_t(r.weights_bytes));
     j.field("kv_bytes", uint64_t(r.kv_bytes));
     j.field("recurrent_bytes", uint64_t(r.recurrent_bytes));
+    j.field("window_bytes", uint64_t(r.window_bytes));
     j.field("full_attention_kv_bytes", uint64_t(r.full_attention_kv_bytes));
     j.field("scratch_bytes", uint64_t(r.scratch_bytes));
     j.end_object();

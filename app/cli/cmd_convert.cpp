@@ -63,7 +63,14 @@ int cmd_convert(const options &o) {
     const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(2048, m->hparams().n_ctx_train);
     cp.analysis_tokens = n_ctx;
     const int total_groups = m->hparams().n_layer * m->hparams().n_head_kv;
-    if (o.steps_given) {
+    if (o.kind == "window") {
+        cp.kind = replacement_kind::window;
+        cp.window_tokens = o.window_tokens;
+        if (o.steps_given && o.steps > 0) throw error("--kind window needs no distillation; drop --steps");
+        cp.steps = 0;
+    } else if (o.kind != "recurrent") {
+        throw error("--kind must be recurrent or window");
+    } else if (o.steps_given) {
         cp.steps = o.steps;
     } else {
         // Fixed-time default: the work per step grows with the number of heads trained.
@@ -177,9 +184,10 @@ int cmd_convert(const options &o) {
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
-        printf("wrote %s: %d of %d KV groups replaced by recurrent heads (attention KV kept: %.0f%%), "
+        printf("wrote %s: %d of %d KV groups replaced by %s (attention KV kept: %.0f%%), "
                "calibrated on %lld tokens\n",
-               o.output_path.c_str(), r.replaced_groups, r.total_groups, 100.0 * r.kv_fraction_kept,
+               o.output_path.c_str(), r.replaced_groups, r.total_groups,
+               cp.kind == replacement_kind::window ? "exact windows" : "recurrent heads", 100.0 * r.kv_fraction_kept,
                (long long)r.calib_tokens);
         if (cp.steps > 0 && !d.heads.empty()) {
             double i_rel = 0, f_rel = 0;

@@ -84,6 +84,7 @@ int cmd_info(const options &o) {
             j.array("replaced_groups", std::vector<int64_t>(m->hybrid()[size_t(l)].replaced_groups.begin(),
                                                             m->hybrid()[size_t(l)].replaced_groups.end()));
             j.field("kv_bytes", uint64_t(lm.kv_bytes)).field("recurrent_bytes", uint64_t(lm.recurrent_bytes));
+            j.field("window_bytes", uint64_t(lm.window_bytes));
             j.field("full_attention_kv_bytes", uint64_t(lm.full_attention_kv_bytes));
             j.end_object();
         }
@@ -101,13 +102,18 @@ int cmd_info(const options &o) {
                m->file().get_string("tokenizer.ggml.model", "").c_str(), chat_format_name(fmt));
         printf("rope         base %g, dim %d, %s\n", hp.rope_freq_base, hp.rope_dim,
                hp.rope == rope_style::neox ? "neox" : "normal");
-        if (m->is_hybrid())
-            printf("hybrid       %d of %d KV groups served by recurrent heads (recency window %d)\n",
-                   m->replaced_group_count(), hp.n_layer * hp.n_head_kv, m->recency_window());
+        if (m->is_hybrid()) {
+            size_t windows = 0;
+            for (auto &H : m->hybrid()) windows += H.window_groups.size();
+            printf("hybrid       %d of %d KV groups replaced: %zu by recurrent heads, %zu by windows "
+                   "(recency window %d)\n",
+                   m->replaced_group_count(), hp.n_layer * hp.n_head_kv, size_t(m->replaced_group_count()) - windows,
+                   windows, m->recency_window());
+        }
         printf("memory at %d tokens: weights %.1f MiB, KV cache %.1f MiB (full attention %.1f MiB), "
-               "recurrent %.1f MiB, buffers %.1f MiB\n",
+               "recurrent %.1f MiB, windows %.1f MiB, buffers %.1f MiB\n",
                r.n_ctx, mb(r.weights_bytes), mb(r.kv_bytes), mb(r.full_attention_kv_bytes), mb(r.recurrent_bytes),
-               mb(r.scratch_bytes));
+               mb(r.window_bytes), mb(r.scratch_bytes));
     }
     return 0;
 }

@@ -100,6 +100,8 @@ options parse_options(int argc, char **argv) {
         else if (a == "--calib-tokens") o.calib_tokens = to_int(a, next());
         else if (a == "--resume") o.resume = true;
         else if (a == "--recency") o.recency = to_int(a, next());
+        else if (a == "--kind") o.kind = next();
+        else if (a == "--window-tokens") o.window_tokens = to_int(a, next());
         else if (a == "--doc") o.doc_path = next();
         else if (a == "-q" || a == "--question") o.question = next();
         else if (a == "--session") o.session_db = next();

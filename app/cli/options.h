@@ -41,6 +41,8 @@ struct options {
     int calib_tokens = 0;       // convert --calib-tokens N: distil on at most N tokens of -f (0: default)
     bool resume = false;        // convert --resume: continue the distillation from OUT.ckpt
     int recency = 0;            // bench --recency K: gather statistics while measuring
+    std::string kind = "recurrent"; // convert --kind recurrent|window
+    int window_tokens = 0;      // convert --window-tokens W (0: equal memory to a recurrent group)
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q
     std::string session_db;     // ask --session (SQLite file)

@@ -85,12 +85,20 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
 
     const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;
     const float dt_bias = initial_dt_bias(p.window);
+    if (p.kind != replacement_kind::recurrent && p.kind != replacement_kind::window)
+        throw error("convert: only the recurrent and window kinds can be written");
+    if (p.kind == replacement_kind::window && p.steps > 0)
+        throw error("convert: window groups are exact attention and need no distillation (use --steps 0)");
+    // Equal memory: a recurrent group holds group_size states of hd x hd floats; a window ring
+    // holds 2 x W rows of hd F16 values.
+    const int32_t window_tokens = p.window_tokens > 0 ? p.window_tokens : g * hd;
     // Initial recurrent heads of the chosen groups (docs/FORMAT.md), then distillation.
     std::vector<hybrid_layer> layers(size_t(hp.n_layer));
     for (int32_t l = 0; l < hp.n_layer; ++l) {
         hybrid_layer &H = layers[size_t(l)];
         for (int32_t grp = 0; grp < hp.n_head_kv; ++grp)
-            if (chosen[size_t(l) * hp.n_head_kv + grp]) H.recurrent_groups.push_back(grp);
+            if (chosen[size_t(l) * hp.n_head_kv + grp] && p.kind == replacement_kind::recurrent)
+                H.recurrent_groups.push_back(grp);
         const size_t R = H.recurrent_groups.size() * size_t(g);
         H.dt_w.assign(R * E, 0.0f);
         H.dt_b.assign(R, dt_bias);
@@ -119,6 +127,11 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         w.set_float32_array(key + "group_recency", layer_recency);
         res.replaced_groups += int32_t(replaced.size());
         if (replaced.empty()) continue;
+        if (p.kind == replacement_kind::window) {
+            w.set_int32_array(key + "group_kinds", std::vector<int32_t>(replaced.size(), int32_t(replacement_kind::window)));
+            w.set_int32_array(key + "group_windows", std::vector<int32_t>(replaced.size(), window_tokens));
+            continue; // a window group uses the layer's own attention rows: no tensors
+        }
         const int64_t R = int64_t(replaced.size()) * g;
         w.set_int32_array(key + "group_kinds", std::vector<int32_t>(replaced.size(), int32_t(replacement_kind::recurrent)));
         auto f32_bytes = [](const std::vector<float> &v) {

@@ -253,3 +253,29 @@ TEST(HybridFormat, BadHybridFilesGiveClearErrors) {
     write_variant(*base, tmp("kind.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.group_kinds", {7}); });
     EXPECT_NE(load_error(tmp("kind.gguf")).find("kind 7"), std::string::npos);
 }
+
+TEST(Hybrid, WindowKindAtEqualMemory) {
+    auto m = model::load(stories);
+    convert_params p;
+    p.fraction = 0.5;
+    const auto tokens = calibration_tokens(*m, 300);
+    convert_to_hybrid(*m, tokens, p, tmp("rec.gguf"));
+    p.kind = replacement_kind::window;
+    convert_to_hybrid(*m, tokens, p, tmp("win.gguf"));
+    auto r = model::load(tmp("rec.gguf")), w = model::load(tmp("win.gguf"));
+    const auto &hp = m->hparams();
+    for (size_t l = 0; l < w->hybrid().size(); ++l) {
+        const auto &H = w->hybrid()[l];
+        EXPECT_TRUE(H.recurrent_groups.empty());
+        EXPECT_EQ(H.window_groups, r->hybrid()[l].recurrent_groups); // the same groups, another kind
+        for (int32_t grp : H.window_groups) EXPECT_EQ(H.group_window[size_t(grp)], hp.group_size() * hp.head_dim);
+    }
+    context_params cp;
+    cp.n_ctx = 512;
+    // Equal memory by construction: a ring of group_size x head_dim F16 K/V rows costs what
+    // group_size recurrent states of head_dim^2 floats cost.
+    EXPECT_EQ(context::plan(*w, cp).window_bytes, context::plan(*r, cp).recurrent_bytes);
+    EXPECT_EQ(context::plan(*w, cp).kv_bytes, context::plan(*r, cp).kv_bytes);
+    p.steps = 10;
+    EXPECT_THROW(convert_to_hybrid(*m, tokens, p, tmp("bad.gguf")), error);
+}

@@ -19,6 +19,11 @@ struct convert_params {
     int32_t n_batch = 256;
     int32_t steps = 0;         // distillation steps; 0: initialisation only (docs/FORMAT.md)
     int32_t analysis_tokens = 0; // recency analysis on the first this many calibration tokens (0: all)
+    // How the chosen groups are served: recurrent heads (the default), or an exact window of the
+    // last window_tokens positions (0: the window whose ring costs what a recurrent group's
+    // states cost, group_size x head_dim positions).
+    replacement_kind kind = replacement_kind::recurrent;
+    int32_t window_tokens = 0;
     // Distillation when steps > 0 (distill.steps, n_threads and n_batch are taken from above).
     distill_params distill;
 };
