@@ -39,7 +39,7 @@ std::vector<int32_t> text_tokens(const model &m, size_t offset, size_t n_chars, 
 struct random_head {
     head_layout L;
     int n;
-    std::vector<float> xn, q, k, v, o, theta, state0;
+    std::vector<float> xn, q, k, v, o, theta, state0, metric;
     random_head(int E, int hd, int n_tokens, uint32_t seed) : L(E, hd), n(n_tokens) {
         std::mt19937 rng(seed);
         std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -61,7 +61,15 @@ struct random_head {
         for (size_t off : {L.mq(), L.mk(), L.mv()})
             for (int i = 0; i < hd; ++i)
                 for (int j = 0; j < hd; ++j) theta[off + size_t(i) * hd + j] = float(i == j) + 0.2f * nd(rng);
+        // A random symmetric positive semi-definite metric G = AᵀA.
+        std::vector<float> a;
+        fill(a, L.hh(), 0.4f);
+        metric.assign(L.hh(), 0.0f);
+        for (int i = 0; i < hd; ++i)
+            for (int j = 0; j < hd; ++j)
+                for (int r = 0; r < hd; ++r) metric[size_t(i) * hd + j] += a[size_t(r) * hd + i] * a[size_t(r) * hd + j];
     }
+    bool use_metric = false;
     head_chunk chunk() const {
         head_chunk c;
         c.n_tokens = n;
@@ -70,6 +78,7 @@ struct random_head {
         c.k = k.data();
         c.v = v.data();
         c.o = o.data();
+        if (use_metric) c.metric = metric.data();
         return c;
     }
     double loss(const std::vector<float> &th) const {
@@ -136,11 +145,13 @@ bool same_params(const std::vector<hybrid_layer> &a, const std::vector<hybrid_la
 } // namespace
 
 // The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
-// non-zero incoming state, and the squared error, against central differences in double-checked
-// float arithmetic.
+// non-zero incoming state, and the squared error (plain, and in a metric), against central
+// differences.
 TEST(Distill, GradientMatchesFiniteDifferences) {
-    for (int hd : {8, 16}) {
-        const random_head h(24, hd, 45, 7u + uint32_t(hd));
+    for (int round = 0; round < 3; ++round) {
+        const int hd = round == 0 ? 8 : 16;
+        random_head h(24, hd, 45, 7u + uint32_t(round));
+        h.use_metric = round == 2; // the last round trains in a metric (output_metric)
         std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
         const float scale = 0.5f; // grad_scale is honoured
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);

@@ -10,8 +10,10 @@
 //    projection rows (+bias), activations quantised exactly as the forward pass does, no RoPE.
 //    The records go to a scratch file that is unlinked as soon as it is created and mapped, so the
 //    process's own memory holds one batch of activations, never the whole capture.
-// 2. Training: each head independently minimises the mean over tokens of ‖y_t − o_t‖² with Adam
-//    by truncated backpropagation through time: a step takes `batch` chunks of `chunk` tokens
+// 2. Training: each head independently minimises the mean over tokens of ‖y_t − o_t‖² (by
+//    default measured through the layer's output projection, see output_metric) with Adam
+//    (warm-up, cosine decay to lr/10; dt_b and a_log at 3× the rate) by truncated
+//    backpropagation through time: a step takes `batch` chunks of `chunk` tokens
 //    (from different sequences), starts each chunk from the state the head left at the end of
 //    that sequence's previous chunk (zero at a sequence's start) and does not backpropagate into
 //    it. Heads run in parallel on a thread pool; each head's arithmetic is sequential, so results
@@ -62,10 +64,13 @@ struct head_chunk {
     const float *xn = nullptr;                      // [n][n_embd]
     const float *q = nullptr, *k = nullptr, *v = nullptr; // [n][hd] raw projections (before Mq, Mk, Mv)
     const float *o = nullptr;                       // [n][hd] the attention head's true output (target)
+    // Optional error metric G [hd][hd] (symmetric, positive semi-definite): the loss becomes
+    // Σ_t (y_t − o_t)ᵀ G (y_t − o_t). nullptr: G = I, the plain squared error.
+    const float *metric = nullptr;
 };
 
 struct chunk_loss {
-    double sq_err = 0;    // Σ_t ‖y_t − o_t‖²
+    double sq_err = 0;    // Σ_t ‖y_t − o_t‖² (in the chunk's metric when it has one)
     double sq_target = 0; // Σ_t ‖o_t‖² (for a scale-free loss: sq_err / sq_target, 1 = predicting zero)
 };
 
@@ -83,6 +88,10 @@ struct distill_params {
     int32_t seq_len = 1024;  // tokens per captured sequence (the original model's context in capture)
     int32_t chunk = 128;     // truncated-BPTT length
     int32_t batch = 2;       // chunks per step, from different sequences
+    // Train in the metric of the layer's output projection: ‖Wo_h (y − o)‖² (normalised so that
+    // trace(G) = hd) instead of ‖y − o‖², i.e. errors weighted by what reaches the residual stream.
+    // Reported losses are always the plain ‖y − o‖².
+    bool output_metric = true;
     int32_t n_threads = 0;   // 0: all cores
     int32_t n_batch = 256;   // prefill batch of the capture
     std::string scratch_dir; // folder of the (unlinked) capture file; empty: $TMPDIR or /tmp
@@ -90,7 +99,7 @@ struct distill_params {
     bool resume = false;         // continue from checkpoint_path (it must match this run)
     double checkpoint_seconds = 60; // write the checkpoint at most this often (and on cancel)
 
-    static constexpr float default_lr = 2e-3f;
+    static constexpr float default_lr = 7e-3f;
 };
 
 struct distill_progress {
@@ -98,6 +107,7 @@ struct distill_progress {
     int64_t done = 0, total = 0; // tokens (capture, evaluate) or steps (train)
     double tokens_per_s = 0;  // captured tokens/s, or trained head-independent tokens/s (step tokens)
     double rel_loss = 0;      // train: mean over heads of Σ‖y−o‖²/Σ‖o‖² over the last block of steps
+                              // (in the training metric when output_metric is on)
     double eta_s = 0;         // of this phase
 };
 // Return false to stop: training writes its checkpoint (when it has a path) and throws
