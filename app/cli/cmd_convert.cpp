@@ -139,7 +139,9 @@ int cmd_convert(const options &o) {
     } catch (const cancelled_error &e) {
         std::signal(SIGINT, SIG_DFL);
         if (!o.json) fprintf(stderr, "\n");
-        throw error(std::string("interrupted: ") + e.what() + "; run the same command with --resume to continue");
+        const bool can_resume = cp.steps > 0 && std::ifstream(cp.distill.checkpoint_path).good();
+        throw error(std::string("interrupted: ") + e.what() +
+                    (can_resume ? "; run the same command with --resume to continue" : ""));
     }
     std::signal(SIGINT, SIG_DFL);
     if (!o.json) fprintf(stderr, "\n");

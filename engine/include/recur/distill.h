@@ -87,7 +87,7 @@ struct distill_params {
     uint64_t seed = 0;       // order in which sequences' chunks are visited
     int32_t seq_len = 1024;  // tokens per captured sequence (the original model's context in capture)
     int32_t chunk = 128;     // truncated-BPTT length
-    int32_t batch = 2;       // chunks per step, from different sequences
+    int32_t batch = 1;       // chunks per step (from different sequences when > 1)
     // Train in the metric of the layer's output projection: ‖Wo_h (y − o)‖² (normalised so that
     // trace(G) = hd) instead of ‖y − o‖², i.e. errors weighted by what reaches the residual stream.
     // Reported losses are always the plain ‖y − o‖².
