@@ -1,6 +1,6 @@
 // Attention-transfer distillation of recurrent heads (recur/distill.h, docs/FORMAT.md
-// "Distillation"): capture from the original model into an unlinked, mapped scratch file; Adam
-// with truncated BPTT per head on a thread pool; checkpoints; evaluation before and after.
+// "Distillation"): capture from the original model into an unlinked scratch file; Adam with
+// truncated BPTT per head on a thread pool; checkpoints; evaluation before and after.
 #include "recur/distill.h"
 
 #include "recur/error.h"
@@ -12,6 +12,7 @@
 #include "recurrent_head_kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -19,7 +20,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 namespace recur {
@@ -60,43 +60,77 @@ struct head_ref {
 
 // ---- the capture file ----------------------------------------------------------------------------
 
-// Float offsets into the mapped capture: per layer with recurrent heads xn [N][E]; per replaced
+// Float offsets into the capture file: per layer with recurrent heads xn [N][E]; per replaced
 // group k, v [N][hd]; per head q, o [N][hd]. N counts the tokens of all sequences back to back.
+// The file is read and written with pread/pwrite into small buffers, so its contents live in the
+// page cache (which the kernel may drop or write back), not in this process's memory.
 struct capture_store {
     int64_t n_tokens = 0;
     std::vector<int64_t> xn_off;        // [n_layer], -1 where no recurrent head
     std::vector<int64_t> k_off, v_off;  // [head] (the head's group's arrays)
     std::vector<int64_t> q_off, o_off;  // [head]
-    float *base = nullptr;
+    int fd = -1;
     size_t bytes = 0;
+    std::atomic<bool> failed{false};    // an I/O error inside a worker (reported after the job)
 
     capture_store() = default;
     capture_store(const capture_store &) = delete;
     capture_store &operator=(const capture_store &) = delete;
     ~capture_store() {
-        if (base) munmap(base, bytes);
+        if (fd >= 0) close(fd);
     }
 
-    void map(const std::string &dir, size_t n_floats) {
+    void create(const std::string &dir, size_t n_floats) {
         bytes = std::max<size_t>(n_floats * sizeof(float), 1);
         std::string path = (dir.empty() ? std::string("/tmp") : dir) + "/recur-distill-XXXXXX";
         std::vector<char> name(path.begin(), path.end());
         name.push_back('\0');
-        const int fd = mkstemp(name.data());
+        fd = mkstemp(name.data());
         if (fd < 0) throw error("distill: cannot create a scratch file in " + dir + ": " + std::strerror(errno));
-        unlink(name.data()); // gone from the folder at once; the space returns when the mapping goes
-        if (ftruncate(fd, off_t(bytes)) != 0) {
-            const int e = errno;
-            close(fd);
-            throw error("distill: cannot size the capture file to " + std::to_string(bytes) + " bytes: " +
-                        std::strerror(e));
-        }
-        void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        close(fd);
-        if (p == MAP_FAILED) throw error(std::string("distill: cannot map the capture file: ") + std::strerror(errno));
-        base = static_cast<float *>(p);
+        unlink(name.data()); // gone from the folder at once; the space returns when the file is closed
+        // Reserve the blocks now, so a full disk is this error rather than a failed write later.
+        if (const int e = posix_fallocate(fd, 0, off_t(bytes)); e != 0)
+            throw error("distill: cannot reserve " + std::to_string(bytes >> 20) + " MiB for the capture in " + dir +
+                        ": " + std::strerror(e) + " (use fewer calibration tokens or another folder)");
     }
-    float *at(int64_t off, int64_t token, int64_t width) const { return base + off + token * width; }
+    // rows × width floats at array `off`, starting at token `token`. Thread-safe.
+    void write(int64_t off, int64_t token, int64_t width, const float *src, int64_t rows) {
+        const char *p = reinterpret_cast<const char *>(src);
+        size_t left = size_t(rows * width) * sizeof(float);
+        off_t at = off_t((off + token * width) * int64_t(sizeof(float)));
+        while (left > 0) {
+            const ssize_t w = pwrite(fd, p, left, at);
+            if (w <= 0) {
+                if (w < 0 && errno == EINTR) continue;
+                failed = true;
+                return;
+            }
+            p += w, at += w, left -= size_t(w);
+        }
+    }
+    void read(int64_t off, int64_t token, int64_t width, float *dst, int64_t rows) {
+        char *p = reinterpret_cast<char *>(dst);
+        size_t left = size_t(rows * width) * sizeof(float);
+        off_t at = off_t((off + token * width) * int64_t(sizeof(float)));
+        while (left > 0) {
+            const ssize_t r = pread(fd, p, left, at);
+            if (r <= 0) {
+                if (r < 0 && errno == EINTR) continue;
+                failed = true;
+                std::fill(reinterpret_cast<float *>(dst), reinterpret_cast<float *>(dst) + rows * width, 0.0f);
+                return;
+            }
+            p += r, at += r, left -= size_t(r);
+        }
+    }
+    void check() const {
+        if (failed) throw error("distill: reading or writing the capture file failed (disk full or I/O error)");
+    }
+};
+
+// One head's chunk read from the capture (per thread).
+struct chunk_buffers {
+    std::vector<float> xn, q, k, v, o;
 };
 
 // The layer's projection rows [row0, row0 + n_rows) for one normed input row, as the engine's
@@ -476,7 +510,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         const char *t = std::getenv("TMPDIR");
         dir = t && *t ? t : "/tmp";
     }
-    cap.map(dir, size_t(floats));
+    cap.create(dir, size_t(floats));
     rep.capture_file_bytes = cap.bytes;
 
     thread_pool pool(p.n_threads > 0 ? p.n_threads : thread_pool::default_threads());
@@ -490,17 +524,19 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         cp.n_threads = p.n_threads;
         context ctx(m, cp);
         int64_t seq_start = 0;
+        std::vector<float> o_rows;
         // Inside eval: copy the normed input and the replaced heads' outputs of every token.
         ctx.set_layer_observer([&](int layer, int n, const float *xn, const float *attn_out) {
             if (cap.xn_off[size_t(layer)] < 0) return;
             const int64_t pos = seq_start + ctx.n_past();
-            std::memcpy(cap.at(cap.xn_off[size_t(layer)], pos, E), xn, size_t(n) * E * sizeof(float));
+            cap.write(cap.xn_off[size_t(layer)], pos, E, xn, n);
             for (size_t i = 0; i < heads.size(); ++i) {
                 if (heads[i].layer != layer) continue;
-                float *o = cap.at(cap.o_off[i], pos, hd);
+                o_rows.resize(size_t(n) * hd);
                 for (int t = 0; t < n; ++t)
-                    std::memcpy(o + size_t(t) * hd, attn_out + size_t(t) * nq + size_t(heads[i].head) * hd,
+                    std::memcpy(o_rows.data() + size_t(t) * hd, attn_out + size_t(t) * nq + size_t(heads[i].head) * hd,
                                 size_t(hd) * sizeof(float));
+                cap.write(cap.o_off[i], pos, hd, o_rows.data(), n);
             }
         });
         std::vector<float> logits;
@@ -516,22 +552,29 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                 if (cap.xn_off[size_t(l)] >= 0) lay.push_back(l);
             pool.parallel_for(int64_t(lay.size()) * blocks, [&](int64_t task, int) {
                 thread_local std::vector<uint8_t> act;
+                thread_local std::vector<float> x, out;
                 const int32_t l = lay[size_t(task / blocks)];
                 const layer_weights &W = m.layers()[size_t(l)];
-                const int64_t t0 = (task % blocks) * 16, t1 = std::min(len, t0 + 16);
-                for (int64_t t = seq_start + t0; t < seq_start + t1; ++t) {
-                    const float *x = cap.at(cap.xn_off[size_t(l)], t, E);
-                    for (size_t i = 0; i < heads.size(); ++i) {
-                        const head_ref &h = heads[i];
-                        if (h.layer != l) continue;
-                        project_rows(W.wq, W.bq, h.head * hd, hd, x, act, cap.at(cap.q_off[i], t, hd));
-                        if (h.r % g == 0) { // the group's first head writes the shared k, v
-                            project_rows(W.wk, W.bk, h.group * hd, hd, x, act, cap.at(cap.k_off[i], t, hd));
-                            project_rows(W.wv, W.bv, h.group * hd, hd, x, act, cap.at(cap.v_off[i], t, hd));
-                        }
+                const int64_t t0 = seq_start + (task % blocks) * 16, rows = std::min<int64_t>(16, seq_start + len - t0);
+                x.resize(size_t(16) * E);
+                out.resize(size_t(16) * hd);
+                cap.read(cap.xn_off[size_t(l)], t0, E, x.data(), rows);
+                for (size_t i = 0; i < heads.size(); ++i) {
+                    const head_ref &h = heads[i];
+                    if (h.layer != l) continue;
+                    auto project = [&](const weight_matrix &w, const std::vector<float> &bias, int row0, int64_t off) {
+                        for (int64_t t = 0; t < rows; ++t)
+                            project_rows(w, bias, row0, hd, x.data() + size_t(t) * E, act, out.data() + size_t(t) * hd);
+                        cap.write(off, t0, hd, out.data(), rows);
+                    };
+                    project(W.wq, W.bq, h.head * hd, cap.q_off[i]);
+                    if (h.r % g == 0) { // the group's first head writes the shared k, v
+                        project(W.wk, W.bk, h.group * hd, cap.k_off[i]);
+                        project(W.wv, W.bv, h.group * hd, cap.v_off[i]);
                     }
                 }
             });
+            cap.check();
             done += len;
             if (cb) {
                 distill_progress pr;
@@ -570,14 +613,23 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         });
     }
 
+    // Head i's tokens [t0, t0 + n) of sequence s, read into this thread's buffers.
     auto chunk_of = [&](size_t i, const sequence &s, int64_t t0, int32_t n) {
+        thread_local chunk_buffers b;
+        b.xn.resize(std::max(b.xn.size(), size_t(n) * E));
+        for (auto *a : {&b.q, &b.k, &b.v, &b.o}) a->resize(std::max(a->size(), size_t(n) * hd));
+        cap.read(cap.xn_off[size_t(heads[i].layer)], s.start + t0, E, b.xn.data(), n);
+        cap.read(cap.q_off[i], s.start + t0, hd, b.q.data(), n);
+        cap.read(cap.k_off[i], s.start + t0, hd, b.k.data(), n);
+        cap.read(cap.v_off[i], s.start + t0, hd, b.v.data(), n);
+        cap.read(cap.o_off[i], s.start + t0, hd, b.o.data(), n);
         head_chunk c;
         c.n_tokens = n;
-        c.xn = cap.at(cap.xn_off[size_t(heads[i].layer)], s.start + t0, E);
-        c.q = cap.at(cap.q_off[i], s.start + t0, hd);
-        c.k = cap.at(cap.k_off[i], s.start + t0, hd);
-        c.v = cap.at(cap.v_off[i], s.start + t0, hd);
-        c.o = cap.at(cap.o_off[i], s.start + t0, hd);
+        c.xn = b.xn.data();
+        c.q = b.q.data();
+        c.k = b.k.data();
+        c.v = b.v.data();
+        c.o = b.o.data();
         return c;
     };
 
@@ -599,6 +651,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                 }
             }
         });
+        cap.check();
     };
 
     // ---- 2. training ----
@@ -698,6 +751,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             }
             block_rel[size_t(i)] = rel / double(k_steps);
         });
+        cap.check();
         const double block_sec = seconds_since(t_block);
         step += k_steps;
         tokens_per_step_sum += block_tokens;

@@ -16,7 +16,7 @@ for t in f32 f16 q8_0 q4_0; do
 done
 ln -sf "$src" "$work/smollm2-q4_1.gguf"
 [[ -f "$work/smollm2-q4_1-h50.gguf" ]] ||
-  $recur convert -m "$src" -f ../shared/data/prideprejudice.txt -c 2048 --fraction 0.5 -o "$work/smollm2-q4_1-h50.gguf" --json >/dev/null
+  $recur convert -m "$src" -f ../shared/data/prideprejudice.txt -c 2048 --fraction 0.5 --steps 0 -o "$work/smollm2-q4_1-h50.gguf" --json >/dev/null
 
 echo "{\"probe\":$(build/app/recur-probe -t "$threads")}"
 for t in f32 f16 q8_0 q4_0 q4_1; do

@@ -8,8 +8,9 @@
 //    and for every replaced query head its raw q_t and its true attention output o_t (before
 //    attn_output). "Raw" means what the recurrent head is fed in the engine: the layer's own
 //    projection rows (+bias), activations quantised exactly as the forward pass does, no RoPE.
-//    The records go to a scratch file that is unlinked as soon as it is created and mapped, so the
-//    process's own memory holds one batch of activations, never the whole capture.
+//    The records go to a scratch file that is unlinked as soon as it is created and is read and
+//    written in small pieces (pread/pwrite), so the process's own memory holds one context and
+//    one chunk per thread, never the whole capture (which lives in the page cache).
 // 2. Training: each head independently minimises the mean over tokens of ‖y_t − o_t‖² (by
 //    default measured through the layer's output projection, see output_metric) with Adam
 //    (warm-up, cosine decay to lr/10; dt_b and a_log at 3× the rate) by truncated
