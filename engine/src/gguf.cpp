@@ -2,10 +2,15 @@
 // against the bytes that remain before it is used, and errors name what was being read.
 #include "recur/gguf.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <limits>
+#include <mutex>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -152,7 +157,99 @@ int64_t gguf_tensor_info::n_elements() const {
     return n;
 }
 
-std::unique_ptr<gguf_file> gguf_file::open(const std::string &path) {
+namespace {
+
+// ---- SIGBUS guard for mapped model files -------------------------------------------------------
+// A mapped file truncated by another process raises SIGBUS on the first touch of a page past its
+// new end, anywhere in the engine (any thread, any kernel). That cannot be unwound safely, so the
+// handler's job is to say what happened in one line and exit with EX_IOERR instead of dumping
+// core. Faults outside every registered mapping go to the previous handler (or the default).
+struct guarded_mapping {
+    std::atomic<uintptr_t> begin{0}, end{0};
+    char message[600];
+    size_t message_len = 0;
+};
+constexpr int k_max_guarded = 64;
+guarded_mapping g_guarded[k_max_guarded];
+std::mutex g_guard_mutex; // registration only; the handler reads the atomics
+struct sigaction g_previous_sigbus {};
+
+void on_sigbus(int sig, siginfo_t *info, void *uctx) {
+    const auto addr = reinterpret_cast<uintptr_t>(info ? info->si_addr : nullptr);
+    for (auto &g : g_guarded) {
+        const uintptr_t b = g.begin.load(std::memory_order_acquire);
+        if (b != 0 && addr >= b && addr < g.end.load(std::memory_order_acquire)) {
+            ssize_t ignored = ::write(STDERR_FILENO, g.message, g.message_len);
+            (void)ignored;
+            _exit(74); // EX_IOERR
+        }
+    }
+    // Not ours: hand over to whoever was there before, or die the default way.
+    if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
+        if (g_previous_sigbus.sa_sigaction) return g_previous_sigbus.sa_sigaction(sig, info, uctx);
+    } else if (g_previous_sigbus.sa_handler != SIG_DFL && g_previous_sigbus.sa_handler != SIG_IGN &&
+               g_previous_sigbus.sa_handler != nullptr) {
+        return g_previous_sigbus.sa_handler(sig);
+    }
+    signal(SIGBUS, SIG_DFL); // returning re-runs the faulting access, which now kills the process
+}
+
+void guard_mapping(const uint8_t *base, size_t size, const std::string &path) {
+    static std::once_flag installed;
+    std::call_once(installed, [] {
+        struct sigaction sa {};
+        sa.sa_sigaction = on_sigbus;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGBUS, &sa, &g_previous_sigbus);
+    });
+    std::lock_guard<std::mutex> lock(g_guard_mutex);
+    for (auto &g : g_guarded) {
+        if (g.begin.load(std::memory_order_relaxed) != 0) continue;
+        const std::string msg = "recur: the model file '" + path +
+                                "' was truncated or overwritten by another program while in use; "
+                                "stopping (exit 74). Everything already saved is intact; restore the "
+                                "file and start again.\n";
+        g.message_len = std::min(msg.size(), sizeof g.message);
+        std::memcpy(g.message, msg.data(), g.message_len);
+        g.end.store(reinterpret_cast<uintptr_t>(base) + size, std::memory_order_release);
+        g.begin.store(reinterpret_cast<uintptr_t>(base), std::memory_order_release);
+        return;
+    }
+    // More than 64 files mapped at once: the rest are unguarded (a crash is still possible).
+}
+
+void unguard_mapping(const uint8_t *base) {
+    std::lock_guard<std::mutex> lock(g_guard_mutex);
+    for (auto &g : g_guarded)
+        if (g.begin.load(std::memory_order_relaxed) == reinterpret_cast<uintptr_t>(base)) {
+            g.begin.store(0, std::memory_order_release);
+            g.end.store(0, std::memory_order_release);
+        }
+}
+
+uint8_t *alloc_aligned(size_t size) {
+    const size_t rounded = (std::max<size_t>(size, 1) + 63) / 64 * 64;
+    auto *p = static_cast<uint8_t *>(std::aligned_alloc(64, rounded));
+    if (!p) throw error("out of memory: cannot allocate " + std::to_string(size >> 20) + " MiB for a model file");
+    return p;
+}
+
+bool read_by_default(size_t size) {
+    if (const char *env = std::getenv("RECUR_MMAP")) {
+        if (std::strcmp(env, "1") == 0) return false;
+        if (std::strcmp(env, "0") == 0) return true;
+    }
+    const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const double available = pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
+    return size <= (size_t(2) << 30) && double(size) <= available / 4;
+}
+
+} // namespace
+
+void gguf_file::free_deleter::operator()(uint8_t *p) const { std::free(p); }
+
+std::unique_ptr<gguf_file> gguf_file::open(const std::string &path, gguf_load how) {
     std::unique_ptr<gguf_file> f(new gguf_file());
     f->path_ = path;
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -167,12 +264,36 @@ std::unique_ptr<gguf_file> gguf_file::open(const std::string &path) {
         ::close(fd);
         throw format_error("GGUF: '" + path + "' is empty");
     }
-    // MAP_PRIVATE read-only: the weights are shared page cache, nothing is copied.
-    void *p = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (p == MAP_FAILED) throw error("cannot map model file '" + path + "': " + std::strerror(errno));
-    f->base_ = static_cast<const uint8_t *>(p);
-    f->mapped_ = true;
+    const bool read_it = how == gguf_load::read || (how == gguf_load::automatic && read_by_default(f->size_));
+    if (read_it) {
+        try {
+            f->owned_.reset(alloc_aligned(f->size_));
+        } catch (...) {
+            ::close(fd);
+            throw;
+        }
+        size_t done = 0;
+        while (done < f->size_) {
+            const ssize_t got = ::pread(fd, f->owned_.get() + done, f->size_ - done, off_t(done));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                const std::string why = got < 0 ? std::strerror(errno) : "the file became shorter while being read";
+                ::close(fd);
+                throw error("cannot read model file '" + path + "': " + why);
+            }
+            done += size_t(got);
+        }
+        ::close(fd);
+        f->base_ = f->owned_.get();
+    } else {
+        // MAP_PRIVATE read-only: the weights are shared page cache, nothing is copied.
+        void *p = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+        ::close(fd);
+        if (p == MAP_FAILED) throw error("cannot map model file '" + path + "': " + std::strerror(errno));
+        f->base_ = static_cast<const uint8_t *>(p);
+        f->mapped_ = true;
+        guard_mapping(f->base_, f->size_, path);
+    }
     try {
         f->parse();
     } catch (const format_error &e) {
@@ -184,15 +305,19 @@ std::unique_ptr<gguf_file> gguf_file::open(const std::string &path) {
 std::unique_ptr<gguf_file> gguf_file::from_memory(const void *bytes, size_t size) {
     std::unique_ptr<gguf_file> f(new gguf_file());
     f->path_ = "<memory>";
-    f->owned_.assign(static_cast<const uint8_t *>(bytes), static_cast<const uint8_t *>(bytes) + size);
-    f->base_ = f->owned_.data();
+    f->owned_.reset(alloc_aligned(size));
+    if (size) std::memcpy(f->owned_.get(), bytes, size);
+    f->base_ = f->owned_.get();
     f->size_ = size;
     f->parse();
     return f;
 }
 
 gguf_file::~gguf_file() {
-    if (mapped_) munmap(const_cast<uint8_t *>(base_), size_);
+    if (mapped_) {
+        unguard_mapping(base_);
+        munmap(const_cast<uint8_t *>(base_), size_);
+    }
 }
 
 void gguf_file::parse() {

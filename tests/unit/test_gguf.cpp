@@ -8,6 +8,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <cstdlib>
+#include <unistd.h>
 
 using namespace recur;
 
@@ -205,4 +207,61 @@ TEST(Gguf, RandomCorruptionNeverCrashes) {
         errors += !error_of(copy).empty();
     }
     SUCCEED() << errors << " of 300 corrupted files rejected";
+}
+
+// ---- a model file changed on disk while a session uses it (issue 7, faults) -----------------
+
+namespace {
+std::string copy_to_temp(const std::string &src, const std::string &name) {
+    const std::string dst = ::testing::TempDir() + name;
+    const auto bytes = read_bytes(src);
+    std::ofstream(dst, std::ios::binary).write(reinterpret_cast<const char *>(bytes.data()), std::streamsize(bytes.size()));
+    return dst;
+}
+std::vector<float> eval_tokens(const model &m) {
+    context_params cp;
+    cp.n_ctx = 16;
+    cp.n_threads = 1;
+    context ctx(m, cp);
+    std::vector<float> logits;
+    ctx.eval({1, 403, 407}, logits);
+    return logits;
+}
+} // namespace
+
+TEST(Gguf, SmallModelIsReadSoTruncationCannotReachIt) {
+    const std::string path = copy_to_temp(stories, "truncated-after-load.gguf");
+    auto m = model::load(path);
+    ASSERT_FALSE(m->file().mapped()) << "a 1 MB model should be read into memory by default";
+    const auto before = eval_tokens(*m);
+    ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+    const auto after = eval_tokens(*m); // the weights are a private copy: same answer, no SIGBUS
+    EXPECT_EQ(before, after);
+    std::remove(path.c_str());
+}
+
+TEST(Gguf, ReadAndMapGiveTheSameBytes) {
+    auto r = gguf_file::open(stories, gguf_load::read);
+    auto m = gguf_file::open(stories, gguf_load::map);
+    EXPECT_FALSE(r->mapped());
+    EXPECT_TRUE(m->mapped());
+    ASSERT_EQ(r->file_size(), m->file_size());
+    EXPECT_EQ(0, std::memcmp(r->base(), m->base(), r->file_size()));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(r->base()) % 64, 0u);
+}
+
+TEST(GgufDeathTest, MappedModelTruncatedByAnotherProgramExitsWithAClearMessage) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    const std::string path = copy_to_temp(stories, "truncated-while-mapped.gguf");
+    EXPECT_EXIT(
+        {
+            setenv("RECUR_MMAP", "1", 1);
+            auto m = model::load(path);
+            if (!m->file().mapped()) std::_Exit(3);
+            if (::truncate(path.c_str(), 4096) != 0) std::_Exit(4);
+            (void)eval_tokens(*m); // touches pages past the new end: SIGBUS, caught by the guard
+            std::_Exit(0);
+        },
+        ::testing::ExitedWithCode(74), "truncated or overwritten by another program while in use");
+    std::remove(path.c_str());
 }
