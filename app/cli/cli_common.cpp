@@ -28,9 +28,50 @@ std::string read_file(const std::string &path) {
     return ss.str();
 }
 
-std::string device_name(const options &o) {
-    if (o.device == "cuda") throw error("--device cuda: this build has no CUDA backend (use --device cpu)");
-    return "cpu";
+recur_app::device_request device_request_of(const options &o) {
+    return recur_app::parse_device(o.device);
+}
+
+void print_notice(const std::string &text) {
+    fprintf(stderr, "recur: note: %s\n", text.c_str());
+}
+
+std::unique_ptr<recur_app::inference_session> make_session(const options &o, const model &m, const context_params &cp) {
+    recur_app::session_options so;
+    so.context = cp;
+    so.device = device_request_of(o);
+    // An unusable GPU is reported naming the flag before the session tries anything.
+    recur_app::choose_device(so.device, recur_app::query_gpu(), "--device cuda");
+    std::unique_ptr<recur_app::inference_session> s;
+    try {
+        s = recur_app::inference_session::create(m, so);
+    } catch (const error &e) {
+        // The GPU refused the model (does not fit, a weight type it lacks): name the flag too.
+        if (so.device == recur_app::device_request::cuda) throw error(std::string("--device cuda: ") + e.what());
+        throw;
+    }
+    if (!s->notice().empty()) print_notice(s->notice());
+    return s;
+}
+
+void write_gpu_plan(json_writer &j, const recur_app::gpu_memory_plan &g) {
+    j.key("gpu_memory").begin_object();
+    j.field("device_name", g.device_name);
+    j.field("free_bytes", uint64_t(g.free_bytes)).field("total_bytes", uint64_t(g.total_bytes));
+    j.field("weights_bytes", uint64_t(g.weights_bytes)).field("kv_bytes", uint64_t(g.kv_bytes));
+    j.field("recurrent_bytes", uint64_t(g.recurrent_bytes)).field("window_bytes", uint64_t(g.window_bytes));
+    j.field("scratch_bytes", uint64_t(g.scratch_bytes)).field("reserve_bytes", uint64_t(g.reserve_bytes));
+    j.field("total_bytes_needed", uint64_t(g.total_bytes_needed));
+    j.field("max_n_ctx", int64_t(g.max_n_ctx)).field("fits", g.fits);
+    j.end_object();
+}
+
+void write_device(json_writer &j, const recur_app::inference_session &s) {
+    j.field("device", recur_app::device_kind_name(s.kind()));
+    if (s.kind() == recur_app::device_kind::cuda) {
+        j.field("device_name", s.device_name());
+        write_gpu_plan(j, s.gpu_memory());
+    }
 }
 
 // Without -m: $RECUR_MODEL, else the default model that installer/setup.sh puts in the

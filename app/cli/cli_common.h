@@ -3,6 +3,7 @@
 #include "json_writer.h"
 #include "options.h"
 
+#include "core/inference_session.h"
 #include "recur/model.h"
 
 #include <chrono>
@@ -21,8 +22,19 @@ double seconds_since(clock_type::time_point t0);
 size_t peak_rss_bytes();
 // Whole file as bytes; throws recur::error naming the path.
 std::string read_file(const std::string &path);
-// "cpu" (or a clear error for --device cuda in a build without CUDA).
-std::string device_name(const options &o);
+// --device as the app core's request (options.cpp has already refused other values).
+recur_app::device_request device_request_of(const options &o);
+// The session a command evaluates with, on the device --device asks for (see
+// app/core/inference_session.h): cuda that cannot be used throws (exit 1 with its reason);
+// auto's fallback notice is printed to stderr here, once per session made.
+std::unique_ptr<recur_app::inference_session> make_session(const options &o, const recur::model &m,
+                                                           const recur::context_params &cp);
+// "recur: note: <text>" on stderr: what the user should know but is not an error.
+void print_notice(const std::string &text);
+// `--json` fields "device" ("cpu" | "cuda") and, on the GPU, "device_name" and the planner's
+// "gpu_memory" object.
+void write_device(json_writer &j, const recur_app::inference_session &s);
+void write_gpu_plan(json_writer &j, const recur_app::gpu_memory_plan &g);
 // Without -m: $RECUR_MODEL, else the default model installer/setup.sh puts in the data folder.
 std::string default_model_path();
 std::unique_ptr<recur::model> load_model(const options &o);

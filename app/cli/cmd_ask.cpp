@@ -69,7 +69,8 @@ int cmd_ask(const recur_cli::options &o) {
     const std::string &question = o.question;
     if (doc_path.empty()) throw recur::error("ask needs a document (--doc FILE)");
     if (question.empty()) throw recur::error("ask needs a question (-q QUESTION)");
-    const std::string device = recur_cli::device_name(o);
+    const recur_app::device_request device = recur_cli::device_request_of(o);
+    recur_app::choose_device(device, recur_app::query_gpu(), "--device cuda"); // an unusable GPU: before any work
     // The document first: a bad file is reported before the model is loaded.
     const recur_app::document doc = recur_app::import_document(doc_path);
     for (const std::string &w : doc.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -81,13 +82,22 @@ int cmd_ask(const recur_cli::options &o) {
     params.n_batch = o.n_batch;
     params.n_threads = o.n_threads;
     params.kv_type = o.kv_f32 ? recur::tensor_type::F32 : recur::tensor_type::F16;
+    params.device = device;
     params.max_answer_tokens = o.n_predict;
     params.recency_window = o.window;
     // Without sampling flags, the pipeline's low-temperature defaults suit answering from a text
     // better than generate's; any sampling flag takes the command line's values as given.
     if (!same_sampling(o.sampling, recur::sampling_params{})) params.sampling = o.sampling;
     params.sampling.seed = o.sampling.seed;
-    recur_app::ask_engine engine(*model, model_path, params);
+    std::unique_ptr<recur_app::ask_engine> engine_holder;
+    try {
+        engine_holder = std::make_unique<recur_app::ask_engine>(*model, model_path, params);
+    } catch (const recur::error &e) {
+        if (device == recur_app::device_request::cuda) throw recur::error(std::string("--device cuda: ") + e.what());
+        throw;
+    }
+    recur_app::ask_engine &engine = *engine_holder;
+    if (!engine.session().notice().empty()) recur_cli::print_notice(engine.session().notice());
 
     std::unique_ptr<recur_app::session_store> store;
     recur_app::ask_request req;
@@ -161,7 +171,8 @@ int cmd_ask(const recur_cli::options &o) {
         j.field("session_id", int64_t(r.session_id));
         j.field("session_db", store ? store->path() : std::string());
         j.field("snapshot", r.snapshot_path);
-        j.field("threads", int64_t(engine.threads())).field("device", device);
+        j.field("threads", int64_t(engine.threads()));
+        recur_cli::write_device(j, engine.session());
         j.end_object();
         std::cout << j.str() << "\n";
     } else {

@@ -60,6 +60,13 @@ int cmd_info(const options &o) {
     const model_hparams &hp = m->hparams();
     context_params cp = make_context_params(o, *m, hp.n_ctx_train);
     memory_report r = context::plan(*m, cp);
+    // The device a session would use, and on the GPU the planner's answer for it; nothing is
+    // allocated, so a plan that does not fit is reported here, not refused.
+    const recur_app::device_choice device =
+        recur_app::choose_device(device_request_of(o), recur_app::query_gpu(), "--device cuda");
+    if (!device.notice.empty()) print_notice(device.notice);
+    const recur_app::gpu_memory_plan gpu =
+        device.kind == recur_app::device_kind::cuda ? recur_app::plan_gpu_memory(*m, cp) : recur_app::gpu_memory_plan{};
     const std::string tmpl = m->chat_template();
     const chat_format fmt = detect_chat_format(tmpl);
     if (o.json) {
@@ -90,6 +97,11 @@ int cmd_info(const options &o) {
         }
         j.end_array();
         write_memory(j, r);
+        j.field("device", recur_app::device_kind_name(device.kind));
+        if (gpu.valid) {
+            j.field("device_name", gpu.device_name);
+            write_gpu_plan(j, gpu);
+        }
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
@@ -114,6 +126,11 @@ int cmd_info(const options &o) {
                "recurrent %.1f MiB, windows %.1f MiB, buffers %.1f MiB\n",
                r.n_ctx, mb(r.weights_bytes), mb(r.kv_bytes), mb(r.full_attention_kv_bytes), mb(r.recurrent_bytes),
                mb(r.window_bytes), mb(r.scratch_bytes));
+        if (gpu.valid)
+            printf("device       cuda: %s%s\n", gpu.description.c_str(),
+                   gpu.fits ? "" : " (DOES NOT FIT: a session at this context would be refused)");
+        else
+            printf("device       cpu\n");
     }
     return 0;
 }
@@ -147,7 +164,6 @@ int cmd_tokenize(const options &o) {
 
 int cmd_generate(const options &o) {
     auto m = load_model(o);
-    const std::string device = device_name(o);
     const tokenizer &vocab = m->vocab();
     std::string text = o.prompt_given ? o.prompt : (o.file.empty() ? "" : read_file(o.file));
     std::vector<std::string> stop_strings;
@@ -183,7 +199,8 @@ int cmd_generate(const options &o) {
     if (int64_t(prompt.size()) >= cp.n_ctx)
         throw error("the prompt has " + std::to_string(prompt.size()) + " tokens, more than the context of " +
                     std::to_string(cp.n_ctx));
-    context ctx(*m, cp);
+    const std::unique_ptr<recur_app::inference_session> session = make_session(o, *m, cp);
+    recur_app::inference_session &ctx = *session;
     sampler smp(o.sampling);
     for (int32_t t : prompt) smp.accept(t);
 
@@ -243,13 +260,15 @@ int cmd_generate(const options &o) {
         j.field("prompt_tokens", int64_t(prompt.size()));
         j.field("prefill_tok_s", prefill_tps).field("decode_tok_s", decode_tps);
         j.field("stop", stop_reason).field("seed", uint64_t(smp.seed()));
-        j.field("threads", int64_t(ctx.n_threads())).field("device", device);
+        j.field("threads", int64_t(ctx.n_threads()));
+        write_device(j, ctx);
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
         printf("\n");
-        fprintf(stderr, "[prompt %zu tokens, %.1f tok/s; generated %zu tokens, %.1f tok/s; stop: %s]\n",
-                prompt.size(), prefill_tps, generated.size(), decode_tps, stop_reason.c_str());
+        fprintf(stderr, "[prompt %zu tokens, %.1f tok/s; generated %zu tokens, %.1f tok/s; stop: %s; %s]\n",
+                prompt.size(), prefill_tps, generated.size(), decode_tps, stop_reason.c_str(),
+                ctx.device_name().c_str());
     }
     return 0;
 }
@@ -262,7 +281,8 @@ int cmd_perplexity(const options &o) {
     const int64_t n_chunks = tc.n_chunks;
     context_params cp = make_context_params(o, *m, n_ctx);
     cp.n_ctx = n_ctx;
-    context ctx(*m, cp);
+    const std::unique_ptr<recur_app::inference_session> session = make_session(o, *m, cp);
+    recur_app::inference_session &ctx = *session;
     const int n_vocab = m->hparams().n_vocab;
     double nll = 0;
     int64_t scored = 0;
@@ -292,25 +312,26 @@ int cmd_perplexity(const options &o) {
         j.begin_object();
         j.field("ppl", ppl).field("n_tokens", int64_t(scored)).field("n_chunks", int64_t(n_chunks));
         j.field("n_ctx", int64_t(n_ctx)).field("tok_s", double(n_chunks) * n_ctx / secs);
+        write_device(j, ctx);
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
-        printf("perplexity %.4f over %lld scored tokens in %lld chunks of %d (%.1f s)\n", ppl, (long long)scored,
-               (long long)n_chunks, n_ctx, secs);
+        printf("perplexity %.4f over %lld scored tokens in %lld chunks of %d (%.1f s, %s)\n", ppl, (long long)scored,
+               (long long)n_chunks, n_ctx, secs, ctx.device_name().c_str());
     }
     return 0;
 }
 
 int cmd_bench(const options &o) {
     auto m = load_model(o);
-    const std::string device = device_name(o);
     const int n_prompt = o.n_prompt_bench, n_gen = o.n_predict, depth = o.depth;
     if (n_prompt < 0 || depth < 0) throw error("bench: -p and -d must not be negative");
     context_params cp = make_context_params(o, *m, 0);
     cp.n_ctx = o.n_ctx > 0 ? o.n_ctx : depth + n_prompt + n_gen + 1;
     if (cp.n_ctx < depth + n_prompt + n_gen)
         throw error("bench: -c " + std::to_string(cp.n_ctx) + " is smaller than depth + prompt + generated tokens");
-    context ctx(*m, cp);
+    const std::unique_ptr<recur_app::inference_session> session = make_session(o, *m, cp);
+    recur_app::inference_session &ctx = *session;
     if (o.recency > 0) ctx.collect_recency(o.recency); // measures the statistics' overhead
     // Random token ids, as llama-bench uses: the speed does not depend on the text.
     std::mt19937 rng(1234);
@@ -324,16 +345,27 @@ int cmd_bench(const options &o) {
     double best_prefill = 0, best_decode = 0;
     for (int rep = 0; rep < std::max(1, o.repetitions); ++rep) {
         ctx.truncate(0);
-        if (depth > 0) ctx.eval(random_tokens(depth), logits);
+        const std::vector<int32_t> context_tokens = random_tokens(depth);
+        if (depth > 0) ctx.eval(context_tokens, logits);
         if (n_prompt > 0) {
             auto t0 = clock_type::now();
             ctx.eval(random_tokens(n_prompt), logits);
             best_prefill = std::max(best_prefill, n_prompt / seconds_since(t0));
         }
         if (n_gen > 0) {
-            ctx.truncate(depth);
+            // Decode from depth. A recurrent state (hybrid models) and the GPU backend cannot be
+            // rewound there: start again and read the same depth tokens, outside the timing.
+            if (ctx.can_truncate(depth)) {
+                ctx.truncate(depth);
+            } else {
+                ctx.truncate(0);
+                if (depth > 0) ctx.eval(context_tokens, logits);
+            }
+            // Greedy steps: the speed does not depend on which tokens are fed, and on the GPU the
+            // argmax stays on the device (its decode graph, the path an answer takes).
+            int32_t tok = pick(rng);
             auto t1 = clock_type::now();
-            for (int i = 0; i < n_gen; ++i) ctx.eval({pick(rng)}, logits);
+            for (int i = 0; i < n_gen; ++i) tok = ctx.decode_greedy(tok);
             best_decode = std::max(best_decode, n_gen / seconds_since(t1));
         }
     }
@@ -357,15 +389,22 @@ int cmd_bench(const options &o) {
         j.field("full_attention_kv_bytes", uint64_t(r.full_attention_kv_bytes));
         j.field("kv_bytes_per_token", kv_per_token);
         j.field("weights_bytes", uint64_t(r.weights_bytes)).field("peak_rss_bytes", uint64_t(peak_rss_bytes()));
-        j.field("threads", int64_t(ctx.n_threads())).field("device", device).field("simd", simd_level());
+        j.field("threads", int64_t(ctx.n_threads())).field("simd", simd_level());
+        write_device(j, ctx);
         j.field("recency_window", int64_t(o.recency)).field("replaced_groups", int64_t(m->replaced_group_count()));
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
-        printf("%s (%s): prefill %d tokens %.1f tok/s, decode %d tokens at depth %d %.1f tok/s (%.1f GB/s), "
-               "%d threads, %s\n",
-               m->name().c_str(), m->weights_type().c_str(), n_prompt, best_prefill, n_gen, depth, best_decode,
-               decode_bytes * best_decode / 1e9, ctx.n_threads(), simd_level());
+        if (ctx.kind() == recur_app::device_kind::cuda)
+            printf("%s (%s): prefill %d tokens %.1f tok/s, decode %d tokens at depth %d %.1f tok/s (%.1f GB/s), "
+                   "%s\n",
+                   m->name().c_str(), m->weights_type().c_str(), n_prompt, best_prefill, n_gen, depth, best_decode,
+                   decode_bytes * best_decode / 1e9, ctx.device_name().c_str());
+        else
+            printf("%s (%s): prefill %d tokens %.1f tok/s, decode %d tokens at depth %d %.1f tok/s (%.1f GB/s), "
+                   "%d threads, %s\n",
+                   m->name().c_str(), m->weights_type().c_str(), n_prompt, best_prefill, n_gen, depth, best_decode,
+                   decode_bytes * best_decode / 1e9, ctx.n_threads(), simd_level());
     }
     return 0;
 }
@@ -494,6 +533,13 @@ int main(int argc, char **argv) {
             fputs(recur_cli::usage().c_str(), stdout);
             return 0;
         }
+        // These commands run through recur::context directly (CPU only): an explicit request
+        // for the GPU is refused rather than quietly ignored; auto means "whatever works".
+        static const char *const cpu_only[] = {"tokenize", "analyze", "convert", "quantize", "kl", "passkey"};
+        for (const char *c : cpu_only)
+            if (o.command == c && o.device == "cuda")
+                throw error("--device cuda: `recur " + o.command +
+                            "` runs on the CPU only (the GPU serves generate, bench, perplexity, ask and info)");
         if (o.command == "info") return cmd_info(o);
         if (o.command == "tokenize") return cmd_tokenize(o);
         if (o.command == "generate") return cmd_generate(o);

@@ -138,7 +138,7 @@ options parse_options(int argc, char **argv) {
     if (o.calib_self < 0 || o.calib_tokens < 0) throw recur::error("--calib-self and --calib-tokens must not be negative");
     if (!(o.lr >= 0) || !std::isfinite(o.lr)) throw recur::error("--lr must be a positive number");
     if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
-        throw recur::error("--device must be cpu, cuda or auto");
+        throw recur::error("--device must be cpu, cuda or auto, got '" + o.device + "'");
     return o;
 }
 

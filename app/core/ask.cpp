@@ -60,7 +60,8 @@ const char *reuse_source_name(reuse_source r) {
 
 struct ask_engine::impl {
     recur::context_params cp;
-    std::unique_ptr<recur::context> ctx;
+    std::unique_ptr<inference_session> ctx; // the CPU's context or the GPU's model
+    bool told_no_snapshots = false;         // the "snapshots are CPU-only" warning, given once
     recur::chat_format fmt = recur::chat_format::plain;
     std::vector<std::string> stop_strings;
     std::vector<std::string> control_texts; // spellings of control tokens, broken up in content
@@ -75,7 +76,10 @@ ask_engine::ask_engine(const recur::model &model, std::string model_path, const 
     s.cp.n_batch = params.n_batch;
     s.cp.n_threads = params.n_threads;
     s.cp.kv_type = params.kv_type;
-    s.ctx = std::make_unique<recur::context>(model, s.cp);
+    session_options so;
+    so.context = s.cp;
+    so.device = params.device;
+    s.ctx = inference_session::create(model, so);
     s.fmt = recur::detect_chat_format(model.chat_template());
     s.stop_strings = recur::chat_stop_strings(s.fmt);
     const recur::tokenizer &vocab = model.vocab();
@@ -94,6 +98,7 @@ int32_t ask_engine::n_ctx() const { return impl_->cp.n_ctx; }
 int ask_engine::threads() const { return impl_->ctx->n_threads(); }
 std::string ask_engine::model_fingerprint() const { return impl_->fingerprint; }
 recur::memory_report ask_engine::memory() const { return impl_->ctx->memory(); }
+const inference_session &ask_engine::session() const { return *impl_->ctx; }
 void ask_engine::reset() { impl_->ctx->truncate(0); }
 
 int32_t ask_engine::count_tokens(std::string_view text) const {
@@ -134,7 +139,7 @@ ask_plan ask_engine::plan(std::string_view document_text, int32_t document_token
 
 ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
     impl &s = *impl_;
-    recur::context &ctx = *s.ctx;
+    inference_session &ctx = *s.ctx;
     const recur::tokenizer &vocab = model_.vocab();
     ask_result res;
     const std::string question = trim(req.question);
@@ -341,7 +346,15 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
     res.reused_from = reused > 0 ? reuse_source::context : reuse_source::none;
     // Snapshots hold documents read whole; in passage mode the passages change with every
     // question, so there is nothing worth restoring (or saving) beyond the instructions.
-    if (store && whole && reused < prompt.boundary) {
+    // Engine state files are CPU-only; on the GPU a document is read again in each new process
+    // (fast there), and the user is told once why no snapshot is used or written.
+    const bool snapshots = ctx.supports_state_files();
+    if (!snapshots && store && whole && !s.told_no_snapshots) {
+        res.warnings.push_back("engine snapshots are CPU-only: on " + ctx.device_name() +
+                               " the document is not saved for reuse in a later run");
+        s.told_no_snapshots = true;
+    }
+    if (snapshots && store && whole && reused < prompt.boundary) {
         std::vector<snapshot_record> snaps;
         if (auto own = store->snapshot(res.session_id); own && own->model_fingerprint == s.fingerprint) snaps.push_back(*own);
         for (const snapshot_record &r : store->snapshots_for_document(document_id, s.fingerprint))
@@ -421,7 +434,7 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
             done_before = int64_t(boundary - reused);
             // Save when there is no snapshot, or this read added a good share to it: writing the
             // whole state after every short question would cost more than it saves.
-            if (store && whole && params_.save_snapshots && !store->read_only()) {
+            if (snapshots && store && whole && params_.save_snapshots && !store->read_only()) {
                 const std::optional<snapshot_record> own = store->snapshot(res.session_id);
                 const int32_t have = own && own->model_fingerprint == s.fingerprint ? own->n_past : 0;
                 const int32_t added = int32_t(boundary) - have;

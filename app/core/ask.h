@@ -26,6 +26,7 @@
 // that thread, synchronously, inside ask(). Cancel from another thread through the atomic flag:
 // it is checked in the engine's progress callback during prefill and between decode steps.
 #include "core/document_import.h"
+#include "core/inference_session.h"
 #include "core/passage_index.h"
 #include "core/session_store.h"
 
@@ -46,6 +47,8 @@ struct ask_params {
     int32_t n_ctx = 0;        // context tokens; 0: min(model's training context, 4096)
     int32_t n_batch = 256;    // prefill batch
     int32_t n_threads = 0;    // 0: all cores
+    // cpu, cuda or auto (inference_session.h): the device the answering context lives on.
+    device_request device = device_request::cpu;
     recur::tensor_type kv_type = recur::tensor_type::F16;
     int32_t max_answer_tokens = 256; // decode limit, also reserved in the context for the answer
     recur::sampling_params sampling = default_sampling();
@@ -148,6 +151,8 @@ class ask_engine {
     std::string model_fingerprint() const; // fingerprint_hex of the model
     // Engine memory now (for a status bar).
     recur::memory_report memory() const;
+    // The session answering: its device, the auto-fallback notice, the GPU's memory plan.
+    const inference_session &session() const;
 
     // Tokens of `text` with this model's tokenizer (no BOS), for budgets and statistics.
     int32_t count_tokens(std::string_view text) const;
