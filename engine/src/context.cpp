@@ -82,8 +82,15 @@ struct context::impl {
     // Recurrent states: [layer][replaced head][hd][hd] floats, rec_base[layer] = first head's index.
     std::vector<float> rec_state;
     std::vector<size_t> rec_base;
-    std::vector<float> rec_scratch; // per thread: chunked-scan scratch + dt[n_batch]
+    std::vector<float> rec_scratch; // per thread: chunked-scan scratch + dt[n_batch] + gathered q/k/v/y
     size_t rec_scratch_per_thread = 0;
+    // Window + recurrent heads: dt of the last W tokens per head (a ring like the K/V rings, row
+    // p % W), because a token's dt (from its xn) is needed when it leaves the window W tokens
+    // later and xn is gone by then. dt_ring_off[layer][r] = offset in floats, SIZE_MAX for
+    // heads of other kinds.
+    std::vector<float> dt_ring;
+    std::vector<std::vector<size_t>> dt_ring_off;
+    std::vector<float> q_raw; // [n_batch][n_head*hd] unrotated q of a layer with window + recurrent groups
 
     // Scratch for one batch.
     std::vector<float> x, xn, q, k, v, attn_out, gate, up, logits_rows;
@@ -468,12 +475,16 @@ struct context::impl {
 
     // The replaced groups' query heads: y = recurrent head(q, k, v, dt(xn)) written where the
     // head's attention output would be. xn still holds the attention-normed input here.
-    void recurrent_heads(int layer, int n) {
+    void recurrent_heads(int layer, int32_t pos0, int n) {
         const hybrid_layer &H = m.hybrid()[size_t(layer)];
         const int g = hp.group_size(), hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
         const int R = int(H.recurrent_groups.size()) * g;
         pool.parallel_for(R, [&](int64_t r, int thread) {
             const int group = H.recurrent_groups[size_t(r / g)], head = group * g + int(r % g);
+            if (H.group_is(group, replacement_kind::window_recurrent)) {
+                window_recurrent_head(layer, int(r), pos0, n, thread);
+                return;
+            }
             recurrent_head_weights w;
             w.head_dim = hd;
             w.n_embd = hp.n_embd;
@@ -523,6 +534,92 @@ struct context::impl {
         });
     }
 
+    // Window + recurrent head r of this layer (docs/FORMAT.md "Window + recurrent"). The window
+    // part (softmax over positions [i-W+1, i]) is already in attn_out; this adds the recurrent
+    // read-out. Token e enters the head's state when it leaves the window, i.e. at query
+    // i = e + W, so over the batch's queries i in [pos0, pos0+n) the scan runs over the
+    // m = (pos0+n-W) - max(0, pos0-W) evicted tokens e with
+    //   k_e, v_e, dt_e of the evicted token and q_i = q_{e+W} of the query that evicts it:
+    //   S_e = a_e S_{e-1} + dt_e k'_e v'_eᵀ,  attn_out_i += S_eᵀ q'_i / √hd + d ⊙ v'_e.
+    // Queries i < W have evicted nothing and get no recurrent term. k_e and v_e are taken as the
+    // ring holds them (RoPE-rotated k rounded to the cache type, then rotated back), for tokens
+    // still in the batch too, so the result does not depend on how a text is cut into batches.
+    void window_recurrent_head(int layer, int r, int32_t pos0, int n, int thread) {
+        const hybrid_layer &H = m.hybrid()[size_t(layer)];
+        const int g = hp.group_size(), hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
+        const int group = H.recurrent_groups[size_t(r / g)], head = group * g + r % g;
+        const int32_t W = H.group_window[size_t(group)];
+        recurrent_head_weights w;
+        w.head_dim = hd;
+        w.n_embd = hp.n_embd;
+        w.dt_w = H.dt_w.data() + size_t(r) * hp.n_embd;
+        w.dt_b = H.dt_b[size_t(r)];
+        w.a_log = H.a_log[size_t(r)];
+        w.d = H.d.data() + size_t(r) * hd;
+        // Scratch: scan | dt of the batch [n_batch] | dt of the evicted [n_batch] | q', k', v', y [n_batch][hd] | tmp [hd]
+        float *scratch = rec_scratch.data() + rec_scratch_per_thread * size_t(thread);
+        float *dt_b = scratch + recurrent_scan_scratch_floats(hd, recurrent_chunk), *dt_e = dt_b + n_batch;
+        float *qq = dt_e + n_batch, *kq = qq + size_t(n_batch) * hd, *vq = kq + size_t(n_batch) * hd;
+        float *yr = vq + size_t(n_batch) * hd, *tmp = yr + size_t(n_batch) * hd;
+        float *state = rec_state.data() + (rec_base[size_t(layer)] + size_t(r)) * recurrent_state_floats(hd);
+        float *ring_dt = dt_ring.data() + dt_ring_off[size_t(layer)][size_t(r)];
+        recurrent_compute_dt(w, n, xn.data(), size_t(hp.n_embd), dt_b);
+        const bool mixed = !H.q_proj.empty();
+        auto put = [&](float *dst, const float *src, const float *mat) {
+            if (!mat) {
+                std::memcpy(dst, src, hd * sizeof(float));
+                return;
+            }
+            for (int o = 0; o < hd; ++o) {
+                float acc = 0;
+                for (int i2 = 0; i2 < hd; ++i2) acc += mat[size_t(o) * hd + i2] * src[i2];
+                dst[o] = acc;
+            }
+        };
+        const float *mq = mixed ? H.q_proj.data() + size_t(r) * hd * hd : nullptr;
+        const float *mk = mixed ? H.k_proj.data() + size_t(r) * hd * hd : nullptr;
+        const float *mv = mixed ? H.v_proj.data() + size_t(r) * hd * hd : nullptr;
+        // A K or V row as the ring holds it, in float: from the ring (before the batch) or from
+        // the batch's rows rounded to the cache type.
+        auto row_as_cached = [&](int64_t e, bool is_k, float *dst) {
+            if (e < pos0) {
+                const uint8_t *ring = (is_k ? window_k : window_v).get() + window_offset[size_t(layer)][size_t(group)] +
+                                      size_t(e % W) * hd * kv_elem_bytes;
+                if (kv_type == tensor_type::F32) std::memcpy(dst, ring, hd * sizeof(float));
+                else
+                    for (int d = 0; d < hd; ++d) dst[d] = fp16_to_fp32(reinterpret_cast<const uint16_t *>(ring)[d]);
+            } else {
+                const float *src = (is_k ? k : v).data() + size_t(e - pos0) * nkv + size_t(group) * hd;
+                if (kv_type == tensor_type::F32) std::memcpy(dst, src, hd * sizeof(float));
+                else
+                    for (int d = 0; d < hd; ++d) dst[d] = fp16_to_fp32(fp32_to_fp16(src[d]));
+            }
+        };
+        const int64_t e0 = std::max<int64_t>(0, int64_t(pos0) - W), e1 = int64_t(pos0) + n - W;
+        const int mm = int(std::max<int64_t>(0, e1 - e0));
+        for (int j = 0; j < mm; ++j) {
+            const int64_t e = e0 + j, ti = e + W - pos0; // evicted token, its evicting query's batch row
+            put(qq + size_t(j) * hd, q_raw.data() + size_t(ti) * nq + size_t(head) * hd, mq);
+            row_as_cached(e, true, tmp);
+            rope_rotate(m, e, tmp, true); // the recurrent head reads unrotated k
+            put(kq + size_t(j) * hd, tmp, mk);
+            row_as_cached(e, false, tmp);
+            put(vq + size_t(j) * hd, tmp, mv);
+            dt_e[j] = e < pos0 ? ring_dt[e % W] : dt_b[e - pos0];
+        }
+        // The batch's last W tokens' dt into the ring (after the evicted ones were read).
+        for (int64_t p = std::max<int64_t>(pos0, int64_t(pos0) + n - W); p < pos0 + n; ++p) ring_dt[p % W] = dt_b[p - pos0];
+        if (mm == 0) return;
+        if (mm == 1)
+            recurrent_step(w, qq, kq, vq, dt_e[0], state, yr);
+        else
+            recurrent_scan_chunked(w, mm, qq, kq, vq, size_t(hd), dt_e, state, yr, size_t(hd), recurrent_chunk, scratch);
+        for (int j = 0; j < mm; ++j) {
+            float *out = attn_out.data() + size_t(e0 + j + W - pos0) * nq + size_t(head) * hd;
+            for (int d = 0; d < hd; ++d) out[d] += yr[size_t(j) * hd + d];
+        }
+    }
+
     // Adds one key block's unnormalised weights p[0..nb) (keys j0.., query at position i) to a
     // head's running sums, after rescaling them by the block's softmax correction.
     void accumulate_recency(const float *p, int nb, int j0, int64_t i, float correction, float *stat) const {
@@ -560,6 +657,7 @@ struct context::impl {
                 rmsnorm(x.data() + t * E, L.attn_norm.data(), xn.data() + t * E, E, hp.rms_eps);
             });
             matmul_many({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, xn.data(), n);
+            const bool has_wr = !dt_ring_off[size_t(l)].empty();
             pool.parallel_for(n, [&](int64_t t, int) {
                 float *qt = q.data() + t * nq, *kt = k.data() + t * nkv, *vt = v.data() + t * nkv;
                 if (!L.bq.empty())
@@ -568,13 +666,14 @@ struct context::impl {
                     for (int i = 0; i < nkv; ++i) kt[i] += L.bk[size_t(i)];
                 if (!L.bv.empty())
                     for (int i = 0; i < nkv; ++i) vt[i] += L.bv[size_t(i)];
+                if (has_wr) std::memcpy(q_raw.data() + t * nq, qt, size_t(nq) * sizeof(float));
                 apply_rope(l, qt, hp.n_head, hp.group_size(), int(t));
                 apply_rope(l, kt, hp.n_head_kv, 1, int(t));
             });
             store_kv(l, pos0, n);
             if (!attention_groups[size_t(l)].empty() || !m.hybrid()[size_t(l)].window_groups.empty())
                 attention(l, pos0, n);
-            if (!m.hybrid()[size_t(l)].recurrent_groups.empty()) recurrent_heads(l, n);
+            if (!m.hybrid()[size_t(l)].recurrent_groups.empty()) recurrent_heads(l, pos0, n);
             if (!m.hybrid()[size_t(l)].window_groups.empty()) store_window(l, pos0, n);
             if (observer) observer(l, n, xn.data(), attn_out.data()); // distillation hook
             matmul(L.wo, attn_out.data(), n, xn.data());
@@ -619,7 +718,7 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
     impl_ = std::make_unique<impl>(m, params_);
     impl &s = *impl_;
     int32_t slots = 0;
-    size_t rec_heads = 0;
+    size_t rec_heads = 0, dt_ring_floats = 0;
     for (int32_t l = 0; l < hp.n_layer; ++l) {
         const hybrid_layer &H = m.hybrid()[size_t(l)];
         s.slot_of.emplace_back(size_t(hp.n_head_kv), -1);
@@ -631,6 +730,15 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
             }
         s.rec_base.push_back(rec_heads);
         rec_heads += H.recurrent_groups.size() * size_t(hp.group_size());
+        s.dt_ring_off.emplace_back();
+        for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi)
+            for (int j = 0; j < hp.group_size(); ++j) {
+                const int32_t grp = H.recurrent_groups[gi];
+                if (!H.group_is(grp, replacement_kind::window_recurrent)) continue;
+                s.dt_ring_off.back().resize(H.recurrent_groups.size() * size_t(hp.group_size()), SIZE_MAX);
+                s.dt_ring_off.back()[gi * size_t(hp.group_size()) + size_t(j)] = dt_ring_floats;
+                dt_ring_floats += size_t(H.group_window[size_t(grp)]);
+            }
         s.window_offset.emplace_back(size_t(hp.n_head_kv), SIZE_MAX);
         for (int32_t grp : H.window_groups) {
             s.window_offset.back()[size_t(grp)] = s.window_bytes;
@@ -643,9 +751,13 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
     s.k_cache.reset(new uint8_t[std::max<size_t>(s.kv_cache_bytes, 1)]);
     s.v_cache.reset(new uint8_t[std::max<size_t>(s.kv_cache_bytes, 1)]);
     s.rec_state.assign(rec_heads * recurrent_state_floats(hp.head_dim), 0.0f);
+    s.dt_ring.assign(dt_ring_floats, 0.0f);
+    if (dt_ring_floats > 0) s.q_raw.resize(size_t(params_.n_batch) * hp.n_head * hp.head_dim);
     if (rec_heads > 0) {
+        // Recurrent heads need dt + q/k/v [n_batch][hd]; window + recurrent heads two dt rows,
+        // q/k/v/y [n_batch][hd] and one row [hd].
         s.rec_scratch_per_thread = recurrent_scan_scratch_floats(hp.head_dim, recurrent_chunk) +
-                                   size_t(params_.n_batch) * (1 + 3 * size_t(hp.head_dim));
+                                   size_t(params_.n_batch) * (2 + 4 * size_t(hp.head_dim)) + size_t(hp.head_dim);
         s.rec_scratch.assign(s.rec_scratch_per_thread * size_t(s.pool.n_threads()), 0.0f);
     }
     const size_t B = size_t(params_.n_batch);
@@ -726,7 +838,12 @@ memory_report context::plan(const model &m, const context_params &p) {
         lm.attention_groups = hp.n_head_kv - lm.replaced_groups;
         lm.kv_bytes = group_kv * size_t(lm.attention_groups);
         lm.recurrent_bytes = head_state * H.recurrent_groups.size() * size_t(hp.group_size());
-        for (int32_t grp : H.window_groups) lm.window_bytes += 2 * size_t(H.group_window[size_t(grp)]) * hp.head_dim * elem;
+        for (int32_t grp : H.window_groups) {
+            lm.window_bytes += 2 * size_t(H.group_window[size_t(grp)]) * hp.head_dim * elem;
+            // window + recurrent: plus one float of dt per head and position of the ring
+            if (H.group_is(grp, replacement_kind::window_recurrent))
+                lm.window_bytes += size_t(H.group_window[size_t(grp)]) * size_t(hp.group_size()) * sizeof(float);
+        }
         lm.full_attention_kv_bytes = group_kv * size_t(hp.n_head_kv);
         r.kv_bytes += lm.kv_bytes;
         r.recurrent_bytes += lm.recurrent_bytes;
@@ -756,7 +873,7 @@ memory_report context::memory() const {
 
 size_t context::allocated_kv_bytes() const { return 2 * impl_->kv_cache_bytes; }
 size_t context::allocated_recurrent_bytes() const { return impl_->rec_state.size() * sizeof(float); }
-size_t context::allocated_window_bytes() const { return 2 * impl_->window_bytes; }
+size_t context::allocated_window_bytes() const { return 2 * impl_->window_bytes + impl_->dt_ring.size() * sizeof(float); }
 
 void context::collect_recency(int32_t window) {
     if (window < 0) throw error("recency window must not be negative");
@@ -775,7 +892,8 @@ void context::set_layer_observer(layer_observer obs) { impl_->observer = std::mo
 // ---- state files -------------------------------------------------------------------------------
 //   "RECURST1" | u32 version | u64 model fingerprint | u32 n_layer, n_head_kv, head_dim, kv elem bytes,
 //   n_vocab | i32 n_past | i32 tokens[n_past] | per layer, per attention group: K rows then V rows
-//   [n_past][head_dim] | recurrent states (f32) | window rings (K then V) | u32 has_logits, f32 logits[n_vocab] | u64 FNV-1a of
+//   [n_past][head_dim] | recurrent states (f32) | window rings (K then V) | dt rings of window +
+//   recurrent heads (f32) | u32 has_logits, f32 logits[n_vocab] | u64 FNV-1a of
 //   everything before it.
 namespace recur {
 
@@ -849,6 +967,7 @@ void context::save_state(const std::string &path) const {
     w.bytes(s.rec_state.data(), s.rec_state.size() * sizeof(float));
     w.bytes(s.window_k.get(), s.window_bytes);
     w.bytes(s.window_v.get(), s.window_bytes);
+    w.bytes(s.dt_ring.data(), s.dt_ring.size() * sizeof(float));
     w.put<uint32_t>(last_logits_.empty() ? 0 : 1);
     w.bytes(last_logits_.data(), last_logits_.size() * sizeof(float));
     const uint64_t checksum = w.hash;
@@ -906,6 +1025,8 @@ void context::load_state(const std::string &path) {
     std::vector<float> rec(s.rec_state.size());
     r.bytes(rec.data(), rec.size() * sizeof(float));
     const uint8_t *ring_k = r.view(s.window_bytes), *ring_v = r.view(s.window_bytes);
+    std::vector<float> dt_ring(s.dt_ring.size());
+    r.bytes(dt_ring.data(), dt_ring.size() * sizeof(float));
     std::vector<float> logits;
     if (r.get<uint32_t>()) {
         logits.resize(n_vocab);
@@ -922,6 +1043,7 @@ void context::load_state(const std::string &path) {
             std::memcpy(s.v_cache.get() + s.kv_offset(l, grp, 0), rows_at[i++], row * size_t(n_past));
         }
     s.rec_state = std::move(rec);
+    s.dt_ring = std::move(dt_ring);
     if (s.window_bytes) {
         std::memcpy(s.window_k.get(), ring_k, s.window_bytes);
         std::memcpy(s.window_v.get(), ring_v, s.window_bytes);

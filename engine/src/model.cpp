@@ -5,6 +5,7 @@
 #include "recur/quants.h"
 #include "recur/tokenizer.h"
 
+#include <cmath>
 #include <cstring>
 #include <map>
 
@@ -185,22 +186,27 @@ void model::load_hybrid() {
             throw format_error("hybrid: " + key + "group_kinds does not match replaced_groups");
         if (!windows.empty() && windows.size() != H.replaced_groups.size())
             throw format_error("hybrid: " + key + "group_windows does not match replaced_groups");
+        H.group_kind.assign(size_t(hp_.n_head_kv), replacement_kind::recurrent);
         for (size_t i = 0; i < H.replaced_groups.size(); ++i) {
             const int64_t k = kinds.empty() ? 0 : kinds[i];
+            if (k >= 0 && k <= 2) H.group_kind[size_t(H.replaced_groups[i])] = replacement_kind(k);
             const int32_t grp = H.replaced_groups[i];
             if (k == int64_t(replacement_kind::recurrent)) {
                 H.kinds.push_back(replacement_kind::recurrent);
                 H.windows.push_back(0);
                 H.recurrent_groups.push_back(grp);
-            } else if (k == int64_t(replacement_kind::window)) {
+            } else if (k == int64_t(replacement_kind::window) || k == int64_t(replacement_kind::window_recurrent)) {
                 const int64_t w = windows.empty() ? 0 : windows[i];
                 if (w < 1 || w > (1 << 20))
                     throw format_error("hybrid: layer " + std::to_string(l) + " group " + std::to_string(grp) +
                                        " is a window group with window " + std::to_string(w));
-                H.kinds.push_back(replacement_kind::window);
+                const auto kind = replacement_kind(k);
+                H.kinds.push_back(kind);
                 H.windows.push_back(int32_t(w));
                 H.window_groups.push_back(grp);
                 H.group_window[size_t(grp)] = int32_t(w);
+                // window + recurrent: the recurrent head's tensors are stored like a recurrent group's.
+                if (kind == replacement_kind::window_recurrent) H.recurrent_groups.push_back(grp);
             } else {
                 throw format_error("hybrid: layer " + std::to_string(l) + " uses replacement kind " + std::to_string(k) +
                                    ", which this engine does not serve");
@@ -250,6 +256,25 @@ int32_t model::replaced_group_count() const {
     int32_t n = 0;
     for (auto &h : hybrid_) n += int32_t(h.replaced_groups.size());
     return n;
+}
+
+void rope_rotate(const model &m, int64_t pos, float *v, bool inverse) {
+    // Same angles as context.cpp prepare_rope: position / rope_scale times base^(-2i/rope_dim)
+    // (divided by the optional frequency factors), in double, cos/sin rounded to float.
+    const model_hparams &hp = m.hparams();
+    const int half = hp.rope_dim / 2;
+    const auto &factors = m.rope_freq_factors();
+    const double p = double(pos) / hp.rope_scale;
+    for (int i = 0; i < half; ++i) {
+        double f = std::pow(double(hp.rope_freq_base), -2.0 * i / hp.rope_dim);
+        if (!factors.empty()) f /= factors[size_t(i)];
+        const float c = float(std::cos(p * f)), s0 = float(std::sin(p * f)), s = inverse ? -s0 : s0;
+        float &a = hp.rope == rope_style::normal ? v[2 * i] : v[i];
+        float &b = hp.rope == rope_style::normal ? v[2 * i + 1] : v[i + half];
+        const float x = a, y = b;
+        a = x * c - y * s;
+        b = x * s + y * c;
+    }
 }
 
 uint64_t model::fingerprint() const {

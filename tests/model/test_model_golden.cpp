@@ -152,7 +152,8 @@ TEST_P(ModelGolden, GreedyTokensMatchWhereTheReferenceIsDecided) {
 std::vector<std::tuple<std::string, bool>> cases() {
     std::vector<std::tuple<std::string, bool>> out;
     for (const char *n : {"llama-f32", "llama-gqa-f32", "qwen2-gqa-f32", "llama-tied", "llama-ropescale", "stories260K",
-                          "hybrid-mixed", "hybrid-partial", "hybrid-window", "hybrid-trained", "qwen2-hybrid"}) {
+                          "hybrid-mixed", "hybrid-partial", "hybrid-window", "hybrid-trained", "qwen2-hybrid",
+                          "hybrid-winrec", "qwen2-winrec"}) {
         out.emplace_back(n, true);
         out.emplace_back(n, false);
     }

@@ -69,7 +69,11 @@ class Model:
     # RecurFormer hybrid: layer -> replaced KV groups (ascending); empty for a plain model
     replaced: dict = field(default_factory=dict)
     # layer -> {group: W} for groups served by exact attention over the last W tokens
+    # (kinds window and window + recurrent)
     windows: dict = field(default_factory=dict)
+    # layer -> groups with recurrent heads (kinds recurrent and window + recurrent), ascending:
+    # the index into the blk.N.rec.* tensors
+    rec_groups: dict = field(default_factory=dict)
 
     def w(self, name: str) -> np.ndarray:
         return self.tensors[name]
@@ -151,7 +155,8 @@ def load_model(path: str, use_cache: bool = True) -> Model:
                 kinds = _field_value(r, f"recurformer.blk.{l}.group_kinds") or [0] * len(groups)
                 wins = _field_value(r, f"recurformer.blk.{l}.group_windows") or [0] * len(groups)
                 m.replaced[l] = [int(g) for g, k in zip(groups, kinds) if int(k) == 0]
-                m.windows[l] = {int(g): int(w) for g, k, w in zip(groups, kinds, wins) if int(k) == 1}
+                m.windows[l] = {int(g): int(w) for g, k, w in zip(groups, kinds, wins) if int(k) in (1, 2)}
+                m.rec_groups[l] = [int(g) for g, k in zip(groups, kinds) if int(k) in (0, 2)]
     if use_cache:
         _MODEL_CACHE[path] = m
     return m
@@ -281,16 +286,24 @@ def forward(m: Model, tokens) -> np.ndarray:
         a = attention(q, k, v, m.n_head_kv, m.windows.get(l)).reshape(T, m.n_head, hd)
         # Hybrid: the query heads of replaced groups are recurrent heads on the unrotated q/k.
         group = m.n_head // m.n_head_kv
-        for r, (g, j) in enumerate((g, j) for g in m.replaced.get(l, []) for j in range(group)):
+        rec_groups = m.rec_groups.get(l, m.replaced.get(l, []))
+        for r, (g, j) in enumerate((g, j) for g in rec_groups for j in range(group)):
             head = g * group + j
             qh, kh, vh = q_raw[:, head, :], k_raw[:, g, :], v[:, g, :]
             if m.has(p + "rec.q_proj"):   # trained per-head transforms, [R, out, in]
                 qh = qh @ m.w(p + "rec.q_proj")[r].T
                 kh = kh @ m.w(p + "rec.k_proj")[r].T
                 vh = vh @ m.w(p + "rec.v_proj")[r].T
-            a[:, head, :] = recurrent_head(qh, kh, vh, h,
-                                           m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r],
-                                           m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r])
+            args = (m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r], m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r])
+            W = m.windows.get(l, {}).get(g)
+            if W:
+                # Window + recurrent: the window's softmax output is already in a[:, head]; token
+                # e enters the recurrent state when it leaves the window, at query t = e + W, so
+                # the head runs over the evicted stream (k, v, xn of e) with the evicting query's q.
+                if T > W:
+                    a[W:, head, :] += recurrent_head(qh[W:], kh[:T - W], vh[:T - W], h[:T - W], *args)
+            else:
+                a[:, head, :] = recurrent_head(qh, kh, vh, h, *args)
         a = a.reshape(T, m.n_head * hd)
         x = x + linear(a, m.w(p + "attn_output.weight"), opt(p + "attn_output.bias"))
         # --- SwiGLU FFN ---

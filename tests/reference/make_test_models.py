@@ -248,14 +248,17 @@ def write_model(path: str, spec: dict, seed: int) -> None:
         w.add_uint32("recurformer.window", 32)
         hrng = np.random.default_rng(seed + 7)
         windows = spec.get("windows", {})  # layer -> {group: W}: window kind instead of recurrent
+        winrec = spec.get("winrec", {})    # layer -> {group: W}: window + recurrent
         for l in range(n_layer):
             groups = sorted(hybrid.get(l, []))
             w.add_array(f"recurformer.blk.{l}.replaced_groups", [int(g) for g in groups] or [])
-            wl = windows.get(l, {})
-            if wl:
-                w.add_array(f"recurformer.blk.{l}.group_kinds", [1 if g in wl else 0 for g in groups])
-                w.add_array(f"recurformer.blk.{l}.group_windows", [int(wl.get(g, 0)) for g in groups])
-            groups = [g for g in groups if g not in wl]
+            wl, wr = windows.get(l, {}), winrec.get(l, {})
+            if wl or wr:
+                w.add_array(f"recurformer.blk.{l}.group_kinds",
+                            [1 if g in wl else 2 if g in wr else 0 for g in groups])
+                w.add_array(f"recurformer.blk.{l}.group_windows",
+                            [int(wl.get(g, wr.get(g, 0))) for g in groups])
+            groups = [g for g in groups if g not in wl]  # recurrent and window + recurrent have heads
             if not groups:
                 continue
             R = len(groups) * group
@@ -357,6 +360,12 @@ MODELS.append(dict(_base, name="hybrid-partial", dtype="f32", n_head_kv=2, hybri
 MODELS.append(dict(_base, name="hybrid-trained", dtype="f32", n_head_kv=2, hybrid={0: [1], 1: [0, 1]}, proj=True))
 MODELS.append(dict(_base, name="hybrid-window", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [1]},
                    windows={0: {0: 5}, 1: {1: 12}}))
+# Window + recurrent groups (kind 2) next to recurrent and window ones, with trained transforms;
+# windows shorter than the 32-token prompt, so tokens leave the window inside a batch and from the ring.
+MODELS.append(dict(_base, name="hybrid-winrec", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
+                   windows={1: {1: 6}}, winrec={0: {0: 4, 1: 9}, 1: {0: 7}}, proj=True))
+MODELS.append(dict(_base, name="qwen2-winrec", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
+                   rope_base=1e6, eps=1e-6, hybrid={1: [0]}, winrec={1: {0: 5}}))
 MODELS.append(dict(_base, name="qwen2-hybrid", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [1]}))
 

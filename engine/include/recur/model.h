@@ -60,7 +60,10 @@ struct layer_weights {
 enum class replacement_kind : int32_t {
     recurrent = 0,        // RecurFormer recurrent head: fixed-size state, no cache
     window = 1,           // exact attention over the last W tokens only (a ring of W K/V rows)
-    window_recurrent = 2, // window plus a recurrent state for what left it (reserved)
+    // exact attention over the last W tokens PLUS a recurrent head whose state absorbs each token
+    // as it leaves the window (no token is evicted); the head's read-out is added to the window's
+    // softmax output (docs/FORMAT.md "Window + recurrent").
+    window_recurrent = 2,
 };
 
 // The RecurFormer part of one layer of a hybrid file (docs/FORMAT.md). Empty for a plain model.
@@ -69,9 +72,14 @@ struct hybrid_layer {
     std::vector<replacement_kind> kinds;    // per replaced group
     std::vector<int32_t> windows;           // per replaced group: W for window kinds, 0 otherwise
     std::vector<uint8_t> group_replaced;    // [n_head_kv] 1 where replaced (any kind)
-    std::vector<int32_t> recurrent_groups;  // the replaced groups of kind recurrent, ascending
-    std::vector<int32_t> window_groups;     // the replaced groups of kind window, ascending
-    std::vector<int32_t> group_window;      // [n_head_kv] W of a window group, else 0
+    // The replaced groups that have recurrent heads (kinds recurrent and window_recurrent),
+    // ascending: the rec.* tensors hold R = recurrent_groups.size() * group_size heads.
+    std::vector<int32_t> recurrent_groups;
+    // The replaced groups that keep a ring of the last W K/V rows (kinds window and
+    // window_recurrent), ascending.
+    std::vector<int32_t> window_groups;
+    std::vector<int32_t> group_window;      // [n_head_kv] W of a window / window_recurrent group, else 0
+    std::vector<replacement_kind> group_kind; // [n_head_kv] kind of a replaced group (recurrent elsewhere)
     std::vector<float> group_recency;       // [n_head_kv] statistics behind the choice (may be empty)
     // Recurrent heads, R = recurrent_groups.size() * group_size, ordered by group then head:
     std::vector<float> dt_w;                // [R][n_embd]
@@ -80,7 +88,17 @@ struct hybrid_layer {
     // Optional trained transforms of the head's q, k, v (identity when empty):
     std::vector<float> q_proj, k_proj, v_proj; // [R][head_dim out][head_dim in]
     std::vector<float> final_loss;          // [R] distillation loss per head, empty when untrained
+
+    bool group_is(int32_t grp, replacement_kind k) const {
+        return group_replaced[size_t(grp)] && group_kind[size_t(grp)] == k;
+    }
 };
+
+// Rotates one head vector v [head_dim] by RoPE at position pos exactly as the forward pass does
+// (angles in double, cos/sin rounded to float); inverse = true applies the opposite rotation, which
+// recovers the unrotated vector (to float rounding).
+class model;
+void rope_rotate(const model &m, int64_t pos, float *v, bool inverse);
 
 class model {
   public:
@@ -144,7 +162,7 @@ struct layer_memory {
     size_t kv_bytes = 0;                // allocated KV cache for the attention groups at n_ctx
     size_t kv_used_bytes = 0;           // of which positions [0, n_past) are filled
     size_t recurrent_bytes = 0;         // recurrent states of the replaced groups
-    size_t window_bytes = 0;            // K/V rings of window groups (fixed size)
+    size_t window_bytes = 0;            // K/V rings of window groups (fixed size), + dt rings of window+recurrent heads
     size_t full_attention_kv_bytes = 0; // what this layer's cache would be with every group attention
 };
 
@@ -155,7 +173,7 @@ struct memory_report {
     size_t kv_bytes = 0;                 // allocated KV cache (attention groups only)
     size_t kv_used_bytes = 0;            // positions filled so far
     size_t recurrent_bytes = 0;          // recurrent states (hybrid models)
-    size_t window_bytes = 0;             // window groups' K/V rings (hybrid models)
+    size_t window_bytes = 0;             // window groups' K/V rings (+ dt rings of window+recurrent heads)
     size_t full_attention_kv_bytes = 0;  // what full attention would allocate at n_ctx
     size_t scratch_bytes = 0;            // activations and buffers
     std::vector<layer_memory> layers;
