@@ -2,6 +2,8 @@
 
 #include "core/sqlite_util.h"
 
+#include <cerrno>
+#include <cstring>
 #include <bit>
 #include <chrono>
 #include <cstring>
@@ -35,8 +37,21 @@ void fail(sqlite3 *db, int rc, const std::string &what, const std::string &file)
     case SQLITE_FULL:
         throw store_error(store_error::kind::disk_full,
                           what + " failed: the disk is full; nothing saved before was lost, free some space and retry" + where);
+    case SQLITE_IOERR: {
+        // SQLite reports a failed write as a generic I/O error; the errno says whether it was space.
+        const int sys = db ? sqlite3_system_errno(db) : 0;
+        if (sys == ENOSPC || sys == EDQUOT)
+            throw store_error(store_error::kind::disk_full,
+                              what + " failed: the disk is full (or over quota); nothing saved before was lost, free "
+                                     "some space and retry" + where);
+        if (sys == EFBIG)
+            throw store_error(store_error::kind::disk_full,
+                              what + " failed: a file size limit was reached (ulimit -f); nothing saved before was lost" +
+                                  where);
+        throw store_error(store_error::kind::io,
+                          what + " failed: " + detail + (sys ? std::string(" (") + std::strerror(sys) + ")" : "") + where);
+    }
     case SQLITE_CANTOPEN:
-    case SQLITE_IOERR:
     case SQLITE_PERM:
     case SQLITE_AUTH:
         throw store_error(store_error::kind::io, what + " failed: " + detail + where);
@@ -384,8 +399,7 @@ void session_store::delete_session(int64_t session_id) {
         t.commit();
     }
     // After the commit: a crash in between leaves a stray file, never a row without its file.
-    std::error_code ignored;
-    if (!snapshot_file.empty()) fs::remove(snapshot_file, ignored);
+    remove_snapshot_file(snapshot_file);
 }
 
 void session_store::set_session_model(int64_t session_id, const std::string &model_path,
@@ -633,8 +647,19 @@ void session_store::clear_snapshot(int64_t session_id) {
         st.bind(1, session_id).run(what);
         t.commit();
     }
-    std::error_code ignored;
-    if (!file.empty()) fs::remove(file, ignored);
+    remove_snapshot_file(file);
+}
+
+void session_store::remove_snapshot_file(const std::string &file) const {
+    if (file.empty()) return;
+    // The path comes from the database, which may have been edited or damaged: remove only a
+    // regular file that really lies in this store's snapshot folder, never anything else.
+    std::error_code ec;
+    const fs::path target = fs::weakly_canonical(fs::path(file), ec);
+    if (ec) return;
+    const fs::path dir = fs::weakly_canonical(fs::path(snapshot_dir()), ec);
+    if (ec || target.parent_path() != dir || !fs::is_regular_file(fs::symlink_status(target, ec))) return;
+    fs::remove(target, ec);
 }
 
 // ---------------------------------------------------------------- export

@@ -198,6 +198,8 @@ class session_store {
 
   private:
     void open(const open_options &opt);
+    // Deletes a snapshot file named by the database, only inside snapshot_dir().
+    void remove_snapshot_file(const std::string &file) const;
     void migrate();
     std::string path_;
     sqlite3 *db_ = nullptr;

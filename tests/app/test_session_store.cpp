@@ -188,7 +188,8 @@ TEST(SessionStore, StatisticsSnapshotsAndCascadingDelete) {
     ASSERT_EQ(mem.size(), 2u);
     EXPECT_EQ(mem[1].full_attention_bytes, 400);
 
-    const std::string snap = dir.file("snap.state");
+    std::filesystem::create_directories(s.snapshot_dir());
+    const std::string snap = s.snapshot_dir() + "/snap.state";
     app_test::write_file(snap, "state bytes");
     s.set_snapshot({sid, snap, "00000000000000aa", 123, 2048, 0});
     ASSERT_TRUE(s.snapshot(sid));
@@ -210,6 +211,29 @@ TEST(SessionStore, StatisticsSnapshotsAndCascadingDelete) {
     EXPECT_TRUE(s.find_document(doc)) << "documents outlive sessions";
     raw_db db(s.path());
     EXPECT_EQ(db.rows("PRAGMA foreign_key_check").size(), 0u);
+}
+
+TEST(SessionStore, SnapshotPathOutsideTheSnapshotFolderIsNeverDeleted) {
+    // A damaged or edited database may name any file as a session's snapshot; deleting the
+    // session must not delete that file.
+    temp_dir dir;
+    session_store s(dir.file("s.db"));
+    const int64_t doc = s.add_document(make_doc("text"));
+    const std::string precious = dir.file("precious.txt");
+    app_test::write_file(precious, "user's file");
+    std::filesystem::create_directories(s.snapshot_dir());
+    const std::string sneaky = s.snapshot_dir() + "/../precious.txt";
+    for (const std::string &target : {precious, sneaky}) {
+        const int64_t sid = s.create_session("s", doc, "/m", "00000000000000aa");
+        s.set_snapshot({sid, target, "00000000000000aa", 1, 16, 0});
+        s.delete_session(sid);
+        EXPECT_TRUE(std::filesystem::exists(precious)) << target;
+    }
+    const int64_t sid = s.create_session("s", doc, "/m", "00000000000000aa");
+    s.set_snapshot({sid, precious, "00000000000000aa", 1, 16, 0});
+    s.clear_snapshot(sid);
+    EXPECT_TRUE(std::filesystem::exists(precious));
+    EXPECT_FALSE(s.snapshot(sid));
 }
 
 // ---------------------------------------------------------------- migrations
