@@ -324,7 +324,11 @@ void MainWindow::onModelLoaded(const ModelInfo &info) {
     m_modelReady = true;
     updateStatus();
     updateActions();
-    statusBar()->showMessage(tr("Model ready: %1").arg(info.name), 5000);
+    // auto's fallback to the CPU is said once, here; the device label keeps the outcome.
+    if (info.deviceNotice.isEmpty())
+        statusBar()->showMessage(tr("Model ready: %1").arg(info.name), 5000);
+    else
+        statusBar()->showMessage(tr("Model ready: %1 (%2)").arg(info.name, info.deviceNotice), 15000);
 }
 
 void MainWindow::onBusyChanged(bool busy, const QString &what) {
@@ -691,8 +695,12 @@ void MainWindow::updateStatus() {
                                               ? tr(", hybrid: %1 groups replaced").arg(m_model.replacedGroups)
                                               : QString(),
                                           m_model.name));
-        m_deviceLabel->setText(
-            tr("Device: %1 · %2 threads").arg(m_model.device.toUpper()).arg(m_model.threads));
+        if (m_model.device == QLatin1String("cuda"))
+            m_deviceLabel->setText(tr("Device: CUDA · %1").arg(m_model.deviceName));
+        else
+            m_deviceLabel->setText(
+                tr("Device: %1 · %2 threads").arg(m_model.device.toUpper()).arg(m_model.threads));
+        m_deviceLabel->setToolTip(m_model.deviceNotice);
     } else if (m_modelLabel->text().isEmpty()) {
         m_modelLabel->setText(tr("No model"));
         m_deviceLabel->clear();

@@ -1,5 +1,7 @@
 #include "settings_dialog.h"
 
+#include <algorithm>
+
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDialogButtonBox>
@@ -38,10 +40,20 @@ SettingsDialog::SettingsDialog(const EngineConfig &engine, const SamplingConfig 
     row->addWidget(browse);
     mf->addRow(tr("Model file:"), row);
     m_device = new QComboBox;
+    const DeviceSupport devices = deviceSupport();
+    m_device->addItem(devices.cudaAvailable ? tr("Automatic (GPU: %1)").arg(devices.gpuName) : tr("Automatic (CPU)"),
+                      QStringLiteral("auto"));
     m_device->addItem(tr("CPU"), QStringLiteral("cpu"));
-    m_device->addItem(tr("CUDA (not in this build)"), QStringLiteral("cuda"));
-    m_device->setItemData(1, 0, Qt::UserRole - 1); // disabled entry
-    m_device->setCurrentIndex(0);
+    if (devices.cudaAvailable)
+        m_device->addItem(tr("CUDA: %1").arg(devices.gpuName), QStringLiteral("cuda"));
+    else
+        m_device->addItem(devices.cudaBuilt ? tr("CUDA (no usable GPU: %1)").arg(devices.reason)
+                                            : tr("CUDA (not in this build)"),
+                          QStringLiteral("cuda"));
+    // A GPU that is not there cannot be chosen; a saved "cuda" still shows as chosen, and loading
+    // then says why it fails.
+    if (!devices.cudaAvailable) m_device->setItemData(2, 0, Qt::UserRole - 1);
+    m_device->setCurrentIndex(std::max(0, m_device->findData(engine.device)));
     mf->addRow(tr("Device:"), m_device);
     m_threads = new QSpinBox;
     m_threads->setRange(0, 256);

@@ -52,8 +52,8 @@ EngineConfig AppSettings::engineConfig() const {
     EngineConfig c;
     c.modelPath = resolveModelPath();
     c.device = m_settings.value(QStringLiteral("engine/device"), c.device).toString();
-    if (c.device != QLatin1String("cpu") && c.device != QLatin1String("cuda"))
-        c.device = QStringLiteral("cpu");
+    if (c.device != QLatin1String("cpu") && c.device != QLatin1String("cuda") && c.device != QLatin1String("auto"))
+        c.device = EngineConfig().device;
     c.threads = bounded(m_settings.value(QStringLiteral("engine/threads"), c.threads), 0, 1024, c.threads);
     c.contextLength = bounded(m_settings.value(QStringLiteral("engine/contextLength"), 0), 0, 1 << 20, 0);
     c.batch = bounded(m_settings.value(QStringLiteral("engine/batch"), c.batch), 1, 8192, c.batch);

@@ -12,7 +12,9 @@
 // What the worker needs to open a model, size its context and answer.
 struct EngineConfig {
     QString modelPath;
-    QString device = QStringLiteral("cpu"); // "cpu"; "cuda" when the build has the backend
+    // "auto" (the GPU where the build has the CUDA backend and one answers, else the CPU with a
+    // notice), "cpu" or "cuda" (the GPU or an error saying why not): app/core/inference_session.h.
+    QString device = QStringLiteral("auto");
     int threads = 0;                        // 0: all cores
     int contextLength = 0;                  // tokens the context holds; 0: the model's, at most 4096
     int batch = 256;                        // tokens per prefill step (one progress report each)
@@ -71,7 +73,10 @@ struct MessageRecord {
 };
 
 struct ModelInfo {
-    QString path, name, arch, weightsType, chatFormat, device;
+    QString path, name, arch, weightsType, chatFormat;
+    QString device;       // where the model runs: "cpu" or "cuda" (what "auto" resolved to)
+    QString deviceName;   // "cpu", or the GPU's name
+    QString deviceNotice; // why "auto" chose the CPU (empty otherwise): one line for the status bar
     int nLayer = 0, nHead = 0, nHeadKv = 0, headDim = 0, nVocab = 0;
     int nCtxTrain = 0;
     int contextLength = 0; // of the context the worker made
@@ -176,6 +181,16 @@ Q_DECLARE_METATYPE(MemorySample)
 Q_DECLARE_METATYPE(MemoryPlan)
 Q_DECLARE_METATYPE(HeadStats)
 Q_DECLARE_METATYPE(AnswerStats)
+
+// What the devices offer, for the preferences' device choice: whether this build has the CUDA
+// backend and whether a GPU answers (queried once per process; safe from any thread).
+struct DeviceSupport {
+    bool cudaBuilt = false;
+    bool cudaAvailable = false;
+    QString gpuName; // when available
+    QString reason;  // why not available
+};
+DeviceSupport deviceSupport();
 
 // Human-readable byte counts: "812 KiB", "41.5 MiB", "1.20 GiB".
 QString formatBytes(qint64 bytes);

@@ -2,6 +2,7 @@
 
 #include "core/ask.h"
 #include "core/document_import.h"
+#include "core/inference_session.h"
 #include "core/paths.h"
 #include "core/session_store.h"
 #include "recur/chat.h"
@@ -22,6 +23,16 @@ QString formatBytes(qint64 bytes) {
     if (b < 1024.0 * 1024 * 1024)
         return QStringLiteral("%1 MiB").arg(b / (1024.0 * 1024), 0, 'f', b < 10 * 1048576.0 ? 2 : 1);
     return QStringLiteral("%1 GiB").arg(b / (1024.0 * 1024 * 1024), 0, 'f', 2);
+}
+
+DeviceSupport deviceSupport() {
+    const recur_app::gpu_status &g = recur_app::query_gpu();
+    DeviceSupport d;
+    d.cudaBuilt = g.built;
+    d.cudaAvailable = g.available;
+    d.gpuName = QString::fromStdString(g.name);
+    d.reason = QString::fromStdString(g.reason);
+    return d;
 }
 
 namespace {
@@ -115,7 +126,7 @@ struct EngineWorker::Engine {
     MemoryPlan plan(const std::string &text) const {
         const recur_app::ask_plan p = asker->plan(text);
         MemoryPlan m;
-        m.device = config.device;
+        m.device = QString::fromLatin1(recur_app::device_kind_name(asker->session().kind()));
         m.documentTokens = p.document_tokens;
         m.contextLength = p.n_ctx;
         m.trainedContext = model->hparams().n_ctx_train;
@@ -130,10 +141,17 @@ struct EngineWorker::Engine {
         const recur::memory_report need = recur::context::plan(*model, cp);
         m.cacheBytes = qint64(need.kv_bytes + need.recurrent_bytes + need.window_bytes);
         m.neededBytes = qint64(need.weights_bytes) + m.cacheBytes + qint64(need.scratch_bytes);
-        // The context held now would be given back before a bigger one is made.
         const recur::memory_report now = asker->memory();
-        m.availableBytes = qint64(recur_app::available_memory_bytes()) +
-                           qint64(now.kv_bytes + now.recurrent_bytes + now.window_bytes);
+        if (asker->session().kind() == recur_app::device_kind::cuda) {
+            // The GPU's memory: what was free before this model was uploaded (the planner's
+            // answer when the session was made), less the reserve it keeps for CUDA itself.
+            const recur_app::gpu_memory_plan g = asker->session().gpu_memory();
+            m.availableBytes = qint64(g.free_bytes > g.reserve_bytes ? g.free_bytes - g.reserve_bytes : 0);
+        } else {
+            // The context held now would be given back before a bigger one is made.
+            m.availableBytes = qint64(recur_app::available_memory_bytes()) +
+                               qint64(now.kv_bytes + now.recurrent_bytes + now.window_bytes);
+        }
         const double perToken = double(need.kv_bytes) / double(cp.n_ctx);
         const double room =
             double(m.availableBytes) - double(need.recurrent_bytes + need.window_bytes + need.scratch_bytes);
@@ -220,8 +238,9 @@ void EngineWorker::openStore(const QString &databasePath) {
 void EngineWorker::loadModel(const EngineConfig &config, const SamplingConfig &sampling) {
     run(QStringLiteral("load"), [&] {
         Engine &e = *m_engine;
-        if (config.device != QLatin1String("cpu"))
-            throw recur::error("device '" + config.device.toStdString() + "' is not in this build; use cpu");
+        // A bad setting or an unusable GPU is reported before the model file is read.
+        const recur_app::device_request device = recur_app::parse_device(config.device.toStdString());
+        recur_app::choose_device(device, recur_app::query_gpu(), "device cuda");
         e.asker.reset(); // refers to the model: goes first
         if (!e.model || e.config.modelPath != config.modelPath) {
             e.model.reset();
@@ -234,6 +253,7 @@ void EngineWorker::loadModel(const EngineConfig &config, const SamplingConfig &s
         p.n_ctx = std::max(0, config.contextLength);
         p.n_batch = std::max(1, config.batch);
         p.n_threads = std::max(0, config.threads);
+        p.device = device;
         p.recency_window = std::max(0, config.recencyWindow);
         p.max_answer_tokens = std::max(1, sampling.maxTokens);
         p.sampling.temperature = float(sampling.temperature);
@@ -243,8 +263,14 @@ void EngineWorker::loadModel(const EngineConfig &config, const SamplingConfig &s
         p.sampling.repeat_penalty = float(sampling.repeatPenalty);
         p.sampling.seed = sampling.seed;
         p.memory_samples_per_prefill = 128; // a smooth chart while reading
-        e.asker = std::make_unique<recur_app::ask_engine>(
-            *e.model, QFile::encodeName(config.modelPath).toStdString(), p);
+        try {
+            e.asker = std::make_unique<recur_app::ask_engine>(
+                *e.model, QFile::encodeName(config.modelPath).toStdString(), p);
+        } catch (const recur::error &err) {
+            // The GPU refused the model (the planner's numbers say why): name the setting.
+            if (device == recur_app::device_request::cuda) throw recur::error(std::string("device cuda: ") + err.what());
+            throw;
+        }
 
         const recur::model_hparams &hp = e.model->hparams();
         const recur::memory_report mem = e.asker->memory();
@@ -255,7 +281,10 @@ void EngineWorker::loadModel(const EngineConfig &config, const SamplingConfig &s
         info.weightsType = qs(e.model->weights_type());
         info.chatFormat =
             QString::fromLatin1(recur::chat_format_name(recur::detect_chat_format(e.model->chat_template())));
-        info.device = config.device;
+        const recur_app::inference_session &session = e.asker->session();
+        info.device = QString::fromLatin1(recur_app::device_kind_name(session.kind()));
+        info.deviceName = qs(session.device_name());
+        info.deviceNotice = qs(session.notice());
         info.nLayer = hp.n_layer;
         info.nHead = hp.n_head;
         info.nHeadKv = hp.n_head_kv;
@@ -263,7 +292,7 @@ void EngineWorker::loadModel(const EngineConfig &config, const SamplingConfig &s
         info.nVocab = hp.n_vocab;
         info.nCtxTrain = hp.n_ctx_train;
         info.contextLength = e.asker->n_ctx();
-        info.threads = config.threads > 0 ? config.threads : QThread::idealThreadCount();
+        info.threads = e.asker->threads();
         info.weightsBytes = qint64(e.model->weights_bytes());
         info.hybrid = e.model->is_hybrid();
         info.replacedGroups = e.model->replaced_group_count();

@@ -27,9 +27,12 @@ QString longDocumentText(int chars) {
     return text;
 }
 
-EngineConfig testConfig() {
+// On the CPU: these tests time prefills and count reused tokens, which the device would change;
+// deviceSettingSelectsAndFallsBack and cudaAnswersEqualCpu cover the other devices.
+EngineConfig testConfig(const QString &device = QStringLiteral("cpu")) {
     EngineConfig c;
     c.modelPath = kModel;
+    c.device = device;
     c.contextLength = 4096; // beyond the model's 2048: longer prefills, it is only a timing test
     c.batch = 32;           // many progress reports
     c.threads = 2;
@@ -59,14 +62,14 @@ class TestEngineWorker : public QObject {
     QString m_docPath, m_shortPath;
 
     // A host with store and model ready; fails the test otherwise.
-    bool prepare(EngineHost &host) {
+    bool prepare(EngineHost &host, const EngineConfig &config = testConfig()) {
         EngineWorker *w = host.worker();
         QueuedSpy loaded(w, &EngineWorker::modelLoaded);
         QueuedSpy stored(w, &EngineWorker::storeOpened);
         const QString db =
             m_dir.filePath(QStringLiteral("sessions-%1.db").arg(QDateTime::currentMSecsSinceEpoch()));
         post(w, [w, db] { w->openStore(db); });
-        post(w, [w] { w->loadModel(testConfig(), testSampling()); });
+        post(w, [w, config] { w->loadModel(config, testSampling()); });
         return loaded.wait(20000) && stored.count() == 1;
     }
 
@@ -139,6 +142,94 @@ class TestEngineWorker : public QObject {
         // Asking without a model is an error too, not a crash.
         post(w, [w] { w->ask(1, QStringLiteral("why?")); });
         QVERIFY(error.wait(10000));
+    }
+
+    // The device setting (app/core/inference_session.h): auto takes the GPU where one answers,
+    // else the CPU, with a one-line notice where a CUDA build found none; cuda without a usable GPU
+    // is an error naming the reason; an unknown value is refused. Never a crash, and the worker
+    // keeps the model it had and stays usable.
+    void deviceSettingSelectsAndFallsBack() {
+        const DeviceSupport devices = deviceSupport();
+        QVERIFY(devices.cudaAvailable || !devices.reason.isEmpty());
+        EngineHost host;
+        EngineWorker *w = host.worker();
+        QueuedSpy loaded(w, &EngineWorker::modelLoaded);
+        QueuedSpy error(w, &EngineWorker::errorOccurred);
+
+        const EngineConfig autoConfig = testConfig(QStringLiteral("auto"));
+        post(w, [w, autoConfig] { w->loadModel(autoConfig, testSampling()); });
+        QVERIFY(loaded.wait(20000));
+        const ModelInfo a = loaded.value<ModelInfo>(0);
+        if (devices.cudaAvailable) {
+            QCOMPARE(a.device, QStringLiteral("cuda"));
+            QCOMPARE(a.deviceName, devices.gpuName);
+            QVERIFY2(a.deviceNotice.isEmpty(), qPrintable(a.deviceNotice));
+        } else {
+            QCOMPARE(a.device, QStringLiteral("cpu"));
+            QCOMPARE(a.deviceName, QStringLiteral("cpu"));
+            // A CUDA build that found no GPU says why, once; a CPU-only build has nothing to say.
+            QCOMPARE(a.deviceNotice.isEmpty(), !devices.cudaBuilt);
+            if (devices.cudaBuilt) {
+                QVERIFY2(a.deviceNotice.contains(devices.reason), qPrintable(a.deviceNotice));
+                QVERIFY(!a.deviceNotice.contains(QLatin1Char('\n')));
+            }
+        }
+        QCOMPARE(error.count(), 0);
+
+        const EngineConfig cudaConfig = testConfig(QStringLiteral("cuda"));
+        post(w, [w, cudaConfig] { w->loadModel(cudaConfig, testSampling()); });
+        if (devices.cudaAvailable) {
+            QVERIFY(loaded.wait(20000));
+            QCOMPARE(loaded.value<ModelInfo>(1).device, QStringLiteral("cuda"));
+        } else {
+            QVERIFY(error.wait(10000));
+            const QString message = error.value<QString>(0);
+            QVERIFY2(message.startsWith(QStringLiteral("device cuda: ")), qPrintable(message));
+            QVERIFY2(message.contains(devices.cudaBuilt ? devices.reason : QStringLiteral("no CUDA backend")),
+                     qPrintable(message));
+            QCOMPARE(loaded.count(), 1);
+        }
+
+        const EngineConfig bogus = testConfig(QStringLiteral("tpu"));
+        const qsizetype errorsBefore = error.count();
+        post(w, [w, bogus] { w->loadModel(bogus, testSampling()); });
+        QVERIFY(error.wait(10000));
+        QVERIFY2(error.value<QString>(errorsBefore).contains(QStringLiteral("unknown device 'tpu'")),
+                 qPrintable(error.value<QString>(errorsBefore)));
+
+        // Still usable: the CPU loads, quietly, and the planner speaks for the device in use.
+        const qsizetype loadsBefore = loaded.count();
+        post(w, [w] { w->loadModel(testConfig(QStringLiteral("cpu")), testSampling()); });
+        QVERIFY(loaded.wait(20000));
+        const ModelInfo c = loaded.value<ModelInfo>(loadsBefore);
+        QCOMPARE(c.device, QStringLiteral("cpu"));
+        QVERIFY(c.deviceNotice.isEmpty());
+    }
+
+    // With a GPU: the same greedy answer from device cuda as from the CPU, through the whole
+    // document pipeline. Skips where no GPU answers.
+    void cudaAnswersEqualCpu() {
+        const DeviceSupport devices = deviceSupport();
+        if (!devices.cudaAvailable)
+            QSKIP(qPrintable(QStringLiteral("no usable GPU: %1").arg(devices.reason)));
+        QString answers[2];
+        const QString device[2] = {QStringLiteral("cpu"), QStringLiteral("cuda")};
+        for (int i = 0; i < 2; ++i) {
+            EngineHost host;
+            QVERIFY(prepare(host, testConfig(device[i])));
+            EngineWorker *w = host.worker();
+            QueuedSpy planned(w, &EngineWorker::memoryPlanned);
+            const qint64 session = openDoc(host, m_shortPath);
+            QVERIFY(session > 0);
+            QTRY_COMPARE(planned.count(), 1);
+            QCOMPARE(planned.value<MemoryPlan>(0).device, device[i]);
+            QueuedSpy finished(w, &EngineWorker::answerFinished);
+            post(w, [w, session] { w->ask(session, QStringLiteral("What did Lily have?")); });
+            QVERIFY(finished.wait(30000));
+            answers[i] = finished.value<AnswerStats>(0).answer;
+        }
+        QVERIFY(!answers[0].isEmpty());
+        QCOMPARE(answers[1], answers[0]);
     }
 
     void importProblemsAreExplained() {

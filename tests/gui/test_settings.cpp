@@ -39,6 +39,7 @@ class TestSettings : public QObject {
         c.contextLength = 2048;
         c.batch = 64;
         c.recencyWindow = 48;
+        c.device = QStringLiteral("cuda"); // kept as chosen even where no GPU answers: loading says why
         s.setEngineConfig(c);
         SamplingConfig sp;
         sp.temperature = 0.5;
@@ -62,6 +63,7 @@ class TestSettings : public QObject {
         QCOMPARE(d.contextLength, 2048);
         QCOMPARE(d.batch, 64);
         QCOMPARE(d.recencyWindow, 48);
+        QCOMPARE(d.device, QStringLiteral("cuda"));
         const SamplingConfig e = t.sampling();
         QCOMPARE(e.temperature, 0.5);
         QCOMPARE(e.topK, 10);
@@ -89,7 +91,7 @@ class TestSettings : public QObject {
         const EngineConfig c = s.engineConfig();
         QCOMPARE(c.threads, EngineConfig().threads);
         QCOMPARE(c.contextLength, 0);
-        QCOMPARE(c.device, QStringLiteral("cpu"));
+        QCOMPARE(c.device, QStringLiteral("auto")); // the default: the GPU where one answers
         QCOMPARE(s.sampling().temperature, SamplingConfig().temperature);
         QCOMPARE(s.sampling().topP, SamplingConfig().topP);
         QCOMPARE(s.theme(), QStringLiteral("system"));
@@ -138,7 +140,11 @@ class TestSettings : public QObject {
         QCOMPARE(c2.contextLength, 8192);
         QCOMPARE(c2.batch, 128);
         QCOMPARE(c2.recencyWindow, 64);
-        QCOMPARE(c2.device, QStringLiteral("cpu"));
+        QCOMPARE(c2.device, QStringLiteral("auto")); // EngineConfig's default
+        // A chosen device is shown as chosen, and given back.
+        EngineConfig onCpu = c;
+        onCpu.device = QStringLiteral("cpu");
+        QCOMPARE(SettingsDialog(onCpu, s, QStringLiteral("light")).engineConfig().device, QStringLiteral("cpu"));
         const SamplingConfig s2 = dlg.sampling();
         QCOMPARE(s2.temperature, 0.3);
         QCOMPARE(s2.topK, 20);
