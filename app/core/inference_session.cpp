@@ -73,7 +73,7 @@ device_choice choose_device(device_request r, const gpu_status &gpu, const std::
         // A build without the backend has no GPU to miss: auto is simply the CPU there. A CUDA
         // build that finds no usable GPU says so, since the user may expect one.
         if (gpu.available) c.kind = device_kind::cuda;
-        else if (gpu.built) c.notice = "no usable GPU (" + gpu.reason + "); running on the CPU";
+        else if (gpu.built) c.notice = "running on the CPU; no usable GPU: " + gpu.reason;
         return c;
     }
     return c;
@@ -268,7 +268,7 @@ std::unique_ptr<inference_session> inference_session::create(const recur::model 
         if (o.context.kv_type != recur::tensor_type::F16) {
             if (o.device == device_request::cuda)
                 throw recur::error("device cuda keeps its KV cache in F16: an F32 cache (--kv-f32) needs the CPU");
-            notice = "an F32 KV cache is CPU-only; running on the CPU";
+            notice = "running on the CPU; an F32 KV cache (--kv-f32) is CPU-only";
         } else {
             recur::cuda_params cp;
             cp.n_ctx = o.context.n_ctx;
@@ -277,7 +277,7 @@ std::unique_ptr<inference_session> inference_session::create(const recur::model 
                 return std::make_unique<cuda_session>(m, o.context, cp);
             } catch (const recur::error &e) {
                 if (o.device == device_request::cuda || !o.fall_back_on_gpu_error) throw;
-                notice = std::string("the GPU could not take the model (") + e.what() + "); running on the CPU";
+                notice = std::string("running on the CPU; the GPU could not take the model: ") + e.what();
             }
         }
     }
