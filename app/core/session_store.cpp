@@ -48,6 +48,13 @@ void fail(sqlite3 *db, int rc, const std::string &what, const std::string &file)
             throw store_error(store_error::kind::disk_full,
                               what + " failed: a file size limit was reached (ulimit -f); nothing saved before was lost" +
                                   where);
+        if (rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_TRUNCATE || rc == SQLITE_IOERR_FSYNC)
+            // The errno is often gone by the time the error reaches us (SQLite's rollback made
+            // more calls): say what the usual causes are rather than just "disk I/O error".
+            throw store_error(store_error::kind::io,
+                              what + " failed: could not write to the disk (is it full, over quota, or past a file "
+                                     "size limit?); nothing saved before was lost" +
+                                  (sys ? std::string(" (") + std::strerror(sys) + ")" : "") + where);
         throw store_error(store_error::kind::io,
                           what + " failed: " + detail + (sys ? std::string(" (") + std::strerror(sys) + ")" : "") + where);
     }

@@ -267,7 +267,7 @@ TEST(CrashSafety, FileSizeLimitWhileAnsweringLosesNothing) {
         }
         if (limit == 4096) {
             EXPECT_EQ(outcome.rfind("store_error: ", 0), 0u) << outcome;
-            EXPECT_NE(outcome.find("file size limit"), std::string::npos) << "say why the write failed: " << outcome;
+            EXPECT_NE(outcome.find("could not write to the disk"), std::string::npos) << "say why the write failed: " << outcome;
         }
     }
 }
