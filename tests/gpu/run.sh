@@ -2,7 +2,8 @@
 # The one-shot GPU check of the CUDA backend (issue 6, docs/perf/gpu.md):
 #   1. build recur_gpu_tests and recur_gpu_bench, unless build-gpu-stage/ (tests/gpu/stage.sh)
 #      already carries them;
-#   2. run the parity tests (every op against the CPU reference; stories260K end to end);
+#   2. run the parity tests (every op against the CPU reference; stories260K end to end; the
+#      recur CLI with --device cuda against --device cpu where the CLI is staged or built);
 #   3. generate random-weight models here (tests/reference/make_bench_models.py): SmolLM2-135M
 #      and Llama-1B shapes in F16, plus 50% hybrids of each (recur_gpu_bench make-hybrid);
 #   4. benchmark prefill and decode at 2k and 16k context, original and hybrid, and print one
@@ -58,6 +59,29 @@ passed=$(count PASSED); failed=$(count FAILED); skipped=$(count SKIPPED)
 passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
 grep -E '^\[  FAILED  \]|Failure|error:' "$work/parity.log" | head -20 >&2
 say "parity: $passed passed, $failed failed, $skipped skipped (rc $parity_rc)"
+
+# ---- 2b. the CLI on the GPU (--device cuda, deliverable 4) ------------------------------------
+# Where the recur CLI is at hand (staged by stage.sh, or built here with the app), the same greedy
+# tokens from --device cuda as from --device cpu, and auto choosing the GPU without a notice.
+# (The GpuCli tests above check this too; this says it in the log where they skipped.)
+cli=""
+for c in "$bin/recur" "${build:-/nonexistent}/app/recur"; do [[ -x $c ]] && cli=$c && break; done
+cli_check="not run (no recur CLI: stage.sh with the app built)"
+stories=$RECUR_SHARED_DIR/models/stories260K.gguf
+if [[ -n $cli && -f $stories ]]; then
+  say "CLI --device check"
+  tok() { "$cli" generate -m "$stories" -p "Once upon a time" -n 64 --temp 0 --json --device "$1" 2>>"$work/cli.log" |
+          sed -n 's/.*"tokens":\(\[[^]]*\]\).*/\1/p'; }
+  t_cpu=$(tok cpu); t_gpu=$(tok cuda); t_auto=$(tok auto)
+  "$cli" bench -m "$stories" -p 256 -n 64 --json --device cuda >>"$work/cli.log" 2>&1
+  if [[ -n $t_cpu && $t_cpu == "$t_gpu" && $t_cpu == "$t_auto" ]] && ! grep -q 'recur: note:' "$work/cli.log"; then
+    cli_check="passed (64 greedy tokens identical on cuda, auto and cpu)"
+  else
+    cli_check="FAILED (see cli.log)"; failed=$((failed + 1))
+  fi
+  save "$work/cli.log"
+fi
+say "CLI --device check: $cli_check"
 
 # ---- 3. models ----------------------------------------------------------------------------------
 runs=()

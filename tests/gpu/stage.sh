@@ -22,5 +22,25 @@ cp -r "$gguf_dir" "$stage/py/"
 find "$stage/py" -name __pycache__ -prune -exec rm -rf {} +
 cp "$shared/models/stories260K.gguf" "$stage/shared/models/"
 cp "$shared/models/llama2-tokenizer.model" "$stage/shared/models/" 2>/dev/null || true
+# The recur CLI as well, when the build has it (the GPU CLI tests, test_gpu_cli.cpp, and run.sh's
+# `--device cuda` check run it): its own libraries (poppler, sqlite, ...; about 15 MiB) go to
+# cli-lib/, reached only through a wrapper, so they never shadow the GPU tests' libraries.
+# NO_CLI=1 leaves it out.
+if [[ -z ${NO_CLI:-} ]] && cmake --build "$build" -j"$(nproc)" --target recur >/dev/null 2>&1; then
+  mkdir -p "$stage/cli-lib"
+  cp "$build/app/recur" "$stage/bin/recur.bin"
+  for lib in $(ldd "$build/app/recur" | awk '/=>/ {print $3}' |
+               grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libpthread|libdl\.|librt\.|libcublas' || true); do
+    cp -L "$lib" "$stage/cli-lib/"
+  done
+  cat >"$stage/bin/recur" <<'WRAP'
+#!/usr/bin/env bash
+here=$(dirname "$(readlink -f "$0")")
+LD_LIBRARY_PATH="$here/../cli-lib:${LD_LIBRARY_PATH:-}" exec "$here/recur.bin" "$@"
+WRAP
+  chmod +x "$stage/bin/recur"
+else
+  echo "stage: no recur CLI in $build (configure it with the app, or NO_CLI=1): the GPU CLI tests will skip" >&2
+fi
 du -sh "$stage"
 echo 'device run: command "tests/gpu/run.sh", carry ["build-gpu-stage"], timeout_s 590'
