@@ -63,17 +63,24 @@ int cmd_convert(const options &o) {
     cp.n_batch = o.n_batch;
     const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(2048, m->hparams().n_ctx_train);
     cp.analysis_tokens = n_ctx;
-    if (o.kind == "window") {
-        cp.kind = replacement_kind::window;
-        cp.window_tokens = o.window_tokens;
+    cp.window_tokens = o.window_tokens;
+    cp.wr_window = o.wr_window;
+    cp.write_candidates = o.write_candidates;
+    if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
+    if (o.kind == "auto") cp.automatic = true;
+    else if (o.kind == "recurrent") cp.kind = replacement_kind::recurrent;
+    else if (o.kind == "window") cp.kind = replacement_kind::window;
+    else if (o.kind == "window+recurrent" || o.kind == "window_recurrent") cp.kind = replacement_kind::window_recurrent;
+    else throw error("--kind must be auto, recurrent, window or window+recurrent");
+    if (o.write_candidates && !cp.automatic) throw error("--write-candidates needs --kind auto");
+    if (cp.kind == replacement_kind::window && !cp.automatic) {
         if (o.steps_given && o.steps > 0) throw error("--kind window needs no distillation; drop --steps");
         cp.steps = 0;
-    } else if (o.kind != "recurrent") {
-        throw error("--kind must be recurrent or window");
     } else if (o.steps_given) {
         cp.steps = o.steps;
     } else {
-        // Fixed-time default: the work per step grows with the number of heads trained.
+        // Fixed-time default: the work per step grows with the number of heads trained (auto
+        // trains two sets of heads, recurrent and window + recurrent, so takes twice as long).
         const double frac = o.fraction >= 0 ? o.fraction : 0.25;
         const double scale = frac > 0.25 ? 0.25 / frac : 1.0;
         cp.steps = std::max(50, int(default_steps_at_25pct * scale));
@@ -88,8 +95,13 @@ int cmd_convert(const options &o) {
         const size_t slash = out.find_last_of('/');
         cp.distill.scratch_dir = slash == std::string::npos ? "." : out.substr(0, slash + 1);
     }
-    if (o.resume && !std::ifstream(cp.distill.checkpoint_path))
-        throw error("--resume: no checkpoint " + cp.distill.checkpoint_path);
+    // --kind auto trains twice, checkpointing to OUT.ckpt.recurrent and OUT.ckpt.winrec.
+    auto checkpoint_exists = [&] {
+        const std::string &c = cp.distill.checkpoint_path;
+        return std::ifstream(c).good() ||
+               (cp.automatic && (std::ifstream(c + ".recurrent").good() || std::ifstream(c + ".winrec").good()));
+    };
+    if (o.resume && !checkpoint_exists()) throw error("--resume: no checkpoint " + cp.distill.checkpoint_path);
 
     auto t0 = clock_type::now();
     std::vector<int32_t> ids;
@@ -104,10 +116,11 @@ int cmd_convert(const options &o) {
         const std::string text = read_file(o.file);
         ids = m->vocab().encode(text, !o.no_bos, false);
         // Analysis reads the first n_ctx tokens; distillation up to --calib-tokens.
-        const size_t keep = cp.steps > 0 ? size_t(o.calib_tokens > 0 ? o.calib_tokens : default_calib_tokens)
-                                         : size_t(n_ctx);
+        const bool distils = cp.steps > 0 || cp.automatic; // auto measures the kinds even untrained
+        const size_t keep = distils ? size_t(o.calib_tokens > 0 ? o.calib_tokens : default_calib_tokens)
+                                    : size_t(n_ctx);
         if (ids.size() > std::max<size_t>(keep, size_t(n_ctx))) ids.resize(std::max<size_t>(keep, size_t(n_ctx)));
-        if (cp.steps > 0 && ids.size() > keep) ids.resize(keep);
+        if (distils && ids.size() > keep) ids.resize(keep);
     }
 
     std::signal(SIGINT, on_sigint);
@@ -138,7 +151,7 @@ int cmd_convert(const options &o) {
     } catch (const cancelled_error &e) {
         std::signal(SIGINT, SIG_DFL);
         if (!o.json) fprintf(stderr, "\n");
-        const bool can_resume = cp.steps > 0 && std::ifstream(cp.distill.checkpoint_path).good();
+        const bool can_resume = cp.steps > 0 && checkpoint_exists();
         throw error(std::string("interrupted: ") + e.what() +
                     (can_resume ? "; run the same command with --resume to continue" : ""));
     }
@@ -177,18 +190,52 @@ int cmd_convert(const options &o) {
         }
         j.field("seconds", seconds_since(t0));
         j.field("peak_rss_bytes", uint64_t(peak_rss_bytes()));
+        static const char *kind_names[3] = {"recurrent", "window", "window+recurrent"};
+        j.field("kind", cp.automatic ? std::string("auto") : std::string(kind_names[int(cp.kind)]));
+        {
+            const default_window_sizes dw = default_windows(m->hparams(), cp.wr_window);
+            int32_t win = cp.window_tokens > 0 ? cp.window_tokens : cp.automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
+            j.key("group_bytes").begin_object();
+            j.field("recurrent", uint64_t(dw.recurrent_bytes));
+            j.field("window", uint64_t(size_t(win) * 2 * size_t(m->hparams().head_dim) * 2));
+            j.field("window_recurrent", uint64_t(dw.wr_bytes));
+            j.end_object();
+            j.field("window_tokens", int64_t(win)).field("wr_window_tokens", int64_t(dw.wr_window));
+        }
+        int64_t n_kind[3] = {0, 0, 0};
+        for (auto &g : r.groups)
+            if (g.replaced) ++n_kind[int(g.kind)];
+        j.key("kinds").begin_object();
+        for (int k = 0; k < 3; ++k) j.field(kind_names[k], n_kind[k]);
+        j.end_object();
         j.key("groups").begin_array();
         for (auto &g : r.groups)
-            if (g.replaced)
-                j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group)).field("recency", g.recency).end_object();
+            if (g.replaced) {
+                j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group)).field("recency", g.recency);
+                j.field("kind", std::string(kind_names[int(g.kind)])).field("window", int64_t(g.window));
+                if (cp.automatic) {
+                    // Held-out error per candidate kind: in the training metric (what chose),
+                    // and plain relative to Σ‖o‖².
+                    j.key("loss").begin_object();
+                    for (int k = 0; k < 3; ++k) j.field(kind_names[k], g.loss[k]);
+                    j.end_object();
+                    j.key("loss_relative").begin_object();
+                    for (int k = 0; k < 3; ++k) j.field(kind_names[k], g.rel[k]);
+                    j.end_object();
+                }
+                j.end_object();
+            }
         j.end_array();
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
-        printf("wrote %s: %d of %d KV groups replaced by %s (attention KV kept: %.0f%%), "
-               "calibrated on %lld tokens\n",
-               o.output_path.c_str(), r.replaced_groups, r.total_groups,
-               cp.kind == replacement_kind::window ? "exact windows" : "recurrent heads", 100.0 * r.kv_fraction_kept,
+        int n_kind[3] = {0, 0, 0};
+        for (auto &g : r.groups)
+            if (g.replaced) ++n_kind[int(g.kind)];
+        printf("wrote %s: %d of %d KV groups replaced (%d recurrent, %d window, %d window+recurrent%s; attention KV "
+               "kept: %.0f%%), calibrated on %lld tokens\n",
+               o.output_path.c_str(), r.replaced_groups, r.total_groups, n_kind[0], n_kind[1], n_kind[2],
+               cp.automatic ? ", chosen per group on held-out text" : "", 100.0 * r.kv_fraction_kept,
                (long long)r.calib_tokens);
         if (cp.steps > 0 && !d.heads.empty()) {
             double i_rel = 0, f_rel = 0;

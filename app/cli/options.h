@@ -41,8 +41,10 @@ struct options {
     int calib_tokens = 0;       // convert --calib-tokens N: distil on at most N tokens of -f (0: default)
     bool resume = false;        // convert --resume: continue the distillation from OUT.ckpt
     int recency = 0;            // bench --recency K: gather statistics while measuring
-    std::string kind = "recurrent"; // convert --kind recurrent|window
-    int window_tokens = 0;      // convert --window-tokens W (0: equal memory to a recurrent group)
+    std::string kind = "auto";  // convert --kind auto|recurrent|window|window+recurrent
+    int window_tokens = 0;      // convert --window-tokens W (0: equal memory, see convert_params)
+    int wr_window = 0;          // convert --wr-window W: window of window+recurrent groups (0: default)
+    bool write_candidates = false; // convert --write-candidates: auto also writes OUT-recurrent/-winrec.gguf
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q
     std::string session_db;     // ask --session (SQLite file)

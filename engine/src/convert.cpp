@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <numeric>
 
 namespace recur {
@@ -16,6 +18,17 @@ float initial_dt_bias(int32_t window) {
     // tokens sum to about one, like a softmax row spread over the window.
     const double dt = 1.0 / std::max(1, window);
     return float(std::log(std::expm1(dt)));
+}
+
+default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window) {
+    default_window_sizes d;
+    const size_t g = size_t(hp.group_size()), hd = size_t(hp.head_dim), row = 2 * hd * 2; // K+V F16 per position
+    d.recurrent_bytes = g * hd * hd * sizeof(float);
+    d.window_equal_recurrent = int32_t(d.recurrent_bytes / row); // = group_size x head_dim
+    d.wr_window = wr_window > 0 ? wr_window : std::max<int32_t>(1, int32_t(std::lround(double(g * hd) / 3.0)));
+    d.wr_bytes = d.recurrent_bytes + size_t(d.wr_window) * (row + g * sizeof(float));
+    d.window_equal_wr = int32_t(d.wr_bytes / row);
+    return d;
 }
 
 std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold) {
@@ -72,89 +85,257 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     const std::vector<bool> chosen = choose_groups(recency, p.fraction, p.threshold);
     res.total_groups = int32_t(recency.size());
 
-    gguf_writer w;
-    w.copy_metadata(m.file());
-    w.set_uint32("recurformer.version", 1);
-    w.set_uint32("recurformer.window", uint32_t(p.window));
-    w.set_string("recurformer.selection", p.threshold >= 0 ? "threshold:" + std::to_string(p.threshold)
-                                                            : "fraction:" + std::to_string(p.fraction));
-    w.set_uint32("recurformer.calibration_tokens", uint32_t(analysed.size()));
-    w.set_uint32("recurformer.distillation_steps", uint32_t(p.steps));
-    // Unreplaced tensors are copied bit for bit from the mapped original.
-    for (auto &t : m.file().tensors()) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
-
     const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;
+    const size_t hh = size_t(hd) * hd;
     const float dt_bias = initial_dt_bias(p.window);
-    if (p.kind != replacement_kind::recurrent && p.kind != replacement_kind::window)
-        throw error("convert: only the recurrent and window kinds can be written");
-    if (p.kind == replacement_kind::window && p.steps > 0)
+    const bool automatic = p.automatic;
+    if (!automatic && p.kind != replacement_kind::recurrent && p.kind != replacement_kind::window &&
+        p.kind != replacement_kind::window_recurrent)
+        throw error("convert: unknown replacement kind");
+    if (!automatic && p.kind == replacement_kind::window && p.steps > 0)
         throw error("convert: window groups are exact attention and need no distillation (use --steps 0)");
-    // Equal memory: a recurrent group holds group_size states of hd x hd floats; a window ring
-    // holds 2 x W rows of hd F16 values.
-    const int32_t window_tokens = p.window_tokens > 0 ? p.window_tokens : g * hd;
-    // Initial recurrent heads of the chosen groups (docs/FORMAT.md), then distillation.
-    std::vector<hybrid_layer> layers(size_t(hp.n_layer));
-    for (int32_t l = 0; l < hp.n_layer; ++l) {
-        hybrid_layer &H = layers[size_t(l)];
-        for (int32_t grp = 0; grp < hp.n_head_kv; ++grp)
-            if (chosen[size_t(l) * hp.n_head_kv + grp] && p.kind == replacement_kind::recurrent)
-                H.recurrent_groups.push_back(grp);
-        const size_t R = H.recurrent_groups.size() * size_t(g);
-        H.dt_w.assign(R * E, 0.0f);
-        H.dt_b.assign(R, dt_bias);
-        H.a_log.assign(R, 0.0f);
-        H.d.assign(R * hd, 0.0f);
+    const default_window_sizes dw = default_windows(hp, p.wr_window);
+    const int32_t window_tokens =
+        p.window_tokens > 0 ? p.window_tokens : automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
+    const int32_t wr_tokens = dw.wr_window;
+
+    // Initial heads of the chosen groups as one kind (docs/FORMAT.md): recurrent heads from the
+    // attention rows; window + recurrent ones the same but with v_proj = 0, so that untrained the
+    // group is exactly its window.
+    auto initial_layers = [&](replacement_kind k) {
+        std::vector<hybrid_layer> layers(size_t(hp.n_layer));
+        for (int32_t l = 0; l < hp.n_layer; ++l) {
+            hybrid_layer &H = layers[size_t(l)];
+            H.group_kind.assign(size_t(hp.n_head_kv), replacement_kind::recurrent);
+            H.group_window.assign(size_t(hp.n_head_kv), 0);
+            for (int32_t grp = 0; grp < hp.n_head_kv; ++grp)
+                if (chosen[size_t(l) * hp.n_head_kv + grp] && k != replacement_kind::window) {
+                    H.recurrent_groups.push_back(grp);
+                    if (k == replacement_kind::window_recurrent) {
+                        H.group_kind[size_t(grp)] = k;
+                        H.group_window[size_t(grp)] = wr_tokens;
+                    }
+                }
+            const size_t R = H.recurrent_groups.size() * size_t(g);
+            H.dt_w.assign(R * E, 0.0f);
+            H.dt_b.assign(R, dt_bias);
+            H.a_log.assign(R, 0.0f);
+            H.d.assign(R * hd, 0.0f);
+            if (k == replacement_kind::window_recurrent && R > 0) {
+                H.q_proj.assign(R * hh, 0.0f);
+                H.k_proj.assign(R * hh, 0.0f);
+                H.v_proj.assign(R * hh, 0.0f);
+                for (size_t r = 0; r < R; ++r)
+                    for (int i = 0; i < hd; ++i) H.q_proj[r * hh + size_t(i) * hd + i] = H.k_proj[r * hh + size_t(i) * hd + i] = 1.0f;
+            }
+        }
+        return layers;
+    };
+
+    distill_params dp = p.distill;
+    dp.steps = p.steps;
+    dp.n_threads = p.n_threads;
+    dp.n_batch = p.n_batch;
+    if (automatic) {
+        // Sequences distill will cut (each after the first gains a BOS when the text starts with one).
+        const int64_t n_seq = (int64_t(calib_tokens.size()) + dp.seq_len - 2) / std::max(1, dp.seq_len - 1);
+        dp.holdout_sequences = p.holdout_sequences > 0 ? p.holdout_sequences : int32_t(std::max<int64_t>(1, n_seq / 8));
+        if (n_seq < 2)
+            throw error("convert: --kind auto holds out calibration sequences to compare the kinds on; give at least "
+                        "two sequences of text (more than " + std::to_string(dp.seq_len) + " tokens)");
     }
-    if (p.steps > 0) {
-        distill_params dp = p.distill;
-        dp.steps = p.steps;
-        dp.n_threads = p.n_threads;
-        dp.n_batch = p.n_batch;
-        res.distill = distill_heads(m, calib_tokens, layers, dp, distill_progress);
-        w.set_uint32("recurformer.distillation_tokens", uint32_t(res.distill.calib_tokens));
+    // Run A: recurrent heads (forced recurrent, or auto, which also measures the plain window);
+    // run B: window + recurrent heads.
+    std::vector<hybrid_layer> rec_layers, wr_layers;
+    distill_report rep_rec, rep_wr;
+    const bool want_rec = automatic || p.kind == replacement_kind::recurrent;
+    const bool want_wr = automatic || p.kind == replacement_kind::window_recurrent;
+    if (want_rec) {
+        rec_layers = initial_layers(replacement_kind::recurrent);
+        if (p.steps > 0 || automatic) {
+            distill_params d = dp;
+            if (automatic) d.compare_window = window_tokens;
+            if (automatic && !d.checkpoint_path.empty()) {
+                d.checkpoint_path += ".recurrent";
+                d.resume = d.resume && std::ifstream(d.checkpoint_path).good(); // interrupted before it began
+            }
+            rep_rec = distill_heads(m, calib_tokens, rec_layers, d, distill_progress);
+        }
     }
-    for (int32_t l = 0; l < hp.n_layer; ++l) {
-        std::vector<int32_t> replaced;
-        std::vector<float> layer_recency;
+    if (want_wr) {
+        wr_layers = initial_layers(replacement_kind::window_recurrent);
+        if (p.steps > 0 || automatic) {
+            distill_params d = dp;
+            if (automatic && !d.checkpoint_path.empty()) {
+                d.checkpoint_path += ".winrec";
+                d.resume = d.resume && std::ifstream(d.checkpoint_path).good();
+            }
+            rep_wr = distill_heads(m, calib_tokens, wr_layers, d, distill_progress);
+        }
+    }
+
+    // Per group: its kind and the held-out losses of the candidates.
+    for (int32_t l = 0; l < hp.n_layer; ++l)
         for (int32_t grp = 0; grp < hp.n_head_kv; ++grp) {
             const size_t i = size_t(l) * hp.n_head_kv + grp;
-            layer_recency.push_back(float(recency[i]));
-            res.groups.push_back({l, grp, recency[i], bool(chosen[i])});
-            if (chosen[i]) replaced.push_back(grp);
+            group_choice c{l, grp, recency[i], bool(chosen[i])};
+            if (c.replaced) {
+                c.kind = automatic ? replacement_kind::recurrent : p.kind;
+                if (automatic) {
+                    double loss[3] = {0, 0, 0}, err[3] = {0, 0, 0}, tgt = 0;
+                    for (auto &h : rep_rec.heads)
+                        if (h.layer == l && h.group == grp) {
+                            loss[0] += h.heldout_metric_loss, err[0] += h.heldout_loss;
+                            loss[1] += h.window_heldout_metric_loss, err[1] += h.window_heldout_loss;
+                            tgt += h.heldout_target;
+                        }
+                    for (auto &h : rep_wr.heads)
+                        if (h.layer == l && h.group == grp) loss[2] += h.heldout_metric_loss, err[2] += h.heldout_loss;
+                    int best = 0;
+                    for (int k = 1; k < 3; ++k)
+                        if (loss[k] < loss[best]) best = k; // ties keep the smaller memory (recurrent)
+                    c.kind = replacement_kind(best);
+                    for (int k = 0; k < 3; ++k) c.loss[k] = loss[k], c.rel[k] = tgt > 0 ? err[k] / tgt : 0;
+                }
+                c.window = c.kind == replacement_kind::window ? window_tokens
+                           : c.kind == replacement_kind::window_recurrent ? wr_tokens : 0;
+            }
+            res.groups.push_back(c);
         }
-        const std::string key = "recurformer.blk." + std::to_string(l) + ".";
-        w.set_int32_array(key + "replaced_groups", replaced);
-        w.set_float32_array(key + "group_recency", layer_recency);
-        res.replaced_groups += int32_t(replaced.size());
-        if (replaced.empty()) continue;
-        if (p.kind == replacement_kind::window) {
-            w.set_int32_array(key + "group_kinds", std::vector<int32_t>(replaced.size(), int32_t(replacement_kind::window)));
-            w.set_int32_array(key + "group_windows", std::vector<int32_t>(replaced.size(), window_tokens));
-            continue; // a window group uses the layer's own attention rows: no tensors
+
+    // Writes a hybrid whose replaced groups have the kinds `kind_of(layer, group)`; the heads of
+    // recurrent and window + recurrent groups come from rec_layers / wr_layers.
+    auto write_hybrid = [&](const std::string &path, const std::function<replacement_kind(const group_choice &)> &kind_of,
+                            const std::string &kind_name, bool with_candidates) {
+        gguf_writer w;
+        w.copy_metadata(m.file());
+        w.set_uint32("recurformer.version", 1);
+        w.set_uint32("recurformer.window", uint32_t(p.window));
+        w.set_string("recurformer.selection", p.threshold >= 0 ? "threshold:" + std::to_string(p.threshold)
+                                                                : "fraction:" + std::to_string(p.fraction));
+        w.set_string("recurformer.kind", kind_name);
+        w.set_uint32("recurformer.calibration_tokens", uint32_t(analysed.size()));
+        w.set_uint32("recurformer.distillation_steps", uint32_t(p.steps));
+        const distill_report &any = rep_rec.calib_tokens > 0 ? rep_rec : rep_wr;
+        if (p.steps > 0 && any.calib_tokens > 0) w.set_uint32("recurformer.distillation_tokens", uint32_t(any.calib_tokens));
+        if (with_candidates) w.set_uint32("recurformer.heldout_tokens", uint32_t(any.heldout_tokens));
+        // Unreplaced tensors are copied bit for bit from the mapped original.
+        for (auto &t : m.file().tensors()) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
+        for (int32_t l = 0; l < hp.n_layer; ++l) {
+            std::vector<int32_t> replaced, kinds, windows;
+            std::vector<float> layer_recency, chosen_loss, candidate_loss;
+            hybrid_layer out;
+            bool trained_proj = false, any_loss = false;
+            std::vector<std::pair<const hybrid_layer *, int32_t>> src; // per output head: layer, r
+            for (int32_t grp = 0; grp < hp.n_head_kv; ++grp) {
+                const group_choice &c = res.groups[size_t(l) * hp.n_head_kv + grp];
+                layer_recency.push_back(float(c.recency));
+                if (!c.replaced) continue;
+                const replacement_kind k = kind_of(c);
+                replaced.push_back(grp);
+                kinds.push_back(int32_t(k));
+                windows.push_back(k == replacement_kind::window ? window_tokens
+                                  : k == replacement_kind::window_recurrent ? wr_tokens : 0);
+                if (with_candidates) {
+                    chosen_loss.push_back(float(c.rel[int(k)]));
+                    for (int j = 0; j < 3; ++j) candidate_loss.push_back(float(c.rel[j]));
+                }
+                if (k == replacement_kind::window) continue;
+                const hybrid_layer &S = (k == replacement_kind::recurrent ? rec_layers : wr_layers)[size_t(l)];
+                const int32_t gi = int32_t(std::find(S.recurrent_groups.begin(), S.recurrent_groups.end(), grp) -
+                                           S.recurrent_groups.begin());
+                for (int j = 0; j < g; ++j) src.push_back({&S, gi * g + j});
+                trained_proj = trained_proj || !S.q_proj.empty();
+                any_loss = any_loss || !S.final_loss.empty();
+            }
+            const std::string key = "recurformer.blk." + std::to_string(l) + ".";
+            w.set_int32_array(key + "replaced_groups", replaced);
+            w.set_float32_array(key + "group_recency", layer_recency);
+            if (replaced.empty()) continue;
+            w.set_int32_array(key + "group_kinds", kinds);
+            w.set_int32_array(key + "group_windows", windows);
+            if (with_candidates) {
+                w.set_float32_array(key + "group_loss", chosen_loss);
+                w.set_float32_array(key + "candidate_loss", candidate_loss);
+            }
+            if (src.empty()) continue; // window groups use the layer's own attention rows: no tensors
+            const int64_t R = int64_t(src.size());
+            std::vector<float> q_proj, k_proj, v_proj, final_loss;
+            for (auto &[S, r] : src) {
+                out.dt_w.insert(out.dt_w.end(), S->dt_w.begin() + int64_t(r) * E, S->dt_w.begin() + int64_t(r + 1) * E);
+                out.dt_b.push_back(S->dt_b[size_t(r)]);
+                out.a_log.push_back(S->a_log[size_t(r)]);
+                out.d.insert(out.d.end(), S->d.begin() + int64_t(r) * hd, S->d.begin() + int64_t(r + 1) * hd);
+                const std::vector<float> *from[3] = {&S->q_proj, &S->k_proj, &S->v_proj};
+                std::vector<float> *to[3] = {&q_proj, &k_proj, &v_proj};
+                for (int j = 0; j < 3; ++j) {
+                    if (from[j]->empty()) { // identity
+                        std::vector<float> id(hh, 0.0f);
+                        for (int i = 0; i < hd; ++i) id[size_t(i) * hd + i] = 1.0f;
+                        to[j]->insert(to[j]->end(), id.begin(), id.end());
+                    } else {
+                        to[j]->insert(to[j]->end(), from[j]->begin() + int64_t(r) * int64_t(hh),
+                                      from[j]->begin() + int64_t(r + 1) * int64_t(hh));
+                    }
+                }
+                final_loss.push_back(S->final_loss.empty() ? 0.0f : S->final_loss[size_t(r)]);
+            }
+            auto f32_bytes = [](const std::vector<float> &v) {
+                std::vector<uint8_t> b(v.size() * sizeof(float));
+                std::memcpy(b.data(), v.data(), b.size());
+                return b;
+            };
+            const std::string t = "blk." + std::to_string(l) + ".rec.";
+            w.add_tensor(t + "dt_w", tensor_type::F32, {E, R}, f32_bytes(out.dt_w));
+            w.add_tensor(t + "dt_b", tensor_type::F32, {R}, f32_bytes(out.dt_b));
+            w.add_tensor(t + "a_log", tensor_type::F32, {R}, f32_bytes(out.a_log));
+            w.add_tensor(t + "d", tensor_type::F32, {hd, R}, f32_bytes(out.d));
+            if (trained_proj) {
+                w.add_tensor(t + "q_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(q_proj));
+                w.add_tensor(t + "k_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(k_proj));
+                w.add_tensor(t + "v_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(v_proj));
+            }
+            if (any_loss) w.set_float32_array(key + "final_loss", final_loss);
         }
-        const int64_t R = int64_t(replaced.size()) * g;
-        w.set_int32_array(key + "group_kinds", std::vector<int32_t>(replaced.size(), int32_t(replacement_kind::recurrent)));
-        auto f32_bytes = [](const std::vector<float> &v) {
-            std::vector<uint8_t> b(v.size() * sizeof(float));
-            std::memcpy(b.data(), v.data(), b.size());
-            return b;
-        };
-        const std::string t = "blk." + std::to_string(l) + ".rec.";
-        const hybrid_layer &H = layers[size_t(l)];
-        w.add_tensor(t + "dt_w", tensor_type::F32, {E, R}, f32_bytes(H.dt_w));
-        w.add_tensor(t + "dt_b", tensor_type::F32, {R}, f32_bytes(H.dt_b));
-        w.add_tensor(t + "a_log", tensor_type::F32, {R}, f32_bytes(H.a_log));
-        w.add_tensor(t + "d", tensor_type::F32, {hd, R}, f32_bytes(H.d));
-        if (!H.q_proj.empty()) {
-            w.add_tensor(t + "q_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(H.q_proj));
-            w.add_tensor(t + "k_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(H.k_proj));
-            w.add_tensor(t + "v_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(H.v_proj));
-        }
-        if (!H.final_loss.empty()) w.set_float32_array(key + "final_loss", H.final_loss);
+        w.write(path);
+    };
+
+    static const char *kind_names[3] = {"recurrent", "window", "window+recurrent"};
+    write_hybrid(out_path, [](const group_choice &c) { return c.kind; },
+                 automatic ? "auto" : kind_names[int(p.kind)], automatic);
+    if (automatic && p.write_candidates) {
+        std::string base = out_path;
+        if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
+        write_hybrid(base + "-recurrent.gguf", [](const group_choice &) { return replacement_kind::recurrent; },
+                     "recurrent", true);
+        write_hybrid(base + "-winrec.gguf", [](const group_choice &) { return replacement_kind::window_recurrent; },
+                     "window+recurrent", true);
     }
+
+    // The report: for auto, the heads of the kind each group got (timings of both runs).
+    res.distill = want_rec && rep_rec.calib_tokens > 0 ? rep_rec : rep_wr;
+    if (automatic) {
+        res.distill.heads.clear();
+        res.distill.capture_seconds = rep_rec.capture_seconds + rep_wr.capture_seconds;
+        res.distill.train_seconds = rep_rec.train_seconds + rep_wr.train_seconds;
+        res.distill.evaluate_seconds = rep_rec.evaluate_seconds + rep_wr.evaluate_seconds;
+        res.distill.capture_file_bytes = std::max(rep_rec.capture_file_bytes, rep_wr.capture_file_bytes);
+        res.distill.train_state_bytes = std::max(rep_rec.train_state_bytes, rep_wr.train_state_bytes);
+        for (auto &c : res.groups) {
+            if (!c.replaced || c.kind == replacement_kind::window) continue;
+            for (auto &h : (c.kind == replacement_kind::recurrent ? rep_rec : rep_wr).heads)
+                if (h.layer == c.layer && h.group == c.group) res.distill.heads.push_back(h);
+        }
+    }
+    for (auto &c : res.groups) res.replaced_groups += c.replaced ? 1 : 0;
     res.kv_fraction_kept = 1.0 - double(res.replaced_groups) / double(res.total_groups);
-    w.write(out_path);
-    if (p.steps > 0 && !p.distill.checkpoint_path.empty()) std::remove(p.distill.checkpoint_path.c_str());
+    if (!p.distill.checkpoint_path.empty()) {
+        if (p.steps > 0 && !automatic) std::remove(p.distill.checkpoint_path.c_str());
+        if (automatic) {
+            std::remove((p.distill.checkpoint_path + ".recurrent").c_str());
+            std::remove((p.distill.checkpoint_path + ".winrec").c_str());
+        }
+    }
     return res;
 }
 

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <limits>
 #include <unistd.h>
 
 namespace recur {
@@ -56,6 +57,7 @@ struct fnv64 {
 // Which head of which layer; r indexes the layer's recurrent heads (group order, then head).
 struct head_ref {
     int32_t layer, group, head, r, group_index;
+    int32_t window = 0; // W of a window + recurrent head (trained on the tokens leaving the window), else 0
 };
 
 // ---- the capture file ----------------------------------------------------------------------------
@@ -426,6 +428,95 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
 
 // ---- the whole run ---------------------------------------------------------------------------------
 
+namespace {
+
+// W of group grp when convert marked it window + recurrent (group_kind / group_window sized
+// n_head_kv), else 0.
+int32_t wr_window(const hybrid_layer &H, int32_t grp) {
+    if (size_t(grp) >= H.group_kind.size() || H.group_kind[size_t(grp)] != replacement_kind::window_recurrent) return 0;
+    return size_t(grp) < H.group_window.size() ? H.group_window[size_t(grp)] : 0;
+}
+
+// RoPE cos/sin of positions [0, len) as the engine computes them (context.cpp prepare_rope).
+void rope_table(const model &m, int64_t len, std::vector<float> &cs, std::vector<float> &sn) {
+    const model_hparams &hp = m.hparams();
+    const int half = hp.rope_dim / 2;
+    cs.resize(size_t(len) * half);
+    sn.resize(size_t(len) * half);
+    std::vector<double> inv(static_cast<size_t>(half));
+    for (int i = 0; i < half; ++i) {
+        inv[size_t(i)] = std::pow(double(hp.rope_freq_base), -2.0 * i / hp.rope_dim);
+        if (!m.rope_freq_factors().empty()) inv[size_t(i)] /= m.rope_freq_factors()[size_t(i)];
+    }
+    for (int64_t t = 0; t < len; ++t) {
+        const double p = double(t) / hp.rope_scale;
+        for (int i = 0; i < half; ++i) {
+            cs[size_t(t) * half + i] = float(std::cos(p * inv[size_t(i)]));
+            sn[size_t(t) * half + i] = float(std::sin(p * inv[size_t(i)]));
+        }
+    }
+}
+
+void rope_rows(const model_hparams &hp, const std::vector<float> &cs, const std::vector<float> &sn, int64_t len,
+               float *x) {
+    const int half = hp.rope_dim / 2, hd = hp.head_dim;
+    for (int64_t t = 0; t < len; ++t) {
+        float *v = x + size_t(t) * hd;
+        const float *c = cs.data() + size_t(t) * half, *s = sn.data() + size_t(t) * half;
+        for (int i = 0; i < half; ++i) {
+            float &a = hp.rope == rope_style::normal ? v[2 * i] : v[i];
+            float &b = hp.rope == rope_style::normal ? v[2 * i + 1] : v[i + half];
+            const float x0 = a, y0 = b;
+            a = x0 * c[i] - y0 * s[i];
+            b = x0 * s[i] + y0 * c[i];
+        }
+    }
+}
+
+// o_win[t] = softmax_{j in [t-W+1, t]}(qr_t·kr_j/√hd) v_j for t < len: the exact window of W
+// tokens over one sequence (qr, kr: RoPE'd [len][hd]; v, out: [len][hd]).
+void window_attention(int64_t len, int hd, int32_t W, const float *qr, const float *kr, const float *v, float *out) {
+    const float scale = 1.0f / std::sqrt(float(hd));
+    std::vector<float> sc(static_cast<size_t>(W));
+    for (int64_t t = 0; t < len; ++t) {
+        const int64_t lo = std::max<int64_t>(0, t - W + 1);
+        const int n = int(t - lo + 1);
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j < n; ++j) {
+            const float *kj = kr + size_t(lo + j) * hd, *qt = qr + size_t(t) * hd;
+            float d = 0;
+            for (int i = 0; i < hd; ++i) d += qt[i] * kj[i];
+            sc[size_t(j)] = d * scale;
+            mx = std::max(mx, sc[size_t(j)]);
+        }
+        float sum = 0;
+        for (int j = 0; j < n; ++j) sum += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
+        float *o = out + size_t(t) * hd;
+        std::fill(o, o + hd, 0.0f);
+        for (int j = 0; j < n; ++j) {
+            const float w = sc[size_t(j)] / sum, *vj = v + size_t(lo + j) * hd;
+            for (int i = 0; i < hd; ++i) o[i] += w * vj[i];
+        }
+    }
+}
+
+double metric_sq(const float *G, const float *e, int hd) {
+    if (!G) {
+        double s = 0;
+        for (int i = 0; i < hd; ++i) s += double(e[i]) * e[i];
+        return s;
+    }
+    double s = 0;
+    for (int a = 0; a < hd; ++a) {
+        double ge = 0;
+        for (int b = 0; b < hd; ++b) ge += double(G[size_t(a) * hd + b]) * e[b];
+        s += double(e[a]) * ge;
+    }
+    return s;
+}
+
+} // namespace
+
 distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,
                              const distill_params &p, const distill_callback &cb) {
     const model_hparams &hp = m.hparams();
@@ -447,7 +538,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi)
             for (int j = 0; j < g; ++j)
                 heads.push_back({l, H.recurrent_groups[gi], H.recurrent_groups[gi] * g + j, int32_t(gi) * g + j,
-                                 int32_t(gi)});
+                                 int32_t(gi), wr_window(H, H.recurrent_groups[gi])});
     }
     distill_report rep;
     rep.steps = p.steps;
@@ -515,6 +606,39 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
 
     thread_pool pool(p.n_threads > 0 ? p.n_threads : thread_pool::default_threads());
 
+    // Output-projection metric per head: G = Wo_hᵀ Wo_h / (trace / hd), Wo_h = the head's hd
+    // columns of attn_output [n_embd][n_head·hd].
+    std::vector<std::vector<float>> metrics(heads.size());
+    if (p.output_metric) {
+        pool.parallel_for(int64_t(heads.size()), [&](int64_t i, int) {
+            const weight_matrix &wo = m.layers()[size_t(heads[size_t(i)].layer)].wo;
+            std::vector<float> row(size_t(wo.n_in));
+            std::vector<double> G(hh, 0.0);
+            const int c0 = heads[size_t(i)].head * hd;
+            for (int64_t r = 0; r < wo.n_out; ++r) {
+                dequantize_row(wo.type, wo.data + size_t(r) * wo.row_bytes, row.data(), wo.n_in);
+                for (int a = 0; a < hd; ++a)
+                    for (int b = 0; b < hd; ++b) G[size_t(a) * hd + b] += double(row[size_t(c0 + a)]) * row[size_t(c0 + b)];
+            }
+            double tr = 0;
+            for (int a = 0; a < hd; ++a) tr += G[size_t(a) * hd + a];
+            const double norm = tr > 0 ? double(hd) / tr : 1.0;
+            metrics[size_t(i)].resize(hh);
+            for (size_t j = 0; j < hh; ++j) metrics[size_t(i)][j] = float(G[j] * norm);
+        });
+    }
+
+    // The last holdout_sequences sequences are not trained on; held-out losses are measured on
+    // them (on all sequences when there is no hold-out).
+    if (p.holdout_sequences < 0 || (p.holdout_sequences > 0 && p.holdout_sequences >= int32_t(seqs.size())))
+        throw error("distill: holding out " + std::to_string(p.holdout_sequences) + " of " +
+                    std::to_string(seqs.size()) + " calibration sequences leaves none to train on; give more text");
+    const size_t n_train = seqs.size() - size_t(p.holdout_sequences);
+    const size_t eval_first = p.holdout_sequences > 0 ? n_train : 0;
+    // Per head: Σ‖o_t‖² over all tokens and over the held-out ones; a plain window's error there.
+    std::vector<double> o_sq(heads.size(), 0.0), o_sq_eval(heads.size(), 0.0);
+    std::vector<double> win_err(heads.size(), 0.0), win_err_metric(heads.size(), 0.0);
+
     // ---- 1. capture ----
     auto t_capture = clock_type::now();
     {
@@ -524,7 +648,10 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         cp.n_threads = p.n_threads;
         context ctx(m, cp);
         int64_t seq_start = 0;
-        std::vector<float> o_rows;
+        std::vector<float> o_rows, rope_c, rope_s;
+        bool any_wr = false;
+        for (auto &h : heads) any_wr = any_wr || h.window > 0;
+        if (hd > 512) throw error("distill: head_dim above 512 is not supported");
         // Inside eval: copy the normed input and the replaced heads' outputs of every token.
         ctx.set_layer_observer([&](int layer, int n, const float *xn, const float *attn_out) {
             if (cap.xn_off[size_t(layer)] < 0) return;
@@ -575,6 +702,48 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                 }
             });
             cap.check();
+            // Window pass: for window + recurrent heads the target becomes the residual
+            // o_t − o_win_t (the head's read-out is added to the window's output); with
+            // compare_window, a plain window's error on the held-out sequences.
+            const bool eval_seq = s >= eval_first;
+            if (any_wr || (p.compare_window > 0 && eval_seq)) {
+                rope_table(m, len, rope_c, rope_s);
+                pool.parallel_for(int64_t(heads.size()), [&](int64_t ii, int) {
+                    const size_t i = size_t(ii);
+                    const bool cmp = p.compare_window > 0 && eval_seq;
+                    if (heads[i].window == 0 && !cmp) return;
+                    thread_local std::vector<float> q, k, v, o, qr, kr, ow;
+                    for (auto *a : {&q, &k, &v, &o, &qr, &kr, &ow}) a->resize(size_t(len) * hd);
+                    cap.read(cap.q_off[i], seq_start, hd, q.data(), len);
+                    cap.read(cap.k_off[i], seq_start, hd, k.data(), len);
+                    cap.read(cap.v_off[i], seq_start, hd, v.data(), len);
+                    cap.read(cap.o_off[i], seq_start, hd, o.data(), len);
+                    qr = q;
+                    kr = k;
+                    rope_rows(hp, rope_c, rope_s, len, qr.data());
+                    rope_rows(hp, rope_c, rope_s, len, kr.data());
+                    const float *G = p.output_metric ? metrics[i].data() : nullptr;
+                    if (cmp) {
+                        window_attention(len, hd, p.compare_window, qr.data(), kr.data(), v.data(), ow.data());
+                        for (int64_t t = 0; t < len; ++t) {
+                            float e[512];
+                            for (int d = 0; d < hd; ++d) e[d] = ow[size_t(t) * hd + d] - o[size_t(t) * hd + d];
+                            win_err[i] += metric_sq(nullptr, e, hd);
+                            win_err_metric[i] += metric_sq(G, e, hd);
+                        }
+                    }
+                    for (int64_t t = 0; t < int64_t(len) * hd; ++t) {
+                        o_sq[i] += double(o[size_t(t)]) * o[size_t(t)];
+                        if (eval_seq) o_sq_eval[i] += double(o[size_t(t)]) * o[size_t(t)];
+                    }
+                    if (heads[i].window > 0) {
+                        window_attention(len, hd, heads[i].window, qr.data(), kr.data(), v.data(), ow.data());
+                        for (size_t j = 0; j < size_t(len) * hd; ++j) o[j] -= ow[j];
+                        cap.write(cap.o_off[i], seq_start, hd, o.data(), len);
+                    }
+                });
+                cap.check();
+            }
             done += len;
             if (cb) {
                 distill_progress pr;
@@ -591,37 +760,24 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     }
     rep.capture_seconds = seconds_since(t_capture);
 
-    // Output-projection metric per head: G = Wo_hᵀ Wo_h / (trace / hd), Wo_h = the head's hd
-    // columns of attn_output [n_embd][n_head·hd].
-    std::vector<std::vector<float>> metrics(heads.size());
-    if (p.output_metric) {
-        pool.parallel_for(int64_t(heads.size()), [&](int64_t i, int) {
-            const weight_matrix &wo = m.layers()[size_t(heads[size_t(i)].layer)].wo;
-            std::vector<float> row(size_t(wo.n_in));
-            std::vector<double> G(hh, 0.0);
-            const int c0 = heads[size_t(i)].head * hd;
-            for (int64_t r = 0; r < wo.n_out; ++r) {
-                dequantize_row(wo.type, wo.data + size_t(r) * wo.row_bytes, row.data(), wo.n_in);
-                for (int a = 0; a < hd; ++a)
-                    for (int b = 0; b < hd; ++b) G[size_t(a) * hd + b] += double(row[size_t(c0 + a)]) * row[size_t(c0 + b)];
-            }
-            double tr = 0;
-            for (int a = 0; a < hd; ++a) tr += G[size_t(a) * hd + a];
-            const double norm = tr > 0 ? double(hd) / tr : 1.0;
-            metrics[size_t(i)].resize(hh);
-            for (size_t j = 0; j < hh; ++j) metrics[size_t(i)][j] = float(G[j] * norm);
-        });
-    }
-
     // Head i's tokens [t0, t0 + n) of sequence s, read into this thread's buffers.
     auto chunk_of = [&](size_t i, const sequence &s, int64_t t0, int32_t n) {
         thread_local chunk_buffers b;
         b.xn.resize(std::max(b.xn.size(), size_t(n) * E));
         for (auto *a : {&b.q, &b.k, &b.v, &b.o}) a->resize(std::max(a->size(), size_t(n) * hd));
-        cap.read(cap.xn_off[size_t(heads[i].layer)], s.start + t0, E, b.xn.data(), n);
+        // A window + recurrent head's stream at query t holds the token leaving the window there,
+        // t − W: xn, k, v come W rows earlier, zeros for t < W (nothing has left yet: the state
+        // stays zero and, with v = 0, the output too, matching a target residual of zero).
+        const int64_t sh = heads[i].window, z = std::clamp<int64_t>(sh - t0, 0, n); // rows with t < W
+        std::fill(b.xn.begin(), b.xn.begin() + z * E, 0.0f);
+        std::fill(b.k.begin(), b.k.begin() + z * hd, 0.0f);
+        std::fill(b.v.begin(), b.v.begin() + z * hd, 0.0f);
+        if (n > z) {
+            cap.read(cap.xn_off[size_t(heads[i].layer)], s.start + t0 + z - sh, E, b.xn.data() + z * E, n - z);
+            cap.read(cap.k_off[i], s.start + t0 + z - sh, hd, b.k.data() + z * hd, n - z);
+            cap.read(cap.v_off[i], s.start + t0 + z - sh, hd, b.v.data() + z * hd, n - z);
+        }
         cap.read(cap.q_off[i], s.start + t0, hd, b.q.data(), n);
-        cap.read(cap.k_off[i], s.start + t0, hd, b.k.data(), n);
-        cap.read(cap.v_off[i], s.start + t0, hd, b.v.data(), n);
         cap.read(cap.o_off[i], s.start + t0, hd, b.o.data(), n);
         head_chunk c;
         c.n_tokens = n;
@@ -634,22 +790,41 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     };
 
     // Loss of every head over all sequences from a zero state (forward only).
+    // ev_err / ev_metric: the same over the held-out sequences, plain and in the output metric.
+    std::vector<double> ev_err, ev_metric, ev_target;
     auto evaluate = [&](const std::vector<head_state> &hs, std::vector<double> &err, std::vector<double> &tgt) {
         err.assign(heads.size(), 0.0);
         tgt.assign(heads.size(), 0.0);
+        ev_err.assign(heads.size(), 0.0);
+        ev_metric.assign(heads.size(), 0.0);
+        ev_target.assign(heads.size(), 0.0);
         pool.parallel_for(int64_t(heads.size()), [&](int64_t i, int) {
-            std::vector<float> st(hh);
-            for (auto &s : seqs) {
+            std::vector<float> st(hh), st2(hh);
+            for (size_t si = 0; si < seqs.size(); ++si) {
+                const sequence &s = seqs[si];
                 std::fill(st.begin(), st.end(), 0.0f);
+                std::fill(st2.begin(), st2.end(), 0.0f);
                 for (int64_t t0 = 0; t0 < s.length; t0 += 256) {
                     const int32_t n = int32_t(std::min<int64_t>(256, s.length - t0));
-                    const chunk_loss cl =
-                        head_chunk_loss_grad(L, hs[size_t(i)].theta.data(), chunk_of(size_t(i), s, t0, n), st.data(),
-                                             nullptr, 0.0f);
+                    head_chunk c = chunk_of(size_t(i), s, t0, n);
+                    const chunk_loss cl = head_chunk_loss_grad(L, hs[size_t(i)].theta.data(), c, st.data(), nullptr, 0.0f);
                     err[size_t(i)] += cl.sq_err;
                     tgt[size_t(i)] += cl.sq_target;
+                    if (si < eval_first) continue;
+                    ev_err[size_t(i)] += cl.sq_err;
+                    ev_target[size_t(i)] += cl.sq_target;
+                    if (p.output_metric) {
+                        c.metric = metrics[size_t(i)].data();
+                        ev_metric[size_t(i)] +=
+                            head_chunk_loss_grad(L, hs[size_t(i)].theta.data(), c, st2.data(), nullptr, 0.0f).sq_err;
+                    } else {
+                        ev_metric[size_t(i)] += cl.sq_err;
+                    }
                 }
             }
+            // A window + recurrent head's chunk target is the residual: scale-free losses are
+            // relative to the true output ‖o‖² instead (captured in the window pass).
+            if (heads[size_t(i)].window > 0) tgt[size_t(i)] = o_sq[size_t(i)];
         });
         cap.check();
     };
@@ -666,6 +841,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     cfg.add_value(p.chunk);
     cfg.add_value(p.batch);
     cfg.add_value(p.output_metric);
+    if (p.holdout_sequences > 0) cfg.add_value(p.holdout_sequences); // absent: hashes of older runs stay valid
     for (size_t i = 0; i < heads.size(); ++i) {
         head_state &h = hs[i];
         h.theta.resize(P);
@@ -676,6 +852,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         h.states.assign(seqs.size() * hh, 0.0f);
         cfg.add_value(heads[i].layer);
         cfg.add_value(heads[i].head);
+        if (heads[i].window > 0) cfg.add_value(heads[i].window);
         cfg.add(h.theta.data(), P * sizeof(float));
     }
     rep.train_state_bytes = heads.size() * (4 * P + seqs.size() * hh) * sizeof(float);
@@ -699,11 +876,12 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     std::vector<chunk_item> epoch_cache;
     int64_t cached_epoch = -1;
     int64_t n_items = 0;
-    for (auto &s : seqs) n_items += s.n_chunks;
+    const std::vector<sequence> train_seqs(seqs.begin(), seqs.begin() + int64_t(n_train)); // same indices as seqs
+    for (auto &s : train_seqs) n_items += s.n_chunks;
     auto item_at = [&](int64_t idx) {
         const int64_t e = idx / n_items;
         if (e != cached_epoch) {
-            epoch_cache = epoch_items(seqs, p.seed, e);
+            epoch_cache = epoch_items(train_seqs, p.seed, e);
             cached_epoch = e;
         }
         return epoch_cache[size_t(idx % n_items)];
@@ -795,6 +973,9 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     auto t_eval1 = clock_type::now();
     std::vector<double> err1, tgt1;
     evaluate(hs, err1, tgt1);
+    int64_t N_eval = 0;
+    for (size_t si = eval_first; si < seqs.size(); ++si) N_eval += seqs[si].length;
+    rep.heldout_tokens = N_eval;
     rep.evaluate_seconds += seconds_since(t_eval1);
     for (auto &H : layers) H.final_loss.assign(H.recurrent_groups.size() * size_t(g), 0.0f);
     for (size_t i = 0; i < heads.size(); ++i) {
@@ -809,6 +990,15 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         r.final_loss = float(err1[i] / double(N));
         r.initial_rel = tgt0[i] > 0 ? float(err0[i] / tgt0[i]) : 0.0f;
         r.final_rel = tgt1[i] > 0 ? float(err1[i] / tgt1[i]) : 0.0f;
+        r.window = h.window;
+        const double n_eval = double(N_eval);
+        r.heldout_loss = float(ev_err[i] / n_eval);
+        r.heldout_metric_loss = float(ev_metric[i] / n_eval);
+        r.heldout_target = float((heads[i].window > 0 ? o_sq_eval[i] : ev_target[i]) / n_eval);
+        if (p.compare_window > 0) {
+            r.window_heldout_loss = float(win_err[i] / n_eval);
+            r.window_heldout_metric_loss = float(win_err_metric[i] / n_eval);
+        }
         H.final_loss[size_t(h.r)] = r.final_loss;
         rep.heads.push_back(r);
     }

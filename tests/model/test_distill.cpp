@@ -301,6 +301,66 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
     EXPECT_FALSE(H.q_proj.empty());
 }
 
+// The same for window + recurrent groups: the loss distill reports (window softmax computed from
+// the captured q/k with RoPE, plus the head run over the tokens leaving the window) equals the
+// error of what the engine computes for the group (ring, dt ring, rotation back, scan), so the
+// training objective is the engine's function. F32 cache: the engine's ring holds exact rows.
+TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
+    auto m = model::load(stories);
+    const auto tokens = text_tokens(*m, 0, 4000, 300);
+    const auto &hp = m->hparams();
+    const int hd = hp.head_dim, nq = hp.n_head * hd;
+    convert_params cp;
+    cp.fraction = 0.25;
+    cp.kind = replacement_kind::window_recurrent;
+    cp.wr_window = 7;
+    cp.steps = 40;
+    cp.distill.seq_len = 512; // one sequence: the whole text
+    cp.distill.chunk = 32;
+    cp.n_threads = 2;
+    const auto res = convert_to_hybrid(*m, tokens, cp, tmp("distill_wr.gguf"));
+    ASSERT_FALSE(res.distill.heads.empty());
+    auto h = model::load(tmp("distill_wr.gguf"));
+    const int l0 = res.distill.heads[0].layer;
+    for (int32_t grp : h->hybrid()[size_t(l0)].recurrent_groups) {
+        EXPECT_TRUE(h->hybrid()[size_t(l0)].group_is(grp, replacement_kind::window_recurrent));
+        EXPECT_EQ(h->hybrid()[size_t(l0)].group_window[size_t(grp)], 7);
+    }
+    auto outputs = [&](const model &mm) {
+        context_params c;
+        c.n_ctx = 512;
+        c.n_threads = 2;
+        c.n_batch = 64; // several batches: tokens leave the window from the ring and inside a batch
+        c.kv_type = tensor_type::F32;
+        context ctx(mm, c);
+        std::vector<float> out;
+        ctx.set_layer_observer([&](int layer, int n, const float *, const float *attn) {
+            if (layer == l0) out.insert(out.end(), attn, attn + size_t(n) * nq);
+        });
+        std::vector<float> logits;
+        ctx.eval(tokens, logits);
+        return out;
+    };
+    const auto o = outputs(*m), y = outputs(*h);
+    ASSERT_EQ(o.size(), tokens.size() * nq);
+    int checked = 0;
+    for (auto &r : res.distill.heads) {
+        if (r.layer != l0) continue;
+        EXPECT_EQ(r.window, 7);
+        double err = 0;
+        for (size_t t = 0; t < tokens.size(); ++t)
+            for (int i = 0; i < hd; ++i) {
+                const double e = y[t * nq + size_t(r.head) * hd + i] - o[t * nq + size_t(r.head) * hd + i];
+                err += e * e;
+            }
+        err /= double(tokens.size());
+        EXPECT_NEAR(err, r.final_loss, 2e-3 * r.final_loss + 1e-6) << "head " << r.head;
+        EXPECT_LT(r.final_loss, r.initial_loss) << "head " << r.head; // better than the window alone
+        ++checked;
+    }
+    EXPECT_GT(checked, 0);
+}
+
 // After training, the hybrid's next-token distributions on held-out text are closer to the
 // original's than those of the untrained initialisation.
 TEST(Distill, TrainedHybridIsCloserToTheOriginalThanTheInitialisation) {
@@ -395,7 +455,7 @@ TEST(Distill, ConvertCommandDistils) {
     const std::string out = tmp("distill_cli.gguf");
     const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
                             "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.25 --steps 30 --lr 0.003 "
-                            "--seed 3 -t 2 -o " + out + " --json >" + tmp("distill_cli.out") + " 2>" +
+                            "--kind recurrent --seed 3 -t 2 -o " + out + " --json >" + tmp("distill_cli.out") + " 2>" +
                             tmp("distill_cli.err");
     const int st = std::system(cmd.c_str());
     ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -412,7 +472,7 @@ TEST(Distill, ConvertCommandDistils) {
 
     // Human mode prints a progress line with step/total, tokens/s, loss and ETA.
     const std::string cmd2 = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
-                             "/data/prideprejudice.txt -c 256 --calib-tokens 2000 --fraction 0.25 --steps 10 -t 2 -o " +
+                             "/data/prideprejudice.txt -c 256 --calib-tokens 2000 --fraction 0.25 --steps 10 --kind recurrent -t 2 -o " +
                              out + " >/dev/null 2>" + tmp("distill_cli.err");
     ASSERT_EQ(std::system(cmd2.c_str()), 0);
     std::ifstream e(tmp("distill_cli.err"));
@@ -420,5 +480,60 @@ TEST(Distill, ConvertCommandDistils) {
     EXPECT_NE(err.find("distil step 10/10"), std::string::npos) << err;
     EXPECT_NE(err.find("tok/s"), std::string::npos);
     EXPECT_NE(err.find("ETA"), std::string::npos);
+}
+
+// --kind auto: every replaced group gets the candidate kind with the smallest held-out error, and
+// the JSON report, the file's kinds and its group_loss / candidate_loss metadata say the same.
+TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
+    const std::string out = tmp("distill_auto.gguf");
+    for (const char *window : {"", " --window-tokens 1"}) {
+        const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
+                                "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.5 --steps 60 "
+                                "--write-candidates -t 2 -o " + out + window + " --json >" + tmp("distill_auto.out") +
+                                " 2>" + tmp("distill_auto.err");
+        const int st = std::system(cmd.c_str());
+        ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << cmd;
+        std::ifstream f(tmp("distill_auto.out"));
+        const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        EXPECT_NE(json.find("\"kind\":\"auto\""), std::string::npos) << json;
+        auto h = model::load(out);
+        EXPECT_EQ(h->file().get_string("recurformer.kind", ""), "auto");
+        const auto &hp = h->hparams();
+        const int32_t W_win = *window ? 1 : default_windows(hp).window_equal_wr;
+        int non_window = 0, groups = 0;
+        for (int32_t l = 0; l < hp.n_layer; ++l) {
+            const hybrid_layer &H = h->hybrid()[size_t(l)];
+            if (H.replaced_groups.empty()) continue;
+            const std::string key = "recurformer.blk." + std::to_string(l) + ".";
+            const auto cand = h->file().get_float_array(key + "candidate_loss");
+            const auto chosen = h->file().get_float_array(key + "group_loss");
+            ASSERT_EQ(cand.size(), 3 * H.replaced_groups.size());
+            ASSERT_EQ(chosen.size(), H.replaced_groups.size());
+            for (size_t i = 0; i < H.replaced_groups.size(); ++i) {
+                const int k = int(H.kinds[i]);
+                ++groups;
+                non_window += k != int(replacement_kind::window);
+                EXPECT_EQ(chosen[i], cand[3 * i + size_t(k)]);
+                // The JSON names the kind of this group.
+                const std::string g = "\"layer\":" + std::to_string(l) + ",\"group\":" + std::to_string(H.replaced_groups[i]);
+                const size_t at = json.find(g);
+                ASSERT_NE(at, std::string::npos) << g;
+                static const char *names[3] = {"recurrent", "window", "window+recurrent"};
+                EXPECT_EQ(json.find(std::string("\"kind\":\"") + names[k] + "\"", at),
+                          json.find("\"kind\":", at)) << g;
+                EXPECT_EQ(H.windows[i], k == 1 ? W_win : k == 2 ? default_windows(hp).wr_window : 0);
+            }
+        }
+        EXPECT_GT(groups, 0);
+        // A 1-token window imitates attention worse than 5 tokens plus a trained recurrent head.
+        if (*window) EXPECT_GT(non_window, 0);
+        // The candidates: the same groups, all one kind, loadable.
+        auto r = model::load(tmp("distill_auto-recurrent.gguf")), w = model::load(tmp("distill_auto-winrec.gguf"));
+        for (int32_t l = 0; l < hp.n_layer; ++l) {
+            EXPECT_EQ(r->hybrid()[size_t(l)].replaced_groups, h->hybrid()[size_t(l)].replaced_groups);
+            for (auto k : r->hybrid()[size_t(l)].kinds) EXPECT_EQ(k, replacement_kind::recurrent);
+            for (auto k : w->hybrid()[size_t(l)].kinds) EXPECT_EQ(k, replacement_kind::window_recurrent);
+        }
+    }
 }
 #endif

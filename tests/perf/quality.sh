@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quality of hybrids against their original model: the measurements behind docs/quality.md.
 #
-# For each fraction F: `recur convert` (recency-chosen groups, recurrent kind, --steps $STEPS),
+# For each fraction F and kind K: `recur convert` (recency-chosen groups, --kind K, --steps $STEPS),
 # then `recur kl` on text the calibration did not see (perplexity of both models, KL, top-1
 # agreement) and `recur passkey`. The original's passkey run is the baseline. Every command's
 # JSON lands in $OUT; a markdown summary is printed and written to $OUT/summary.md.
@@ -15,6 +15,8 @@
 #   CALIB      calibration text [prideprejudice]    CALIB_CTX tokens of it convert analyses [2048]
 #   EVAL_TEXT  held-out text [debian-policy]        CTX, CHUNKS  kl chunking [512, 20]
 #   FRACTIONS  [0.25 0.5]                           STEPS     distillation steps [0]
+#   KINDS      convert --kind values [recurrent]: recurrent, window, window+recurrent, auto
+#              (window ignores STEPS; auto trains recurrent and window+recurrent heads and picks per group)
 #   LENGTHS    passkey lengths [1k,2k,4k]           TRIALS    passkey trials per length [5]
 #   SEED       passkey seed [42]                    THREADS   -t for every command [all cores]
 #   STORIES    1: also the stories260K rows (self-sampled calibration/held-out stories) [1]
@@ -35,6 +37,7 @@ CTX=${CTX:-512}
 CHUNKS=${CHUNKS:-20}
 FRACTIONS=${FRACTIONS:-0.25 0.5}
 STEPS=${STEPS:-0}
+KINDS=${KINDS:-recurrent}
 LENGTHS=${LENGTHS:-1k,2k,4k}
 TRIALS=${TRIALS:-5}
 SEED=${SEED:-42}
@@ -67,10 +70,14 @@ measure() {
     echo "== $tag" >&2
     run "${tag}_passkey_original" passkey -m "$model" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
     for F in $FRACTIONS; do
-        local h="$OUT/${tag}_f${F}.gguf"
-        run "${tag}_convert_f$F" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --steps "$STEPS" -o "$h"
-        run "${tag}_kl_f$F" kl -m "$model" --hybrid "$h" -f "$text" -c "$ctx" --chunks "$chunks"
-        run "${tag}_passkey_f$F" passkey -m "$h" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+        for K in $KINDS; do
+            local s=$STEPS sfx="f${F}_${K/+/}"
+            [[ "$K" == window ]] && s=0
+            local h="$OUT/${tag}_${sfx}.gguf"
+            run "${tag}_convert_$sfx" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --kind "$K" --steps "$s" -o "$h"
+            run "${tag}_kl_$sfx" kl -m "$model" --hybrid "$h" -f "$text" -c "$ctx" --chunks "$chunks"
+            run "${tag}_passkey_$sfx" passkey -m "$h" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+        done
     done
 }
 
@@ -104,9 +111,10 @@ measure_all() {
 
 [[ "${SUMMARY_ONLY:-0}" == 1 ]] || measure_all
 
-python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" >"$OUT/summary.md" <<'EOF'
+python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" "$KINDS" >"$OUT/summary.md" <<'EOF'
 import json, os, sys
 out, fractions, stories, model_name = sys.argv[1], sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4]
+kinds = sys.argv[5].split()
 times = dict(l.rstrip("\n").split("\t") for l in open(os.path.join(out, "times.tsv")))
 def num(x, small):  # fixed decimals for ordinary values, none for the huge ones of broken models
     return f"{x:.{small}f}" if abs(x) < 1000 else f"{x:.0f}"
@@ -123,15 +131,19 @@ for tag in ["main"] + (["stories"] if stories else []):
           " | ".join(f"passkey {n}" for n in lens) + " | convert s | kl s | passkey s |"
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
-    k0 = load(f"{tag}_kl_f{fractions[0]}")
+    k0 = load(f"{tag}_kl_f{fractions[0]}_{kinds[0].replace('+', '')}")
     pk = lambda p: " | ".join(f"{l['correct']}/{l['trials']}" + ("†" if l["beyond_training_context"] else "") for l in p["lengths"])
     print(f"| original | 0 | 100% | {k0['ppl_original']:.4f} | 1 | 0 | 100% | {pk(orig)} | – | – | {float(times[tag + '_passkey_original']):.0f} |")
     for F in fractions:
-        c, k, p = load(f"{tag}_convert_f{F}"), load(f"{tag}_kl_f{F}"), load(f"{tag}_passkey_f{F}")
-        print(f"| F={F}, recurrent, steps {c['steps']} | {c['replaced_groups']}/{c['total_groups']} | "
+      for K in kinds:
+        sfx = f"f{F}_{K.replace('+', '')}"
+        c, k, p = load(f"{tag}_convert_{sfx}"), load(f"{tag}_kl_{sfx}"), load(f"{tag}_passkey_{sfx}")
+        kk = c.get("kinds", {})
+        what = K if K != "auto" else "auto (" + ", ".join(f"{n} {v}" for n, v in kk.items() if v) + ")"
+        print(f"| F={F}, {what}, steps {c['steps']} | {c['replaced_groups']}/{c['total_groups']} | "
               f"{100 * c['kv_fraction_kept']:.0f}% | {num(k['ppl_hybrid'], 4)} | {num(k['ppl_ratio'], 3)} | {k['kl']:.4f} | "
-              f"{100 * k['top1_agreement']:.1f}% | {pk(p)} | {float(times[f'{tag}_convert_f{F}']):.0f} | "
-              f"{float(times[f'{tag}_kl_f{F}']):.0f} | {float(times[f'{tag}_passkey_f{F}']):.0f} |")
+              f"{100 * k['top1_agreement']:.1f}% | {pk(p)} | {float(times[f'{tag}_convert_{sfx}']):.0f} | "
+              f"{float(times[f'{tag}_kl_{sfx}']):.0f} | {float(times[f'{tag}_passkey_{sfx}']):.0f} |")
     print(f"\nperplexity/KL: {k0['n_tokens']} scored tokens in {k0['n_chunks']} chunks of {k0['n_ctx']}; "
           f"passkey: seed {orig['seed']}; prefill tok/s (original) " +
           ", ".join(f"{l['tokens']}: {l['prefill_tok_s']:.0f}" for l in orig["lengths"]) + "\n")

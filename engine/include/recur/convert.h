@@ -19,11 +19,23 @@ struct convert_params {
     int32_t n_batch = 256;
     int32_t steps = 0;         // distillation steps; 0: initialisation only (docs/FORMAT.md)
     int32_t analysis_tokens = 0; // recency analysis on the first this many calibration tokens (0: all)
-    // How the chosen groups are served: recurrent heads (the default), or an exact window of the
-    // last window_tokens positions (0: the window whose ring costs what a recurrent group's
-    // states cost, group_size x head_dim positions).
+    // How the chosen groups are served: recurrent heads (the default), an exact window of the
+    // last window_tokens positions, a window of wr_window tokens plus a recurrent head over what
+    // leaves it, or (automatic) per group whichever of the three imitates the original best on
+    // held-out calibration sequences (docs/FORMAT.md "Choosing the kind").
     replacement_kind kind = replacement_kind::recurrent;
+    bool automatic = false;
+    // W of window groups. 0: with kind window, the ring that costs what a recurrent group's
+    // states cost (group_size x head_dim positions); with automatic, the ring that costs what a
+    // window + recurrent group costs (see default_windows).
     int32_t window_tokens = 0;
+    int32_t wr_window = 0;     // W of window + recurrent groups; 0: default_windows
+    // automatic: the last holdout_sequences of the calibration sequences are held out (0: an
+    // eighth, at least one) and the kind is chosen on them.
+    int32_t holdout_sequences = 0;
+    // automatic: also write the all-recurrent and all-window+recurrent hybrids it trained, as
+    // OUT-recurrent.gguf and OUT-winrec.gguf (OUT without its .gguf), for measurement.
+    bool write_candidates = false;
     // Distillation when steps > 0 (distill.steps, n_threads and n_batch are taken from above).
     distill_params distill;
 };
@@ -32,6 +44,12 @@ struct group_choice {
     int32_t layer = 0, group = 0;
     double recency = 0;
     bool replaced = false;
+    replacement_kind kind = replacement_kind::recurrent; // of a replaced group
+    int32_t window = 0;                                  // W of a window or window + recurrent group
+    // Held-out error of each candidate kind (automatic only; -1 when not measured): mean over
+    // tokens of Σ over the group's heads of the error in the training metric (the attn_output
+    // metric unless it is off), and the plain error relative to Σ‖o‖².
+    double loss[3] = {-1, -1, -1}, rel[3] = {-1, -1, -1}; // indexed by replacement_kind
 };
 
 struct convert_result {
@@ -53,6 +71,17 @@ std::vector<bool> choose_groups(const std::vector<double> &group_recency, double
 convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &calib_tokens, const convert_params &p,
                                  const std::string &out_path, const progress_callback &progress = {},
                                  const distill_callback &distill_progress = {});
+
+// Equal-memory windows (F16 ring rows: 2 x head_dim x 2 bytes per position; a window +
+// recurrent group also keeps group_size dt floats per position and group_size head_dim² float
+// states). wr_window: a third of group_size x head_dim (LoLCATs pairs its linear attention with
+// 64 tokens; SmolLM2-135M gets 64), at least 1. window_equal_wr: the plain window whose ring
+// costs what such a window + recurrent group costs (rounded down).
+struct default_window_sizes {
+    int32_t window_equal_recurrent = 0, wr_window = 0, window_equal_wr = 0;
+    size_t recurrent_bytes = 0, wr_bytes = 0; // per group
+};
+default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window = 0);
 
 // Initial recurrent-head parameters ("The Mamba in the Llama": C<-Q, B<-K, x<-V come from the
 // attention rows themselves; see docs/FORMAT.md for dt, A and D).

@@ -99,6 +99,13 @@ struct distill_params {
     std::string checkpoint_path; // empty: no checkpoint
     bool resume = false;         // continue from checkpoint_path (it must match this run)
     double checkpoint_seconds = 60; // write the checkpoint at most this often (and on cancel)
+    // The last holdout_sequences calibration sequences are not trained on; the held-out losses of
+    // distill_head_result are measured on them (on all sequences when 0). convert --kind auto
+    // compares kinds there.
+    int32_t holdout_sequences = 0;
+    // > 0: also measure every head's error if its group were a plain window of this many tokens
+    // (no training) on the held-out sequences (distill_head_result::window_heldout_*).
+    int32_t compare_window = 0;
 
     static constexpr float default_lr = 7e-3f;
 };
@@ -117,8 +124,16 @@ using distill_callback = std::function<bool(const distill_progress &)>;
 
 struct distill_head_result {
     int32_t layer = 0, group = 0, head = 0; // head: query head index in the layer
-    float initial_loss = 0, final_loss = 0; // mean over tokens of ‖y_t − o_t‖², all calibration tokens
+    int32_t window = 0;                     // W of a window + recurrent head, 0 for a recurrent one
+    // Mean over tokens of ‖y_t − o_t‖², all calibration tokens; y_t is the group's whole output
+    // (for window + recurrent: the window's softmax output plus the head's read-out).
+    float initial_loss = 0, final_loss = 0;
     float initial_rel = 0, final_rel = 0;   // the same divided by the mean of ‖o_t‖²
+    // After training, on the held-out sequences (distill_params::holdout_sequences): mean
+    // ‖y_t − o_t‖², the same in the output metric (= plain when output_metric is off), mean ‖o_t‖².
+    float heldout_loss = 0, heldout_metric_loss = 0, heldout_target = 0;
+    // A plain window of distill_params::compare_window tokens on the same tokens (0 when not asked).
+    float window_heldout_loss = 0, window_heldout_metric_loss = 0;
 };
 
 struct distill_report {
@@ -126,6 +141,7 @@ struct distill_report {
     int64_t calib_tokens = 0;   // tokens captured (all sequences)
     int32_t n_sequences = 0;
     int64_t trained_tokens = 0; // steps · tokens per step (each head sees these)
+    int64_t heldout_tokens = 0; // tokens of the held-out sequences (all when none are held out)
     double capture_seconds = 0, train_seconds = 0, evaluate_seconds = 0;
     size_t capture_file_bytes = 0; // the scratch file (page cache, not process memory)
     size_t train_state_bytes = 0;  // parameters, Adam moments and carried states of all heads
@@ -135,6 +151,12 @@ struct distill_report {
 // Trains the recurrent heads of `layers` ([n_layer], as convert initialises them: recurrent_groups
 // and R = recurrent_groups·group_size heads of dt_w, dt_b, a_log, d; q/k/v_proj may be empty =
 // identity) on the calibration `tokens`, in place; writes the trained q/k/v_proj and final_loss.
+// A group whose group_kind ([n_head_kv], optional) is window_recurrent, with its group_window W,
+// is trained as the recurrent part of a window + recurrent group: on the stream of tokens leaving
+// the window (xn, k, v of t − W with the query of t) against the residual o_t − o_window_t, where
+// o_window is the exact softmax over the last W tokens computed from the captured q, k, v with
+// RoPE (docs/FORMAT.md "Window + recurrent"). The squared error of that residual is the squared
+// error of the group's whole output.
 // tokens: the calibration stream; when it starts with the vocabulary's BOS, every sequence cut
 // from it starts with BOS too. Throws recur::error on bad parameters or a checkpoint that does
 // not match; cancelled_error when the callback stops it.
