@@ -116,6 +116,39 @@ std::string utf16_to_utf8(std::string_view s, bool big_endian, const std::string
     return out;
 }
 
+// UTF-32 (after its BOM) to UTF-8. A code point above U+10FFFF, a surrogate, or 1-3 trailing
+// bytes are errors under utf8_policy::reject and U+FFFD otherwise.
+std::string utf32_to_utf8(std::string_view s, bool big_endian, const std::string &name, const import_options &opt,
+                          std::vector<std::string> &warnings) {
+    std::string out;
+    out.reserve(s.size() / 2);
+    size_t bad = 0, first_bad = 0;
+    auto fail = [&](size_t at) {
+        if (opt.invalid_utf8 == utf8_policy::reject)
+            throw import_error(import_error::kind::invalid_utf8,
+                               "'" + name + "' is UTF-32 text with an invalid code point at byte " +
+                                   std::to_string(at + 4),
+                               at + 4);
+        if (bad++ == 0) first_bad = at + 4;
+        append_utf8(out, 0xFFFD);
+    };
+    size_t i = 0;
+    for (; i + 3 < s.size(); i += 4) {
+        uint32_t u = 0;
+        for (int k = 0; k < 4; ++k) {
+            const auto byte = static_cast<unsigned char>(s[i + size_t(big_endian ? k : 3 - k)]);
+            u = u << 8 | byte;
+        }
+        if (u > 0x10FFFF || (u >= 0xD800 && u <= 0xDFFF)) fail(i);
+        else append_utf8(out, u);
+    }
+    if (i < s.size()) fail(i);
+    if (bad)
+        warnings.push_back("replaced " + std::to_string(bad) + " invalid UTF-32 code point" + (bad > 1 ? "s" : "") +
+                           " with U+FFFD (first at byte " + std::to_string(first_bad) + ")");
+    return out;
+}
+
 // CRLF and lone CR become LF.
 std::string normalize_newlines(std::string_view s) {
     std::string out;
@@ -266,9 +299,13 @@ document import_bytes(std::string_view bytes, const std::string &name_or_path, c
         text = pdf_text(bytes, name, opt, pdf_title);
     } else {
         d.format = ext == ".md" || ext == ".markdown" ? "md" : "txt";
-        if (bytes.substr(0, 4) == std::string_view("\xFF\xFE\0\0", 4) || bytes.substr(0, 4) == std::string_view("\0\0\xFE\xFF", 4))
-            throw import_error(import_error::kind::invalid_utf8, "'" + name + "' is UTF-32 text, which is not supported; save it as UTF-8");
-        if (bytes.substr(0, 2) == "\xFF\xFE" || bytes.substr(0, 2) == "\xFE\xFF") {
+        // A UTF-32 LE BOM starts like a UTF-16 LE one, so it is tested first.
+        const bool utf32_le = bytes.substr(0, 4) == std::string_view("\xFF\xFE\0\0", 4);
+        const bool utf32_be = bytes.substr(0, 4) == std::string_view("\0\0\xFE\xFF", 4);
+        if (utf32_le || utf32_be) {
+            text = utf32_to_utf8(bytes.substr(4), utf32_be, name, opt, d.warnings);
+            check_not_binary(text, name);
+        } else if (bytes.substr(0, 2) == "\xFF\xFE" || bytes.substr(0, 2) == "\xFE\xFF") {
             text = utf16_to_utf8(bytes.substr(2), bytes[0] == '\xFE', name, opt, d.warnings);
             check_not_binary(text, name);
         } else {

@@ -5,7 +5,7 @@
 //  * Format: a file whose first bytes are "%PDF-" is read as PDF whatever its name; anything else
 //    is read as text. The extension only picks the title rule (Markdown: first "# " heading).
 //  * Size: a file larger than import_options::max_bytes (64 MiB) is refused before it is read.
-//  * Text encodings: UTF-8 (a leading BOM is dropped) and UTF-16 with a BOM (converted).
+//  * Text encodings: UTF-8 (a leading BOM is dropped), and UTF-16 and UTF-32 with a BOM (converted).
 //    Anything else that is not valid UTF-8 is refused by default, naming the byte offset, line and
 //    column of the first bad sequence (a Latin-1 file is the usual cause; re-saving as UTF-8 fixes
 //    it). With utf8_policy::replace each bad sequence becomes U+FFFD and a warning says how many

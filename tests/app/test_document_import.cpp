@@ -9,6 +9,7 @@
 
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fstream>
 
 using namespace recur_app;
 using app_test::temp_dir;
@@ -141,6 +142,29 @@ TEST(DocumentImport, Utf16WithBomIsConverted) {
     EXPECT_EQ(d.text, "H\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80");
 }
 
+TEST(DocumentImport, Utf32WithBomIsConverted) {
+    // Found by fuzz_import: UTF-32 used to be refused as "invalid UTF-8" even with the replace
+    // policy. "Hé€😀" in UTF-32 LE and BE, bytes written out here by hand.
+    temp_dir dir;
+    write_file(dir.file("le.txt"), std::string("\xFF\xFE\0\0" "H\0\0\0" "\xE9\0\0\0" "\xAC\x20\0\0" "\x00\xF6\x01\0", 20));
+    write_file(dir.file("be.txt"), std::string("\0\0\xFE\xFF" "\0\0\0H" "\0\0\0\xE9" "\0\0\x20\xAC" "\0\x01\xF6\x00", 20));
+    for (const char *f : {"le.txt", "be.txt"}) EXPECT_EQ(import_document(dir.file(f)).text, "H\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80") << f;
+    // A code point past U+10FFFF: refused with its offset, or replaced on request.
+    write_file(dir.file("bad.txt"), std::string("\xFF\xFE\0\0" "H\0\0\0" "\0\0\x11\0", 12));
+    try {
+        import_document(dir.file("bad.txt"));
+        FAIL() << "an invalid code point was accepted";
+    } catch (const import_error &e) {
+        EXPECT_EQ(e.reason(), import_error::kind::invalid_utf8);
+        EXPECT_EQ(e.offset(), 8u) << e.what();
+    }
+    import_options opt;
+    opt.invalid_utf8 = utf8_policy::replace;
+    const document d = import_document(dir.file("bad.txt"), opt);
+    EXPECT_EQ(d.text, "H\xEF\xBF\xBD");
+    EXPECT_EQ(d.warnings.size(), 1u);
+}
+
 TEST(DocumentImport, EmptyAndWhitespaceOnlyFilesAreRefused) {
     temp_dir dir;
     write_file(dir.file("empty.txt"), "");
@@ -202,6 +226,23 @@ TEST(DocumentImport, SizeLimitRefusesBeforeReading) {
     EXPECT_EQ(import_kind(dir.file("big.txt"), opt), import_error::kind::too_large);
     opt.max_bytes = 5000;
     EXPECT_NO_THROW(import_document(dir.file("big.txt"), opt));
+}
+
+TEST(DocumentImport, HundredMegabyteDocumentIsRefusedWithItsSizeAndTheLimit) {
+    // Issue 7: a 100 MB document is refused clearly, by its size, before a byte is read (the file
+    // is sparse: reading it would show as 100 MB of NULs and a "not a text file" refusal instead).
+    temp_dir dir;
+    const std::string path = dir.file("huge.txt");
+    { std::ofstream(path, std::ios::binary).put('x'); }
+    ASSERT_EQ(::truncate(path.c_str(), 100'000'000), 0);
+    try {
+        import_document(path);
+        FAIL() << "a 100 MB document was imported";
+    } catch (const import_error &e) {
+        EXPECT_EQ(e.reason(), import_error::kind::too_large);
+        EXPECT_NE(std::string(e.what()).find("95 MiB"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("limited to 64 MiB"), std::string::npos) << e.what();
+    }
 }
 
 TEST(DocumentImport, UnreadableFiles) {
