@@ -220,7 +220,8 @@ class cuda_session final : public inference_session {
     }
     int n_threads() const override { return 1; }
     // The CPU report's layout (per-layer groups, full-attention comparison) with the device's
-    // figures: the GPU keeps an F16 cache whatever kv_type asked for.
+    // figures. The GPU's cache is F16 (create() refuses an F32 one); its reserve for CUDA and
+    // cuBLAS is counted with the buffers.
     recur::memory_report memory() const override {
         recur::context_params p = params_;
         p.n_ctx = gpu_.n_ctx();

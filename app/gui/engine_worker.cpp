@@ -143,10 +143,12 @@ struct EngineWorker::Engine {
         m.neededBytes = qint64(need.weights_bytes) + m.cacheBytes + qint64(need.scratch_bytes);
         const recur::memory_report now = asker->memory();
         if (asker->session().kind() == recur_app::device_kind::cuda) {
-            // The GPU's memory: what was free before this model was uploaded (the planner's
-            // answer when the session was made), less the reserve it keeps for CUDA itself.
+            // The GPU's memory for a context, as on the CPU where the weights are already
+            // resident: what was free before this model was uploaded (the planner's answer when
+            // the session was made), less the weights and the reserve CUDA and cuBLAS keep.
             const recur_app::gpu_memory_plan g = asker->session().gpu_memory();
-            m.availableBytes = qint64(g.free_bytes > g.reserve_bytes ? g.free_bytes - g.reserve_bytes : 0);
+            const size_t taken = g.weights_bytes + g.reserve_bytes;
+            m.availableBytes = qint64(g.free_bytes > taken ? g.free_bytes - taken : 0);
         } else {
             // The context held now would be given back before a bigger one is made.
             m.availableBytes = qint64(recur_app::available_memory_bytes()) +
