@@ -265,3 +265,24 @@ TEST(GgufDeathTest, MappedModelTruncatedByAnotherProgramExitsWithAClearMessage) 
         ::testing::ExitedWithCode(74), "truncated or overwritten by another program while in use");
     std::remove(path.c_str());
 }
+
+TEST(Gguf, ModelFileDeletedWhileInUseKeepsWorkingInBothModes) {
+    // Deleting (unlinking) a file another program has open or mapped leaves its inode alive on
+    // Linux: the session in progress keeps its weights; only the next load reports the file gone.
+    for (const char *mmap_env : {"0", "1"}) {
+        setenv("RECUR_MMAP", mmap_env, 1);
+        const std::string path = copy_to_temp(stories, std::string("deleted-while-used-") + mmap_env + ".gguf");
+        auto m = model::load(path);
+        EXPECT_EQ(m->file().mapped(), std::string(mmap_env) == "1");
+        const auto before = eval_tokens(*m);
+        ASSERT_EQ(std::remove(path.c_str()), 0);
+        EXPECT_EQ(eval_tokens(*m), before) << "RECUR_MMAP=" << mmap_env;
+        try {
+            model::load(path);
+            ADD_FAILURE() << "loading a deleted file succeeded";
+        } catch (const error &e) {
+            EXPECT_NE(std::string(e.what()).find("cannot open model file"), std::string::npos) << e.what();
+        }
+    }
+    unsetenv("RECUR_MMAP");
+}
