@@ -91,6 +91,11 @@ struct context::impl {
     std::vector<float> dt_ring;
     std::vector<std::vector<size_t>> dt_ring_off;
     std::vector<float> q_raw; // [n_batch][n_head*hd] unrotated q of a layer with window + recurrent groups
+    // RoPE cos/sin of positions [evict_pos0, pos0 + n) for rotating evicted keys back, computed
+    // once per forward (the widest window + recurrent window back from the batch), [pos][rope_dim/2].
+    int32_t wr_wmax = 0;
+    int64_t evict_pos0 = 0;
+    std::vector<float> evict_cos, evict_sin;
 
     // Scratch for one batch.
     std::vector<float> x, xn, q, k, v, attn_out, gate, up, logits_rows;
@@ -534,6 +539,20 @@ struct context::impl {
         });
     }
 
+    // Inverse RoPE of one head vector at position e (in [evict_pos0, pos0 + n)): the same angles
+    // as prepare_rope, from the per-forward table.
+    void unrope(int64_t e, float *v) const {
+        const int half = hp.rope_dim / 2;
+        const float *c = evict_cos.data() + size_t(e - evict_pos0) * half, *s = evict_sin.data() + size_t(e - evict_pos0) * half;
+        for (int i = 0; i < half; ++i) {
+            float &a = hp.rope == rope_style::normal ? v[2 * i] : v[i];
+            float &b = hp.rope == rope_style::normal ? v[2 * i + 1] : v[i + half];
+            const float x0 = a, y0 = b;
+            a = x0 * c[i] + y0 * s[i];
+            b = -x0 * s[i] + y0 * c[i];
+        }
+    }
+
     // Window + recurrent head r of this layer (docs/FORMAT.md "Window + recurrent"). The window
     // part (softmax over positions [i-W+1, i]) is already in attn_out; this adds the recurrent
     // read-out. Token e enters the head's state when it leaves the window, i.e. at query
@@ -601,7 +620,7 @@ struct context::impl {
             const int64_t e = e0 + j, ti = e + W - pos0; // evicted token, its evicting query's batch row
             put(qq + size_t(j) * hd, q_raw.data() + size_t(ti) * nq + size_t(head) * hd, mq);
             row_as_cached(e, true, tmp);
-            rope_rotate(m, e, tmp, true); // the recurrent head reads unrotated k
+            unrope(e, tmp); // the recurrent head reads unrotated k
             put(kq + size_t(j) * hd, tmp, mk);
             row_as_cached(e, false, tmp);
             put(vq + size_t(j) * hd, tmp, mv);
@@ -650,6 +669,20 @@ struct context::impl {
         for (int t = 0; t < n; ++t)
             dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, x.data() + size_t(t) * E, E);
         prepare_rope(pos0, n);
+        if (wr_wmax > 0) {
+            const int half = hp.rope_dim / 2;
+            evict_pos0 = std::max<int64_t>(0, int64_t(pos0) - wr_wmax);
+            const int64_t rows = int64_t(pos0) + n - evict_pos0;
+            evict_cos.resize(size_t(rows) * half);
+            evict_sin.resize(size_t(rows) * half);
+            for (int64_t r = 0; r < rows; ++r) {
+                const double p = double(evict_pos0 + r) / hp.rope_scale;
+                for (int i = 0; i < half; ++i) {
+                    evict_cos[size_t(r) * half + i] = float(std::cos(p * inv_freq[size_t(i)]));
+                    evict_sin[size_t(r) * half + i] = float(std::sin(p * inv_freq[size_t(i)]));
+                }
+            }
+        }
 
         for (int l = 0; l < hp.n_layer; ++l) {
             const layer_weights &L = m.layers()[size_t(l)];
@@ -737,6 +770,7 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
                 if (!H.group_is(grp, replacement_kind::window_recurrent)) continue;
                 s.dt_ring_off.back().resize(H.recurrent_groups.size() * size_t(hp.group_size()), SIZE_MAX);
                 s.dt_ring_off.back()[gi * size_t(hp.group_size()) + size_t(j)] = dt_ring_floats;
+                s.wr_wmax = std::max(s.wr_wmax, H.group_window[size_t(grp)]);
                 dt_ring_floats += size_t(H.group_window[size_t(grp)]);
             }
         s.window_offset.emplace_back(size_t(hp.n_head_kv), SIZE_MAX);

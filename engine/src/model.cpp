@@ -258,25 +258,6 @@ int32_t model::replaced_group_count() const {
     return n;
 }
 
-void rope_rotate(const model &m, int64_t pos, float *v, bool inverse) {
-    // Same angles as context.cpp prepare_rope: position / rope_scale times base^(-2i/rope_dim)
-    // (divided by the optional frequency factors), in double, cos/sin rounded to float.
-    const model_hparams &hp = m.hparams();
-    const int half = hp.rope_dim / 2;
-    const auto &factors = m.rope_freq_factors();
-    const double p = double(pos) / hp.rope_scale;
-    for (int i = 0; i < half; ++i) {
-        double f = std::pow(double(hp.rope_freq_base), -2.0 * i / hp.rope_dim);
-        if (!factors.empty()) f /= factors[size_t(i)];
-        const float c = float(std::cos(p * f)), s0 = float(std::sin(p * f)), s = inverse ? -s0 : s0;
-        float &a = hp.rope == rope_style::normal ? v[2 * i] : v[i];
-        float &b = hp.rope == rope_style::normal ? v[2 * i + 1] : v[i + half];
-        const float x = a, y = b;
-        a = x * c - y * s;
-        b = x * s + y * c;
-    }
-}
-
 uint64_t model::fingerprint() const {
     if (fingerprint_ != 0) return fingerprint_;
     // FNV-1a over 8-byte words of the whole mapped file: fast (memory-bound) and, unlike a hash

@@ -526,7 +526,9 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
         }
         EXPECT_GT(groups, 0);
         // A 1-token window imitates attention worse than 5 tokens plus a trained recurrent head.
-        if (*window) EXPECT_GT(non_window, 0);
+        if (*window) {
+            EXPECT_GT(non_window, 0);
+        }
         // The candidates: the same groups, all one kind, loadable.
         auto r = model::load(tmp("distill_auto-recurrent.gguf")), w = model::load(tmp("distill_auto-winrec.gguf"));
         for (int32_t l = 0; l < hp.n_layer; ++l) {

@@ -94,12 +94,6 @@ struct hybrid_layer {
     }
 };
 
-// Rotates one head vector v [head_dim] by RoPE at position pos exactly as the forward pass does
-// (angles in double, cos/sin rounded to float); inverse = true applies the opposite rotation, which
-// recovers the unrotated vector (to float rounding).
-class model;
-void rope_rotate(const model &m, int64_t pos, float *v, bool inverse);
-
 class model {
   public:
     // Loads and validates every tensor's presence, type and shape. Throws recur::error.
