@@ -5,7 +5,10 @@
 #     main build); the libFuzzer targets are built in the same tree and each then runs for
 #     FUZZ_SECONDS (default 60) through tests/fuzz/run.sh.
 #  2. TSan (clang): the thread pool tests, the ask pipeline (engine threads, cancellation from a
-#     callback, snapshots) and the crash-safety tests.
+#     callback, snapshots, the CLI) and the disk-full test. The 50-kill test is left to the ASan
+#     job (its children are single-threaded; under TSan it alone takes 90 s). The Qt EngineWorker
+#     tests are not run here: with Debian's uninstrumented Qt every queued call between threads
+#     is reported (Qt's futex-based QMutex is invisible to TSan), see docs/reliability.md.
 # Any sanitizer report fails the test that produced it (halt_on_error), so ctest goes red.
 # Usage: tests/sanitizers/run.sh [asan|tsan|fuzz ...]  (default: all three)
 set -euo pipefail
@@ -37,7 +40,7 @@ for stage in $stages; do
         -DRECUR_BUILD_GUI=OFF -DRECUR_CUDA=OFF -DRECUR_PYTHON="$python" >/dev/null
       cmake --build build-tsan -j"$jobs" --target recur_unit_tests recur_app_tests >/dev/null
       build-tsan/tests/recur_unit_tests --gtest_filter='ThreadPool.*'
-      build-tsan/tests/recur_app_tests --gtest_filter='Ask.*:CrashSafety.*'
+      build-tsan/tests/recur_app_tests --gtest_filter='Ask.*:CrashSafety.FileSize*'
       ;;
     *) echo "unknown stage '$stage' (asan, fuzz, tsan)"; exit 2 ;;
   esac

@@ -6,6 +6,8 @@
 //  - vec_dot / gemm_block (SIMD and forced scalar) against dequantize_row_ref + a double dot.
 #include <gtest/gtest.h>
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -213,7 +215,9 @@ __attribute__((target("f16c"))) static uint16_t hw_fp32_to_fp16(float f) {
 
 TEST(QuantFp16, MatchesF16CInstructions) {
 #if defined(__x86_64__)
-    if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C";
+    // CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports does not know "f16c").
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 29))) GTEST_SKIP() << "no F16C";
     std::mt19937 rng(7);
     int checked = 0;
     for (int i = 0; i < 2000000; ++i) {
