@@ -28,7 +28,12 @@ for stage in $stages; do
         -DRECUR_SANITIZE="address;undefined" -DRECUR_FUZZ=ON -DRECUR_BUILD_GUI=OFF -DRECUR_CUDA=OFF \
         -DRECUR_PYTHON="$python" >/dev/null
       cmake --build build-san -j"$jobs" >/dev/null
-      ctest --test-dir build-san -j"$jobs" --output-on-failure -LE gpu
+      # Three end-to-end numerical tests are left out here: each takes 2-3 minutes under ASan
+      # and runs the same kernels and file paths as faster tests in this suite (they all pass in
+      # the main build). Everything else runs.
+      ctest --test-dir build-san -j"$jobs" --output-on-failure -LE gpu \
+        -E 'CliQuality.KlAgainstAnUntrainedHybrid|Distill.TrainingReducesTheLossDeterministically|CliQuality.PasskeyRunsAndIsWellFormed'
+
       ;;
     fuzz)
       echo "== fuzzers, ${FUZZ_SECONDS:-60} s each (build-san)"
