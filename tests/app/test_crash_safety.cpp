@@ -18,6 +18,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <map>
+#include <memory>
 #include <random>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -53,24 +54,35 @@ struct committed {
 
 std::string question_text(int32_t q) { return "Question number " + std::to_string(q) + ": who is in the story?"; }
 
+// The model, the ask engine and the store, with a request on a session of the document at doc_path
+// (the one most recently used, or a new one).
+struct answering_session {
+    std::unique_ptr<recur::model> model = recur::model::load(model_path());
+    ask_engine engine{*model, model_path(), quick_params()};
+    session_store store;
+    ask_request request;
+    answering_session(const std::string &db, const std::string &doc_path, bool new_session) : store(db) {
+        const document doc = import_document(doc_path);
+        request.store = &store;
+        request.session_id = session_for_document(store, doc, model_path(), engine.model_fingerprint(), new_session);
+    }
+    ask_result ask(const std::string &question) {
+        request.question = question;
+        return engine.ask(request);
+    }
+};
+
 // Child: answers questions q0, q0+1, ... forever, reporting each commit. A new session starts from
 // another session's snapshot and writes its own, so kills also land in snapshot writes.
 [[noreturn]] void answer_forever(const std::string &db, const std::string &doc_path, int32_t q0, bool new_session,
                                  int report_fd) {
     try {
-        auto model = recur::model::load(model_path());
-        ask_engine engine(*model, model_path(), quick_params());
-        session_store store(db);
-        const document doc = import_document(doc_path);
-        ask_request req;
-        req.store = &store;
-        req.session_id = session_for_document(store, doc, model_path(), engine.model_fingerprint(), new_session);
+        answering_session s(db, doc_path, new_session);
         for (int32_t q = q0;; ++q) {
-            req.question = question_text(q);
-            const ask_result r = engine.ask(req);
+            const ask_result r = s.ask(question_text(q));
             const committed c{r.user_message_id, r.assistant_message_id, q};
             if (write(report_fd, &c, sizeof c) != sizeof c) _exit(3);
-            if (q % 3 == 2) engine.reset(); // the next answer restarts from the snapshot on disk
+            if (q % 3 == 2) s.engine.reset(); // the next answer restarts from the snapshot on disk
         }
     } catch (const std::exception &e) {
         std::fprintf(stderr, "child failed: %s\n", e.what());
@@ -181,19 +193,11 @@ std::string answer_under_file_limit(const std::string &db, const std::string &do
         signal(SIGXFSZ, SIG_IGN); // the write then fails with EFBIG instead of killing the process
         std::string outcome;
         try {
-            auto model = recur::model::load(model_path());
-            ask_engine engine(*model, model_path(), quick_params());
-            session_store store(db);
-            const document doc = import_document(doc_path);
             // A new session: it has no snapshot of its own yet, so it tries to write one.
-            const int64_t sid = session_for_document(store, doc, model_path(), engine.model_fingerprint(), true);
+            answering_session s(db, doc_path, true);
             struct rlimit lim {limit, limit};
             setrlimit(RLIMIT_FSIZE, &lim);
-            ask_request req;
-            req.store = &store;
-            req.session_id = sid;
-            req.question = question;
-            const ask_result r = engine.ask(req);
+            const ask_result r = s.ask(question);
             outcome = "answered";
             for (const std::string &w : r.warnings) outcome += "; warning: " + w;
         } catch (const store_error &e) {
@@ -224,15 +228,8 @@ TEST(CrashSafety, FileSizeLimitWhileAnsweringLosesNothing) {
     const std::string db = dir.file("sessions.db"), doc_path = dir.file("chapter.txt");
     app_test::write_file(doc_path, document_text());
     {
-        auto model = recur::model::load(model_path());
-        ask_engine engine(*model, model_path(), quick_params());
-        session_store store(db);
-        const document doc = import_document(doc_path);
-        ask_request req;
-        req.store = &store;
-        req.session_id = session_for_document(store, doc, model_path(), engine.model_fingerprint(), false);
-        req.question = question_text(0);
-        ASSERT_GT(engine.ask(req).assistant_message_id, 0);
+        answering_session s(db, doc_path, false);
+        ASSERT_GT(s.ask(question_text(0)).assistant_message_id, 0);
     }
     auto stored_messages = [&] { // every session's, oldest first
         session_store store(db);
