@@ -490,13 +490,7 @@ struct context::impl {
                 window_recurrent_head(layer, int(r), pos0, n, thread);
                 return;
             }
-            recurrent_head_weights w;
-            w.head_dim = hd;
-            w.n_embd = hp.n_embd;
-            w.dt_w = H.dt_w.data() + size_t(r) * hp.n_embd;
-            w.dt_b = H.dt_b[size_t(r)];
-            w.a_log = H.a_log[size_t(r)];
-            w.d = H.d.data() + size_t(r) * hd;
+            const recurrent_head_weights w = head_weights(H, int(r));
             float *scratch = rec_scratch.data() + rec_scratch_per_thread * size_t(thread);
             float *dt = scratch + recurrent_scan_scratch_floats(hd, recurrent_chunk);
             float *state = rec_state.data() + (rec_base[size_t(layer)] + size_t(r)) * recurrent_state_floats(hd);
@@ -553,6 +547,19 @@ struct context::impl {
         }
     }
 
+    // The parameters of recurrent head r of a layer (r indexes H.dt_b, H.a_log: [R] heads ordered
+    // by group then head; H.dt_w: [R][n_embd], H.d: [R][head_dim]).
+    recurrent_head_weights head_weights(const hybrid_layer &H, int r) const {
+        recurrent_head_weights w;
+        w.head_dim = hp.head_dim;
+        w.n_embd = hp.n_embd;
+        w.dt_w = H.dt_w.data() + size_t(r) * hp.n_embd;
+        w.dt_b = H.dt_b[size_t(r)];
+        w.a_log = H.a_log[size_t(r)];
+        w.d = H.d.data() + size_t(r) * hp.head_dim;
+        return w;
+    }
+
     // Window + recurrent head r of this layer (docs/FORMAT.md "Window + recurrent"). The window
     // part (softmax over positions [i-W+1, i]) is already in attn_out; this adds the recurrent
     // read-out. Token e enters the head's state when it leaves the window, i.e. at query
@@ -568,13 +575,7 @@ struct context::impl {
         const int g = hp.group_size(), hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
         const int group = H.recurrent_groups[size_t(r / g)], head = group * g + r % g;
         const int32_t W = H.group_window[size_t(group)];
-        recurrent_head_weights w;
-        w.head_dim = hd;
-        w.n_embd = hp.n_embd;
-        w.dt_w = H.dt_w.data() + size_t(r) * hp.n_embd;
-        w.dt_b = H.dt_b[size_t(r)];
-        w.a_log = H.a_log[size_t(r)];
-        w.d = H.d.data() + size_t(r) * hd;
+        const recurrent_head_weights w = head_weights(H, r);
         // Scratch: scan | dt of the batch [n_batch] | dt of the evicted [n_batch] | q', k', v', y [n_batch][hd] | tmp [hd]
         float *scratch = rec_scratch.data() + rec_scratch_per_thread * size_t(thread);
         float *dt_b = scratch + recurrent_scan_scratch_floats(hd, recurrent_chunk), *dt_e = dt_b + n_batch;
