@@ -25,6 +25,20 @@ namespace recur {
 
 namespace {
 
+// dst = mat · src for one head row (mat: [hd out][hd in], a recurrent head's trained q/k/v
+// transform), or a plain copy when the head has no transform (mat == nullptr).
+void transform_head_row(float *dst, const float *src, const float *mat, int hd) {
+    if (!mat) {
+        std::memcpy(dst, src, size_t(hd) * sizeof(float));
+        return;
+    }
+    for (int o = 0; o < hd; ++o) {
+        float acc = 0;
+        for (int i = 0; i < hd; ++i) acc += mat[size_t(o) * hd + i] * src[i];
+        dst[o] = acc;
+    }
+}
+
 // Keys processed per online-softmax step: the scores of a block stay in L1.
 constexpr int attn_key_block = 256;
 // Keys per task when a decode step's attention is split across threads.
@@ -508,21 +522,10 @@ struct context::impl {
                 const float *mq = mixed ? H.q_proj.data() + size_t(r) * hd * hd : nullptr;
                 const float *mk = mixed ? H.k_proj.data() + size_t(r) * hd * hd : nullptr;
                 const float *mv = mixed ? H.v_proj.data() + size_t(r) * hd * hd : nullptr;
-                auto put = [&](float *dst, const float *src, const float *mat) {
-                    if (!mat) {
-                        std::memcpy(dst, src, hd * sizeof(float));
-                        return;
-                    }
-                    for (int o = 0; o < hd; ++o) {
-                        float acc = 0;
-                        for (int i2 = 0; i2 < hd; ++i2) acc += mat[size_t(o) * hd + i2] * src[i2];
-                        dst[o] = acc;
-                    }
-                };
                 for (int t = 0; t < n; ++t) {
-                    put(qq + size_t(t) * hd, qh + size_t(t) * nq, mq);
-                    put(kq + size_t(t) * hd, kh + size_t(t) * nkv, mk);
-                    put(vq + size_t(t) * hd, vh + size_t(t) * nkv, mv);
+                    transform_head_row(qq + size_t(t) * hd, qh + size_t(t) * nq, mq, hd);
+                    transform_head_row(kq + size_t(t) * hd, kh + size_t(t) * nkv, mk, hd);
+                    transform_head_row(vq + size_t(t) * hd, vh + size_t(t) * nkv, mv, hd);
                 }
                 qs = qq, ks = kq, vs = vq, stride = size_t(hd);
             }
@@ -585,17 +588,6 @@ struct context::impl {
         float *ring_dt = dt_ring.data() + dt_ring_off[size_t(layer)][size_t(r)];
         recurrent_compute_dt(w, n, xn.data(), size_t(hp.n_embd), dt_b);
         const bool mixed = !H.q_proj.empty();
-        auto put = [&](float *dst, const float *src, const float *mat) {
-            if (!mat) {
-                std::memcpy(dst, src, hd * sizeof(float));
-                return;
-            }
-            for (int o = 0; o < hd; ++o) {
-                float acc = 0;
-                for (int i2 = 0; i2 < hd; ++i2) acc += mat[size_t(o) * hd + i2] * src[i2];
-                dst[o] = acc;
-            }
-        };
         const float *mq = mixed ? H.q_proj.data() + size_t(r) * hd * hd : nullptr;
         const float *mk = mixed ? H.k_proj.data() + size_t(r) * hd * hd : nullptr;
         const float *mv = mixed ? H.v_proj.data() + size_t(r) * hd * hd : nullptr;
@@ -619,12 +611,12 @@ struct context::impl {
         const int mm = int(std::max<int64_t>(0, e1 - e0));
         for (int j = 0; j < mm; ++j) {
             const int64_t e = e0 + j, ti = e + W - pos0; // evicted token, its evicting query's batch row
-            put(qq + size_t(j) * hd, q_raw.data() + size_t(ti) * nq + size_t(head) * hd, mq);
+            transform_head_row(qq + size_t(j) * hd, q_raw.data() + size_t(ti) * nq + size_t(head) * hd, mq, hd);
             row_as_cached(e, true, tmp);
             unrope(e, tmp); // the recurrent head reads unrotated k
-            put(kq + size_t(j) * hd, tmp, mk);
+            transform_head_row(kq + size_t(j) * hd, tmp, mk, hd);
             row_as_cached(e, false, tmp);
-            put(vq + size_t(j) * hd, tmp, mv);
+            transform_head_row(vq + size_t(j) * hd, tmp, mv, hd);
             dt_e[j] = e < pos0 ? ring_dt[e % W] : dt_b[e - pos0];
         }
         // The batch's last W tokens' dt into the ring (after the evicted ones were read).
