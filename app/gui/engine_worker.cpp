@@ -1,4 +1,5 @@
 #include "engine_worker.h"
+#include "qt_tsan.h"
 
 #include "core/ask.h"
 #include "core/document_import.h"
@@ -13,7 +14,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <limits>
+#include <mutex>
 #include <optional>
 
 QString formatBytes(qint64 bytes) {
@@ -186,7 +189,12 @@ EngineWorker::EngineWorker(QObject *parent) : QObject(parent), m_engine(std::mak
     registerMetaTypes();
 }
 
-EngineWorker::~EngineWorker() = default;
+EngineWorker::~EngineWorker() {
+    // Runs on the worker's thread after its last event; EngineHost::shutdown acquires this once
+    // QThread::wait returns (a no-op outside TSan builds, see qt_tsan.h).
+    m_engine.reset();
+    qt_tsan::handoff();
+}
 
 void EngineWorker::cancel() {
     m_cancel.store(true, std::memory_order_relaxed);
@@ -214,6 +222,14 @@ void EngineWorker::registerMetaTypes() {
     Q_UNUSED(done);
 }
 
+// Emits a signal whose arguments are temporary QStrings. The GUI thread drops the last
+// reference to their text inside libQt6Core, which TSan cannot see, so a TSan build holds the
+// queue lock until the temporaries are gone (qt_tsan.h); elsewhere this is a plain call.
+template <typename Emit> static void toGui(Emit &&emitIt) {
+    qt_tsan::PostScope posting;
+    emitIt();
+}
+
 // Runs one request between busyChanged(true) and busyChanged(false), turning the engine's and
 // the store's exceptions into errorOccurred at this boundary (STYLE item 2).
 template <typename F> void EngineWorker::run(const QString &what, F &&body) {
@@ -223,7 +239,7 @@ template <typename F> void EngineWorker::run(const QString &what, F &&body) {
     try {
         body();
     } catch (const std::exception &e) {
-        emit errorOccurred(QString::fromStdString(e.what()));
+        toGui([&] { emit errorOccurred(QString::fromStdString(e.what())); });
     }
     emit busyChanged(false, what);
 }
@@ -320,8 +336,10 @@ void EngineWorker::openDocument(const QString &path, bool newSession, bool repai
         try {
             doc = recur_app::import_document(QFile::encodeName(path).toStdString(), opt);
         } catch (const recur_app::import_error &err) {
-            emit importFailed(path, QString::fromStdString(err.what()),
-                              err.reason() == recur_app::import_error::kind::invalid_utf8);
+            toGui([&] {
+                emit importFailed(path, QString::fromStdString(err.what()),
+                                  err.reason() == recur_app::import_error::kind::invalid_utf8);
+            });
             return;
         }
         const int64_t sessionId =
@@ -377,7 +395,7 @@ void EngineWorker::ask(qint64 sessionId, const QString &question) {
             emit headStatsChanged(toHeadStats(stats, window, *e.model));
         };
         cb.on_token = [&](std::string_view piece) {
-            emit token(QString::fromUtf8(piece.data(), qsizetype(piece.size())));
+            toGui([&] { emit token(QString::fromUtf8(piece.data(), qsizetype(piece.size()))); });
             return true;
         };
         const recur_app::ask_result r = asker.ask(req, cb);
@@ -415,12 +433,30 @@ void EngineWorker::resetContext() {
 // ---- the thread --------------------------------------------------------------------------------
 
 EngineHost::EngineHost() {
+    qt_tsan::install();
     EngineWorker::registerMetaTypes();
     m_thread.setObjectName(QStringLiteral("EngineWorker"));
     m_worker = new EngineWorker; // no parent: it moves to the other thread
     m_worker->moveToThread(&m_thread);
     QObject::connect(&m_thread, &QThread::finished, m_worker, &QObject::deleteLater);
+    // Wait until the thread runs (its event dispatcher exists, and Qt emits started after making
+    // it): then the first request never races the dispatcher's creation, and a TSan build sees
+    // that order through the std::mutex (qt_tsan.h). Thread start takes well under a millisecond.
+    std::mutex startMutex;
+    std::condition_variable startCondition;
+    bool started = false;
+    const QMetaObject::Connection onStart = QObject::connect(
+        &m_thread, &QThread::started, m_worker,
+        [&] {
+            std::lock_guard<std::mutex> hold(startMutex);
+            started = true;
+            startCondition.notify_one();
+        },
+        Qt::DirectConnection);
     m_thread.start();
+    std::unique_lock<std::mutex> wait(startMutex);
+    startCondition.wait(wait, [&] { return started; });
+    QObject::disconnect(onStart); // it refers to this frame's locals
 }
 
 EngineHost::~EngineHost() {
@@ -430,6 +466,13 @@ EngineHost::~EngineHost() {
 bool EngineHost::shutdown(unsigned long timeoutMs) {
     if (!m_thread.isRunning()) return true;
     m_worker->cancelAll();
-    m_thread.quit();
-    return m_thread.wait(QDeadlineTimer(timeoutMs));
+    {
+        // The worker deletes itself once its loop ends; in TSan builds this orders what this
+        // thread did, quit()'s wake-up included, before that (qt_tsan.h).
+        qt_tsan::PostScope posting;
+        m_thread.quit();
+    }
+    const bool ended = m_thread.wait(QDeadlineTimer(timeoutMs));
+    qt_tsan::handoff();
+    return ended;
 }

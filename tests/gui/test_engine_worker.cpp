@@ -3,6 +3,7 @@
 // during a long prefill, cancel stops a prefill within a batch, and shutdown is clean even in
 // the middle of one.
 #include "engine_worker.h"
+#include "qt_tsan.h"
 #include "queued_spy.h"
 
 #include <QElapsedTimer>
@@ -49,7 +50,9 @@ SamplingConfig testSampling(int maxTokens = 24) {
 }
 
 // Calls a worker slot on the worker's thread, as a queued signal would.
+// PostScope tells a TSan build that the functor's copy happens before the worker runs it.
 template <typename F> void post(EngineWorker *w, F &&f) {
+    qt_tsan::PostScope posting;
     QMetaObject::invokeMethod(w, std::forward<F>(f), Qt::QueuedConnection);
 }
 
