@@ -209,14 +209,15 @@ class cuda_session final : public inference_session {
     int32_t n_past() const override { return gpu_.n_past(); }
     int32_t n_ctx() const override { return gpu_.n_ctx(); }
     const std::vector<int32_t> &tokens() const override { return history_; }
-    bool can_truncate(int32_t n) const override { return n == 0 || n == gpu_.n_past(); }
+    bool can_truncate(int32_t n) const override {
+        if (n < 0 || n > gpu_.n_past()) return false;
+        // Mirrors cuda_model::truncate (and the CPU): recurrent states and rings cannot be rewound.
+        const recur::cuda_memory_plan &mem = gpu_.memory();
+        return n == 0 || n == gpu_.n_past() || (mem.recurrent_bytes == 0 && mem.window_bytes == 0);
+    }
     void truncate(int32_t n) override {
-        if (n == gpu_.n_past()) return;
-        if (n != 0)
-            throw recur::error("truncate: the CUDA backend can only reset its sequence to position 0 (asked for " +
-                               std::to_string(n) + " of " + std::to_string(gpu_.n_past()) + ")");
-        gpu_.reset();
-        history_.clear();
+        gpu_.truncate(n);
+        history_.resize(size_t(n));
     }
     int n_threads() const override { return 1; }
     // The CPU report's layout (per-layer groups, full-attention comparison) with the device's

@@ -632,6 +632,17 @@ void cuda_model::reset() {
     s.rec_state.zero();
 }
 
+void cuda_model::truncate(int32_t n) {
+    impl &s = *impl_;
+    if (n < 0 || n > s.n_past) throw error("truncate: position out of range");
+    if (n == s.n_past) return;
+    if (n == 0) return reset();
+    if (s.mem.recurrent_bytes > 0 || s.mem.window_bytes > 0)
+        throw error("truncate: a hybrid model's recurrent state and windows can only be reset to position 0");
+    CUDA_CHECK(cudaStreamSynchronize(s.stream)); // no kernel still writes rows past n
+    s.n_past = n;
+}
+
 int32_t cuda_model::n_past() const { return impl_->n_past; }
 int32_t cuda_model::n_ctx() const { return impl_->params.n_ctx; }
 const cuda_memory_plan &cuda_model::memory() const { return impl_->mem; }

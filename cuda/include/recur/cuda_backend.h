@@ -172,6 +172,10 @@ class cuda_model {
     int32_t decode_greedy(int32_t token);
     // Forgets everything (positions, recurrent states).
     void reset();
+    // Keeps the first n positions, as context::truncate: the attention caches' later rows are
+    // simply overwritten by the next eval. A hybrid (recurrent states, window rings) can only go
+    // back to 0 or stay where it is; anything else throws recur::error.
+    void truncate(int32_t n);
     int32_t n_past() const;
     int32_t n_ctx() const;
     const cuda_memory_plan &memory() const;
