@@ -15,8 +15,8 @@
 //
 // What only the CPU does is refused, never silently skipped: engine state files
 // (save_state/load_state) throw on the GPU; supports_state_files() lets a caller skip them with a
-// notice instead. Rewinding to a position other than 0 or the end throws on the GPU, as it does
-// for a hybrid model on the CPU (a recurrent state cannot be rewound).
+// notice instead. Rewinding a hybrid to a position other than 0 or the end throws on either
+// device (a recurrent state cannot be rewound); plain models rewind anywhere on both.
 //
 // No CUDA type appears here: the CLI and the app compile this header with or without the backend.
 #include "recur/model.h"
