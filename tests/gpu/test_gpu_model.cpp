@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <unistd.h>
 
 using namespace recur;
 using gpu_test::compare;
@@ -50,7 +51,9 @@ struct variant {
 };
 std::string variant_path(const variant &v) {
     if (!v.hybrid) return stories_path();
-    const std::string path = ::testing::TempDir() + "/gpu_stories_" + v.name + ".gguf";
+    // Per process: ctest runs these tests as parallel processes in one folder, and a file
+    // another process is still writing must not be read.
+    const std::string path = ::testing::TempDir() + "/gpu_stories_" + std::to_string(getpid()) + "-" + v.name + ".gguf";
     if (!gpu_test::file_exists(path)) {
         auto base = model::load(stories_path());
         gpu_test::write_hybrid(*base, path, v.spec);

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +26,8 @@ namespace {
 const std::string stories = std::string(RECUR_SHARED_DIR) + "/models/stories260K.gguf";
 const std::string models_dir = RECUR_TEST_MODELS_DIR;
 
-std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + name; }
+// Per process: ctest runs the tests of this file as parallel processes (-j2) in one folder.
+std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + std::to_string(getpid()) + "-" + name; }
 
 std::vector<int32_t> text_tokens(const model &m, size_t offset, size_t n_chars, size_t n_tokens) {
     std::ifstream in(std::string(RECUR_SHARED_DIR) + "/data/prideprejudice.txt");

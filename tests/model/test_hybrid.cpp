@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -42,7 +44,8 @@ std::vector<int32_t> greedy(context &ctx, const std::vector<int32_t> &prompt, in
     return out;
 }
 
-std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + name; }
+// Per process: ctest runs the tests of this file as parallel processes (-j2) in one folder.
+std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + std::to_string(getpid()) + "-" + name; }
 
 } // namespace
 
