@@ -59,12 +59,19 @@ __device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ?
 
 __device__ __forceinline__ int dist_bin(int64_t d) { return d <= 0 ? 0 : 64 - __clzll(d); }
 
-// The K (or V) row of position p for this group (see kv_source).
-__device__ __forceinline__ const __half *key_row(const kv_source &src, const __half *base, const __half *batch,
-                                                 int64_t kvb_ld, int hd, int64_t p, int64_t pos0) {
+// The K (or V) row of position p for this group (see kv_source); sink is src.sink_k or sink_v.
+// A position below S is read from its sink row even while the ring still holds it (same bits).
+__device__ __forceinline__ const __half *key_row(const kv_source &src, const __half *base, const __half *sink,
+                                                 const __half *batch, int64_t kvb_ld, int hd, int64_t p, int64_t pos0) {
     if (src.window == 0) return base + p * hd;
     if (p >= pos0) return batch + (p - pos0) * kvb_ld + int64_t(src.kv_head) * hd;
+    if (p < src.sinks) return sink + p * hd;
     return base + (p % src.window) * hd;
+}
+
+// Whether query position qi (whose window starts at row_lo) attends to key position p.
+__device__ __forceinline__ bool key_visible(const kv_source &src, int64_t p, int64_t qi, int64_t row_lo) {
+    return p <= qi && (p >= row_lo || p < src.sinks);
 }
 
 template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_kernel(attn_args a) {
@@ -97,6 +104,9 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
     const int last_row = min(n_rows, row0 + att_rows) - 1;
     const int64_t hi = pos0 + last_row / g;
     const int64_t lo = src.window ? imax64(0, pos0 + row0 / g - src.window + 1) : 0;
+    // Sink positions before the window of every row here: a first stretch of tiles from 0, then
+    // the loop jumps to lo (the positions between serve no row of this block).
+    const int64_t sink_end = imin64(src.sinks, lo);
     // This warp's rows and their key range (warp-uniform, to skip tiles it has nothing in).
     const int wr0 = row0 + warp * 16;
     const bool warp_live = wr0 < n_rows;
@@ -111,7 +121,8 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
     const bool row_stats = collect && row_live && qi >= a.recency_window;
     __syncthreads();
 
-    for (int64_t kt0 = lo; kt0 <= hi; kt0 += att_tk) {
+    for (int64_t kt0 = sink_end > 0 ? 0 : lo; kt0 <= hi;
+         kt0 = (kt0 + att_tk < lo && kt0 + att_tk >= sink_end) ? lo : kt0 + att_tk) {
         __syncthreads(); // the previous tile is no longer read
         if constexpr (TC) {
             const int cpr = hd / 8; // 16-byte chunks per row
@@ -120,8 +131,8 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
                 const int64_t p = kt0 + j;
                 uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
                 if (p <= hi) {
-                    kv = reinterpret_cast<const uint4 *>(key_row(src, src.k, a.kb, a.kvb_ld, hd, p, pos0))[c];
-                    vv = reinterpret_cast<const uint4 *>(key_row(src, src.v, a.vb, a.kvb_ld, hd, p, pos0))[c];
+                    kv = reinterpret_cast<const uint4 *>(key_row(src, src.k, src.sink_k, a.kb, a.kvb_ld, hd, p, pos0))[c];
+                    vv = reinterpret_cast<const uint4 *>(key_row(src, src.v, src.sink_v, a.vb, a.kvb_ld, hd, p, pos0))[c];
                 }
                 reinterpret_cast<uint4 *>(smem + L.k + size_t(j) * L.ldk * 2)[c] = kv;
                 reinterpret_cast<uint4 *>(smem + L.v + size_t(j) * L.ldk * 2)[c] = vv;
@@ -133,15 +144,15 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
                 const int64_t p = kt0 + j;
                 float kv = 0, vv = 0;
                 if (p <= hi) {
-                    kv = __half2float(key_row(src, src.k, a.kb, a.kvb_ld, hd, p, pos0)[d]);
-                    vv = __half2float(key_row(src, src.v, a.vb, a.kvb_ld, hd, p, pos0)[d]);
+                    kv = __half2float(key_row(src, src.k, src.sink_k, a.kb, a.kvb_ld, hd, p, pos0)[d]);
+                    vv = __half2float(key_row(src, src.v, src.sink_v, a.vb, a.kvb_ld, hd, p, pos0)[d]);
                 }
                 Kf[j * L.ldk + d] = kv;
                 Vf[j * L.ldk + d] = vv;
             }
         }
         __syncthreads();
-        if (!warp_live || kt0 > w_hi || kt0 + att_tk - 1 < w_lo) continue;
+        if (!warp_live || kt0 > w_hi || (kt0 + att_tk - 1 < w_lo && kt0 >= src.sinks)) continue;
 
         // S = Q·Kᵀ for this warp's 16 rows.
         if constexpr (TC) {
@@ -179,7 +190,7 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
         float mloc = -INFINITY;
         for (int j = half_k; j < half_k + 32; ++j) {
             const int64_t p = kt0 + j;
-            if (row_live && p <= qi && p >= row_lo) mloc = fmaxf(mloc, Srow[j] * a.scale);
+            if (row_live && key_visible(src, p, qi, row_lo)) mloc = fmaxf(mloc, Srow[j] * a.scale);
         }
         mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, 1));
         const float m_old = rm[rr], m_new = fmaxf(m_old, mloc);
@@ -198,7 +209,7 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
         for (int j = half_k; j < half_k + 32; ++j) {
             const int64_t p = kt0 + j;
             float e = 0;
-            if (row_live && p <= qi && p >= row_lo && m_new != -INFINITY) e = __expf(Srow[j] * a.scale - m_new);
+            if (row_live && key_visible(src, p, qi, row_lo) && m_new != -INFINITY) e = __expf(Srow[j] * a.scale - m_new);
             sum += e;
             if constexpr (TC) reinterpret_cast<__half *>(smem + L.p)[rr * L.ldp + j] = __float2half_rn(e);
             else Srow[j] = e;
@@ -287,9 +298,12 @@ __global__ void __launch_bounds__(dec_threads) attn_decode_kernel(attn_args a, i
     const kv_source src = a.src[blockIdx.y];
     const int64_t pos = *a.pos0;
     const int64_t lo = src.window ? imax64(0, pos - src.window + 1) : 0;
-    const int64_t n_keys = pos - lo + 1;
+    // The keys as one virtual range: the sink positions [0, n_sink) before the window, then
+    // [lo, pos]; virtual index v is position v below n_sink, lo + v - n_sink from there.
+    const int64_t n_sink = imin64(src.sinks, lo);
+    const int64_t n_keys = n_sink + pos - lo + 1;
     const int64_t per = ((n_keys + n_splits - 1) / n_splits + dec_tk - 1) / dec_tk * dec_tk;
-    const int64_t b = lo + per * blockIdx.x, e = imin64(pos + 1, b + per);
+    const int64_t b = per * blockIdx.x, e = imin64(n_keys, b + per);
 
     float *qs = reinterpret_cast<float *>(smem);                 // [g][hd]
     float *sc = qs + g * hd;                                      // [g][dec_tk]
@@ -309,9 +323,12 @@ __global__ void __launch_bounds__(dec_threads) attn_decode_kernel(attn_args a, i
         const int wpr = hd / 2; // 32-bit words per row
         for (int idx = tid; idx < nk * wpr; idx += dec_threads) {
             const int j = idx / wpr, w = idx % wpr;
-            const int64_t p = kt0 + j, row = src.window ? p % src.window : p;
-            reinterpret_cast<uint32_t *>(ks + j * ldk)[w] = reinterpret_cast<const uint32_t *>(src.k + row * hd)[w];
-            reinterpret_cast<uint32_t *>(vs + j * ldk)[w] = reinterpret_cast<const uint32_t *>(src.v + row * hd)[w];
+            const int64_t v = kt0 + j, p = v < n_sink ? v : lo + v - n_sink;
+            const bool from_sink = src.window && p < src.sinks;
+            const int64_t row = src.window && !from_sink ? p % src.window : p;
+            const __half *kr = (from_sink ? src.sink_k : src.k) + row * hd, *vr = (from_sink ? src.sink_v : src.v) + row * hd;
+            reinterpret_cast<uint32_t *>(ks + j * ldk)[w] = reinterpret_cast<const uint32_t *>(kr)[w];
+            reinterpret_cast<uint32_t *>(vs + j * ldk)[w] = reinterpret_cast<const uint32_t *>(vr)[w];
         }
         __syncthreads();
         for (int idx = tid; idx < g * dec_tk; idx += dec_threads) {

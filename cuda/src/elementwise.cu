@@ -132,6 +132,11 @@ __global__ void ring_store_kernel(const ring_desc *__restrict__ rings, const __h
     const ring_desc r = rings[blockIdx.y];
     const int t = blockIdx.x;
     const int64_t p = int64_t(*pos0) + t, end = int64_t(*pos0) + n_tokens;
+    if (p < r.sinks)
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            r.sink_k[p * hd + d] = kb[int64_t(t) * ld + int64_t(r.kv_head) * hd + d];
+            r.sink_v[p * hd + d] = vb[int64_t(t) * ld + int64_t(r.kv_head) * hd + d];
+        }
     if (p < end - r.window) return; // overwritten later in this batch anyway
     const int64_t row = p % r.window;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {

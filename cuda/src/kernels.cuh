@@ -88,12 +88,16 @@ struct rope_store_args {
 };
 void launch_rope_store(const rope_store_args &a, cudaStream_t s);
 
-// A window group's ring: W rows, position p at row p % W.
+// A window group's ring: W rows, position p at row p % W; and its S attention-sink rows,
+// position p < S at sink row p (kept for good: docs/FORMAT.md "Attention sinks").
 struct ring_desc {
     __half *k = nullptr, *v = nullptr;
     int kv_head = 0, window = 0;
+    __half *sink_k = nullptr, *sink_v = nullptr; // [sinks][hd] each
+    int sinks = 0;
 };
-// Writes the batch's positions that stay in each ring (the last W of [pos0, pos0 + n)).
+// Writes the batch's positions that stay in each ring (the last W of [pos0, pos0 + n)), and
+// those below S into the sink rows.
 void launch_ring_store(const ring_desc *rings, int n_rings, const __half *kb, const __half *vb, int64_t kvb_ld, int hd,
                        const int32_t *pos0, int n_tokens, cudaStream_t s);
 
@@ -104,10 +108,13 @@ void launch_softmax(const float *x, int n, float temperature, float *out, cudaSt
 // ---- attention (attention.cu) ------------------------------------------------------------------
 
 // Where one KV group's keys are: window == 0: rows k + p·hd of the cache for p in [0, i];
-// window W: positions [i-W+1, i], those before pos0 at ring row p % W, the batch's own in kb/vb.
+// window W: positions [i-W+1, i] and, with S sink rows, also [0, S); those before pos0 at sink
+// row p (p < S) or ring row p % W, the batch's own in kb/vb.
 struct kv_source {
     const __half *k = nullptr, *v = nullptr;
     int kv_head = 0, window = 0;
+    const __half *sink_k = nullptr, *sink_v = nullptr; // [sinks][hd] each
+    int sinks = 0;
 };
 
 struct attn_args {
