@@ -14,7 +14,8 @@
 #   SHARED     the shared/ folder [../shared]       OUT       where results go [build/quality]
 #   CALIB      calibration text [prideprejudice]    CALIB_CTX tokens of it convert analyses [2048]
 #   EVAL_TEXT  held-out text [debian-policy]        CTX, CHUNKS  kl chunking [512, 20]
-#   FRACTIONS  [0.25 0.5]                           STEPS     distillation steps [0]
+#   FRACTIONS  [0.25 0.5]                           STEPS     distillation steps [0]; "default": no
+#                                                             --steps (convert's default, 8000·0.25/F)
 #   KINDS      convert --kind values [recurrent]: recurrent, window, window+recurrent, auto
 #              (window ignores STEPS; auto trains recurrent and window+recurrent heads and picks per group)
 #   SINKS      convert --sinks S for the window kinds [convert's default]; set: file names get _sS
@@ -84,6 +85,8 @@ measure() {
         for K in $KINDS; do
             local s=$STEPS sfx="f${F}_${K/+/}"
             [[ "$K" == window ]] && s=0
+            local steps_args=(--steps "$s")
+            [[ "$s" == default ]] && steps_args=()
             local sink_args=() extra=()
             [[ "$K" == auto ]] && extra=("${AUTO_EXTRA[@]}")
             if [[ "$K" != recurrent ]]; then
@@ -91,7 +94,7 @@ measure() {
                 sink_args=("${SINK_ARGS[@]}")
             fi
             local h="$OUT/${tag}_${sfx}.gguf"
-            run "${tag}_convert_$sfx" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --kind "$K" --steps "$s" "${sink_args[@]}" "${extra[@]}" -o "$h"
+            run "${tag}_convert_$sfx" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --kind "$K" "${steps_args[@]}" "${sink_args[@]}" "${extra[@]}" -o "$h"
             run "${tag}_kl_$sfx" kl -m "$model" --hybrid "$h" -f "$text" -c "$ctx" --chunks "$chunks"
             if [[ "$PASSKEY" == 1 ]]; then
                 run "${tag}_passkey_$sfx" passkey -m "$h" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
