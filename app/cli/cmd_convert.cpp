@@ -67,6 +67,8 @@ int cmd_convert(const options &o) {
     cp.wr_window = o.wr_window;
     cp.write_candidates = o.write_candidates;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
+    if (o.sinks < -1) throw error("--sinks must not be negative");
+    if (o.sinks >= 0) cp.sinks = o.sinks;
     if (o.kind == "auto") cp.automatic = true;
     else if (o.kind == "recurrent") cp.kind = replacement_kind::recurrent;
     else if (o.kind == "window") cp.kind = replacement_kind::window;
@@ -193,14 +195,18 @@ int cmd_convert(const options &o) {
         static const char *kind_names[3] = {"recurrent", "window", "window+recurrent"};
         j.field("kind", cp.automatic ? std::string("auto") : std::string(kind_names[int(cp.kind)]));
         {
+            // Cache rows per group (sinks included) and their bytes; the rings hold rows - sinks.
             const default_window_sizes dw = default_windows(m->hparams(), cp.wr_window);
             int32_t win = cp.window_tokens > 0 ? cp.window_tokens : cp.automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
+            const size_t sinks = cp.kind == replacement_kind::recurrent && !cp.automatic ? 0 : size_t(cp.sinks);
             j.key("group_bytes").begin_object();
             j.field("recurrent", uint64_t(dw.recurrent_bytes));
             j.field("window", uint64_t(size_t(win) * 2 * size_t(m->hparams().head_dim) * 2));
-            j.field("window_recurrent", uint64_t(dw.wr_bytes));
+            // the dt ring covers the ring only, not the sink rows
+            j.field("window_recurrent", uint64_t(dw.wr_bytes - sinks * size_t(m->hparams().group_size()) * sizeof(float)));
             j.end_object();
             j.field("window_tokens", int64_t(win)).field("wr_window_tokens", int64_t(dw.wr_window));
+            j.field("sinks", int64_t(sinks));
         }
         int64_t n_kind[3] = {0, 0, 0};
         for (auto &g : r.groups)
@@ -213,6 +219,7 @@ int cmd_convert(const options &o) {
             if (g.replaced) {
                 j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group)).field("recency", g.recency);
                 j.field("kind", std::string(kind_names[int(g.kind)])).field("window", int64_t(g.window));
+                j.field("sinks", int64_t(g.sinks));
                 if (cp.automatic) {
                     // Held-out error per candidate kind: in the training metric (what chose),
                     // and plain relative to Σ‖o‖².

@@ -44,6 +44,7 @@ struct options {
     std::string kind = "auto";  // convert --kind auto|recurrent|window|window+recurrent
     int window_tokens = 0;      // convert --window-tokens W (0: equal memory, see convert_params)
     int wr_window = 0;          // convert --wr-window W: window of window+recurrent groups (0: default)
+    int sinks = -1;             // convert --sinks S: attention-sink rows of window groups (-1: default)
     bool write_candidates = false; // convert --write-candidates: auto also writes OUT-recurrent/-winrec.gguf
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q

@@ -238,11 +238,18 @@ struct cuda_model::impl {
     void upload() {
         // The GPU path has no kernels for window + recurrent groups (the recurrent part reads the
         // tokens leaving the ring, engine/src/context.cpp); refuse rather than compute something else.
-        for (size_t l = 0; l < m.hybrid().size(); ++l)
+        // Nor attention-sink rows of window groups (docs/FORMAT.md "Attention sinks").
+        for (size_t l = 0; l < m.hybrid().size(); ++l) {
             for (replacement_kind k : m.hybrid()[l].kinds)
                 if (k == replacement_kind::window_recurrent)
                     throw error("cuda: layer " + std::to_string(l) +
                                 " has window + recurrent groups, which the GPU backend does not serve; use the CPU");
+            for (int32_t s : m.hybrid()[l].sinks)
+                if (s > 0)
+                    throw error("cuda: layer " + std::to_string(l) +
+                                " has window groups with attention-sink rows, which the GPU backend does not serve; "
+                                "use the CPU");
+        }
         g = hp.group_size();
         hd = hp.head_dim;
         nq = hp.n_head * hd;

@@ -88,8 +88,9 @@ struct context::impl {
     // recurrent head serves it. Slots are numbered across layers.
     std::vector<std::vector<int32_t>> slot_of;
     std::vector<std::vector<int32_t>> attention_groups; // [layer] groups that stay attention
-    // Window groups: a ring of W K/V rows each (position p at row p % W), [layer][group] -> offset
-    // of the ring in window_k / window_v in bytes, SIZE_MAX for other groups.
+    // Window groups: S attention-sink rows (position p < S at row p) followed by a ring of W K/V
+    // rows (position p at row S + p % W) each, [layer][group] -> offset of the group's rows in
+    // window_k / window_v in bytes, SIZE_MAX for other groups.
     std::vector<std::vector<size_t>> window_offset;
     std::unique_ptr<uint8_t[]> window_k, window_v;
     size_t window_bytes = 0; // each of K and V
@@ -312,19 +313,28 @@ struct context::impl {
         pool.parallel_for(int64_t(n) * n_att, [&](int64_t task, int thread) {
             const int t = int(task / n_att), kvh = groups[size_t(task % n_att)];
             const int64_t i = int64_t(pos0) + t; // absolute position of this query
-            key_segment segs[3];
+            key_segment segs[5];
             int n_segs = 0;
             const int32_t W = H.group_window.empty() ? 0 : H.group_window[size_t(kvh)];
             if (W == 0) {
                 segs[n_segs++] = {k_cache.get() + kv_offset(layer, kvh, 0), v_cache.get() + kv_offset(layer, kvh, 0),
                                   size_t(hd), f32_cache, 0, int(i + 1)};
             } else {
-                // Positions before the batch come from the ring (possibly wrapping), the batch's
-                // own positions from its fp32 K/V rows; the ring is written after attention.
+                // Positions before the batch come from the sink rows and the ring (possibly
+                // wrapping), the batch's own positions from its fp32 K/V rows; both are written
+                // after attention. Sinks: positions [0, S) not already inside the window.
                 const int64_t lo = std::max<int64_t>(0, i - W + 1);
                 const size_t elem = kv_elem_bytes;
-                const uint8_t *rk = window_k.get() + window_offset[size_t(layer)][size_t(kvh)];
-                const uint8_t *rv = window_v.get() + window_offset[size_t(layer)][size_t(kvh)];
+                const int32_t S = H.group_sinks[size_t(kvh)];
+                const uint8_t *sk = window_k.get() + window_offset[size_t(layer)][size_t(kvh)];
+                const uint8_t *sv = window_v.get() + window_offset[size_t(layer)][size_t(kvh)];
+                const int64_t sink_end = std::min<int64_t>(S, lo);
+                if (sink_end > 0 && pos0 > 0)
+                    segs[n_segs++] = {sk, sv, size_t(hd), f32_cache, 0, int(std::min<int64_t>(sink_end, pos0))};
+                if (sink_end > pos0)
+                    segs[n_segs++] = {k.data() + size_t(kvh) * hd, v.data() + size_t(kvh) * hd, size_t(nkv), true, pos0,
+                                      int(sink_end - pos0)};
+                const uint8_t *rk = sk + size_t(S) * hd * elem, *rv = sv + size_t(S) * hd * elem;
                 for (int64_t p = lo; p < pos0;) {
                     const int64_t row = p % W, run = std::min<int64_t>(pos0 - p, W - row);
                     segs[n_segs++] = {rk + size_t(row) * hd * elem, rv + size_t(row) * hd * elem, size_t(hd), f32_cache,
@@ -468,18 +478,19 @@ struct context::impl {
         }
     }
 
-    // Writes the batch's last W positions of each window group into its ring.
+    // Writes the batch's positions below S into each window group's sink rows and its last W
+    // positions into the ring.
     void store_window(int layer, int32_t pos0, int n) {
         const hybrid_layer &H = m.hybrid()[size_t(layer)];
         const int hd = hp.head_dim, nkv = hp.n_head_kv * hd;
         for (int32_t grp : H.window_groups) {
-            const int32_t W = H.group_window[size_t(grp)];
+            const int32_t W = H.group_window[size_t(grp)], S = H.group_sinks[size_t(grp)];
             uint8_t *rk = window_k.get() + window_offset[size_t(layer)][size_t(grp)];
             uint8_t *rv = window_v.get() + window_offset[size_t(layer)][size_t(grp)];
-            for (int64_t p = std::max<int64_t>(pos0, int64_t(pos0) + n - W); p < pos0 + n; ++p) {
+            auto put = [&](int64_t p, size_t row) {
                 const float *ks = k.data() + size_t(p - pos0) * nkv + size_t(grp) * hd;
                 const float *vs = v.data() + size_t(p - pos0) * nkv + size_t(grp) * hd;
-                const size_t off = size_t(p % W) * hd * kv_elem_bytes;
+                const size_t off = row * hd * kv_elem_bytes;
                 if (kv_type == tensor_type::F32) {
                     std::memcpy(rk + off, ks, hd * sizeof(float));
                     std::memcpy(rv + off, vs, hd * sizeof(float));
@@ -488,7 +499,9 @@ struct context::impl {
                     auto *v16 = reinterpret_cast<uint16_t *>(rv + off);
                     for (int d = 0; d < hd; ++d) k16[d] = fp32_to_fp16(ks[d]), v16[d] = fp32_to_fp16(vs[d]);
                 }
-            }
+            };
+            for (int64_t p = pos0; p < std::min<int64_t>(S, int64_t(pos0) + n); ++p) put(p, size_t(p));
+            for (int64_t p = std::max<int64_t>(pos0, int64_t(pos0) + n - W); p < pos0 + n; ++p) put(p, size_t(S + p % W));
         }
     }
 
@@ -570,14 +583,16 @@ struct context::impl {
     // m = (pos0+n-W) - max(0, pos0-W) evicted tokens e with
     //   k_e, v_e, dt_e of the evicted token and q_i = q_{e+W} of the query that evicts it:
     //   S_e = a_e S_{e-1} + dt_e k'_e v'_eᵀ,  attn_out_i += S_eᵀ q'_i / √hd + d ⊙ v'_e.
-    // Queries i < W have evicted nothing and get no recurrent term. k_e and v_e are taken as the
+    // Queries i < W have evicted nothing and get no recurrent term. With S sink rows the tokens
+    // e < S never leave (they are kept exactly), so the stream starts at e = S: queries i < W + S
+    // get no recurrent term. k_e and v_e are taken as the
     // ring holds them (RoPE-rotated k rounded to the cache type, then rotated back), for tokens
     // still in the batch too, so the result does not depend on how a text is cut into batches.
     void window_recurrent_head(int layer, int r, int32_t pos0, int n, int thread) {
         const hybrid_layer &H = m.hybrid()[size_t(layer)];
         const int g = hp.group_size(), hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
         const int group = H.recurrent_groups[size_t(r / g)], head = group * g + r % g;
-        const int32_t W = H.group_window[size_t(group)];
+        const int32_t W = H.group_window[size_t(group)], S = H.group_sinks[size_t(group)];
         const recurrent_head_weights w = head_weights(H, r);
         // Scratch: scan | dt of the batch [n_batch] | dt of the evicted [n_batch] | q', k', v', y [n_batch][hd] | tmp [hd]
         float *scratch = rec_scratch.data() + rec_scratch_per_thread * size_t(thread);
@@ -596,7 +611,7 @@ struct context::impl {
         auto row_as_cached = [&](int64_t e, bool is_k, float *dst) {
             if (e < pos0) {
                 const uint8_t *ring = (is_k ? window_k : window_v).get() + window_offset[size_t(layer)][size_t(group)] +
-                                      size_t(e % W) * hd * kv_elem_bytes;
+                                      size_t(S + e % W) * hd * kv_elem_bytes;
                 if (kv_type == tensor_type::F32) std::memcpy(dst, ring, hd * sizeof(float));
                 else
                     for (int d = 0; d < hd; ++d) dst[d] = fp16_to_fp32(reinterpret_cast<const uint16_t *>(ring)[d]);
@@ -607,7 +622,7 @@ struct context::impl {
                     for (int d = 0; d < hd; ++d) dst[d] = fp16_to_fp32(fp32_to_fp16(src[d]));
             }
         };
-        const int64_t e0 = std::max<int64_t>(0, int64_t(pos0) - W), e1 = int64_t(pos0) + n - W;
+        const int64_t e0 = std::max<int64_t>(S, int64_t(pos0) - W), e1 = int64_t(pos0) + n - W;
         const int mm = int(std::max<int64_t>(0, e1 - e0));
         for (int j = 0; j < mm; ++j) {
             const int64_t e = e0 + j, ti = e + W - pos0; // evicted token, its evicting query's batch row
@@ -769,7 +784,7 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
         s.window_offset.emplace_back(size_t(hp.n_head_kv), SIZE_MAX);
         for (int32_t grp : H.window_groups) {
             s.window_offset.back()[size_t(grp)] = s.window_bytes;
-            s.window_bytes += size_t(H.group_window[size_t(grp)]) * hp.head_dim * s.kv_elem_bytes;
+            s.window_bytes += size_t(H.group_window[size_t(grp)] + H.group_sinks[size_t(grp)]) * hp.head_dim * s.kv_elem_bytes;
         }
     }
     s.window_k.reset(new uint8_t[std::max<size_t>(s.window_bytes, 1)]);
@@ -866,7 +881,8 @@ memory_report context::plan(const model &m, const context_params &p) {
         lm.kv_bytes = group_kv * size_t(lm.attention_groups);
         lm.recurrent_bytes = head_state * H.recurrent_groups.size() * size_t(hp.group_size());
         for (int32_t grp : H.window_groups) {
-            lm.window_bytes += 2 * size_t(H.group_window[size_t(grp)]) * hp.head_dim * elem;
+            // K and V rows: the ring of W plus S sink rows
+            lm.window_bytes += 2 * size_t(H.group_window[size_t(grp)] + H.group_sinks[size_t(grp)]) * hp.head_dim * elem;
             // window + recurrent: plus one float of dt per head and position of the ring
             if (H.group_is(grp, replacement_kind::window_recurrent))
                 lm.window_bytes += size_t(H.group_window[size_t(grp)]) * size_t(hp.group_size()) * sizeof(float);
@@ -919,7 +935,7 @@ void context::set_layer_observer(layer_observer obs) { impl_->observer = std::mo
 // ---- state files -------------------------------------------------------------------------------
 //   "RECURST1" | u32 version | u64 model fingerprint | u32 n_layer, n_head_kv, head_dim, kv elem bytes,
 //   n_vocab | i32 n_past | i32 tokens[n_past] | per layer, per attention group: K rows then V rows
-//   [n_past][head_dim] | recurrent states (f32) | window rings (K then V) | dt rings of window +
+//   [n_past][head_dim] | recurrent states (f32) | window groups' sink rows and rings (K then V) | dt rings of window +
 //   recurrent heads (f32) | u32 has_logits, f32 logits[n_vocab] | u64 FNV-1a of
 //   everything before it.
 namespace recur {

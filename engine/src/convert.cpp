@@ -95,9 +95,20 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     if (!automatic && p.kind == replacement_kind::window && p.steps > 0)
         throw error("convert: window groups are exact attention and need no distillation (use --steps 0)");
     const default_window_sizes dw = default_windows(hp, p.wr_window);
-    const int32_t window_tokens =
+    // Cache rows per window group; S of them are sink rows, the rest the ring of recent tokens.
+    const int32_t window_rows =
         p.window_tokens > 0 ? p.window_tokens : automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
-    const int32_t wr_tokens = dw.wr_window;
+    const int32_t sinks = p.sinks;
+    const bool any_window = automatic || p.kind != replacement_kind::recurrent;
+    if (sinks < 0) throw error("convert: --sinks must not be negative");
+    if (any_window && (automatic || p.kind == replacement_kind::window) && window_rows - sinks < 1)
+        throw error("convert: " + std::to_string(sinks) + " sink rows leave no room for a window in " +
+                    std::to_string(window_rows) + " rows (--window-tokens)");
+    if (any_window && (automatic || p.kind == replacement_kind::window_recurrent) && dw.wr_window - sinks < 1)
+        throw error("convert: " + std::to_string(sinks) + " sink rows leave no room for a window in " +
+                    std::to_string(dw.wr_window) + " rows (--wr-window)");
+    const int32_t window_tokens = window_rows - sinks; // rings
+    const int32_t wr_tokens = dw.wr_window - sinks;
 
     // Initial heads of the chosen groups as one kind (docs/FORMAT.md): recurrent heads from the
     // attention rows; window + recurrent ones the same but with v_proj = 0, so that untrained the
@@ -108,12 +119,14 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             hybrid_layer &H = layers[size_t(l)];
             H.group_kind.assign(size_t(hp.n_head_kv), replacement_kind::recurrent);
             H.group_window.assign(size_t(hp.n_head_kv), 0);
+            H.group_sinks.assign(size_t(hp.n_head_kv), 0);
             for (int32_t grp = 0; grp < hp.n_head_kv; ++grp)
                 if (chosen[size_t(l) * hp.n_head_kv + grp] && k != replacement_kind::window) {
                     H.recurrent_groups.push_back(grp);
                     if (k == replacement_kind::window_recurrent) {
                         H.group_kind[size_t(grp)] = k;
                         H.group_window[size_t(grp)] = wr_tokens;
+                        H.group_sinks[size_t(grp)] = sinks;
                     }
                 }
             const size_t R = H.recurrent_groups.size() * size_t(g);
@@ -154,7 +167,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         rec_layers = initial_layers(replacement_kind::recurrent);
         if (p.steps > 0 || automatic) {
             distill_params d = dp;
-            if (automatic) d.compare_window = window_tokens;
+            if (automatic) d.compare_window = window_tokens, d.compare_sinks = sinks;
             if (automatic && !d.checkpoint_path.empty()) {
                 d.checkpoint_path += ".recurrent";
                 d.resume = d.resume && std::ifstream(d.checkpoint_path).good(); // interrupted before it began
@@ -199,6 +212,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 }
                 c.window = c.kind == replacement_kind::window ? window_tokens
                            : c.kind == replacement_kind::window_recurrent ? wr_tokens : 0;
+                c.sinks = c.kind == replacement_kind::recurrent ? 0 : sinks;
             }
             res.groups.push_back(c);
         }
@@ -214,6 +228,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         w.set_string("recurformer.selection", p.threshold >= 0 ? "threshold:" + std::to_string(p.threshold)
                                                                 : "fraction:" + std::to_string(p.fraction));
         w.set_string("recurformer.kind", kind_name);
+        if (any_window) w.set_uint32("recurformer.sinks", uint32_t(sinks)); // what --sinks asked for (informational)
         w.set_uint32("recurformer.calibration_tokens", uint32_t(analysed.size()));
         w.set_uint32("recurformer.distillation_steps", uint32_t(p.steps));
         const distill_report &any = rep_rec.calib_tokens > 0 ? rep_rec : rep_wr;
@@ -222,7 +237,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         // Unreplaced tensors are copied bit for bit from the mapped original.
         for (auto &t : m.file().tensors()) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
         for (int32_t l = 0; l < hp.n_layer; ++l) {
-            std::vector<int32_t> replaced, kinds, windows;
+            std::vector<int32_t> replaced, kinds, windows, group_sinks;
             std::vector<float> layer_recency, chosen_loss, candidate_loss;
             hybrid_layer out;
             bool trained_proj = false, any_loss = false;
@@ -236,6 +251,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 kinds.push_back(int32_t(k));
                 windows.push_back(k == replacement_kind::window ? window_tokens
                                   : k == replacement_kind::window_recurrent ? wr_tokens : 0);
+                group_sinks.push_back(k == replacement_kind::recurrent ? 0 : sinks);
                 if (with_candidates) {
                     chosen_loss.push_back(float(c.rel[int(k)]));
                     for (int j = 0; j < 3; ++j) candidate_loss.push_back(float(c.rel[j]));
@@ -254,6 +270,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             if (replaced.empty()) continue;
             w.set_int32_array(key + "group_kinds", kinds);
             w.set_int32_array(key + "group_windows", windows);
+            // Only when some group has sinks: a file without the key reads as no sinks.
+            if (std::any_of(group_sinks.begin(), group_sinks.end(), [](int32_t v) { return v > 0; }))
+                w.set_int32_array(key + "group_sinks", group_sinks);
             if (with_candidates) {
                 w.set_float32_array(key + "group_loss", chosen_loss);
                 w.set_float32_array(key + "candidate_loss", candidate_loss);

@@ -58,6 +58,7 @@ struct fnv64 {
 struct head_ref {
     int32_t layer, group, head, r, group_index;
     int32_t window = 0; // W of a window + recurrent head (trained on the tokens leaving the window), else 0
+    int32_t sinks = 0;  // S sink rows of that window (tokens 0..S-1 never leave it), else 0
 };
 
 // ---- the capture file ----------------------------------------------------------------------------
@@ -437,6 +438,12 @@ int32_t wr_window(const hybrid_layer &H, int32_t grp) {
     return size_t(grp) < H.group_window.size() ? H.group_window[size_t(grp)] : 0;
 }
 
+// Its sink rows S (group_sinks, optional), 0 for other groups.
+int32_t wr_sinks(const hybrid_layer &H, int32_t grp) {
+    if (wr_window(H, grp) == 0) return 0;
+    return size_t(grp) < H.group_sinks.size() ? H.group_sinks[size_t(grp)] : 0;
+}
+
 // RoPE cos/sin of positions [0, len) as the engine computes them (context.cpp prepare_rope).
 void rope_table(const model &m, int64_t len, std::vector<float> &cs, std::vector<float> &sn) {
     const model_hparams &hp = m.hparams();
@@ -473,17 +480,21 @@ void rope_rows(const model_hparams &hp, const std::vector<float> &cs, const std:
     }
 }
 
-// o_win[t] = softmax_{j in [t-W+1, t]}(qr_t·kr_j/√hd) v_j for t < len: the exact window of W
-// tokens over one sequence (qr, kr: RoPE'd [len][hd]; v, out: [len][hd]).
-void window_attention(int64_t len, int hd, int32_t W, const float *qr, const float *kr, const float *v, float *out) {
+// o_win[t] = softmax_{j in [0, S) ∪ [t-W+1, t]}(qr_t·kr_j/√hd) v_j for t < len: the exact window
+// of W tokens plus S sink rows over one sequence (qr, kr: RoPE'd [len][hd]; v, out: [len][hd]).
+void window_attention(int64_t len, int hd, int32_t W, int32_t S, const float *qr, const float *kr, const float *v,
+                      float *out) {
     const float scale = 1.0f / std::sqrt(float(hd));
-    std::vector<float> sc(static_cast<size_t>(W));
+    std::vector<float> sc(static_cast<size_t>(W) + size_t(S));
+    std::vector<int64_t> pos(sc.size());
     for (int64_t t = 0; t < len; ++t) {
         const int64_t lo = std::max<int64_t>(0, t - W + 1);
-        const int n = int(t - lo + 1);
+        int n = 0;
+        for (int64_t j = 0; j < std::min<int64_t>(S, lo); ++j) pos[size_t(n++)] = j;
+        for (int64_t j = lo; j <= t; ++j) pos[size_t(n++)] = j;
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j < n; ++j) {
-            const float *kj = kr + size_t(lo + j) * hd, *qt = qr + size_t(t) * hd;
+            const float *kj = kr + size_t(pos[size_t(j)]) * hd, *qt = qr + size_t(t) * hd;
             float d = 0;
             for (int i = 0; i < hd; ++i) d += qt[i] * kj[i];
             sc[size_t(j)] = d * scale;
@@ -494,7 +505,7 @@ void window_attention(int64_t len, int hd, int32_t W, const float *qr, const flo
         float *o = out + size_t(t) * hd;
         std::fill(o, o + hd, 0.0f);
         for (int j = 0; j < n; ++j) {
-            const float w = sc[size_t(j)] / sum, *vj = v + size_t(lo + j) * hd;
+            const float w = sc[size_t(j)] / sum, *vj = v + size_t(pos[size_t(j)]) * hd;
             for (int i = 0; i < hd; ++i) o[i] += w * vj[i];
         }
     }
@@ -538,7 +549,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi)
             for (int j = 0; j < g; ++j)
                 heads.push_back({l, H.recurrent_groups[gi], H.recurrent_groups[gi] * g + j, int32_t(gi) * g + j,
-                                 int32_t(gi), wr_window(H, H.recurrent_groups[gi])});
+                                 int32_t(gi), wr_window(H, H.recurrent_groups[gi]), wr_sinks(H, H.recurrent_groups[gi])});
     }
     distill_report rep;
     rep.steps = p.steps;
@@ -724,7 +735,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                     rope_rows(hp, rope_c, rope_s, len, kr.data());
                     const float *G = p.output_metric ? metrics[i].data() : nullptr;
                     if (cmp) {
-                        window_attention(len, hd, p.compare_window, qr.data(), kr.data(), v.data(), ow.data());
+                        window_attention(len, hd, p.compare_window, p.compare_sinks, qr.data(), kr.data(), v.data(),
+                                         ow.data());
                         for (int64_t t = 0; t < len; ++t) {
                             float e[512];
                             for (int d = 0; d < hd; ++d) e[d] = ow[size_t(t) * hd + d] - o[size_t(t) * hd + d];
@@ -737,7 +749,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                         if (eval_seq) o_sq_eval[i] += double(o[size_t(t)]) * o[size_t(t)];
                     }
                     if (heads[i].window > 0) {
-                        window_attention(len, hd, heads[i].window, qr.data(), kr.data(), v.data(), ow.data());
+                        window_attention(len, hd, heads[i].window, heads[i].sinks, qr.data(), kr.data(), v.data(),
+                                         ow.data());
                         for (size_t j = 0; j < size_t(len) * hd; ++j) o[j] -= ow[j];
                         cap.write(cap.o_off[i], seq_start, hd, o.data(), len);
                     }
@@ -766,9 +779,11 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         b.xn.resize(std::max(b.xn.size(), size_t(n) * E));
         for (auto *a : {&b.q, &b.k, &b.v, &b.o}) a->resize(std::max(a->size(), size_t(n) * hd));
         // A window + recurrent head's stream at query t holds the token leaving the window there,
-        // t − W: xn, k, v come W rows earlier, zeros for t < W (nothing has left yet: the state
-        // stays zero and, with v = 0, the output too, matching a target residual of zero).
-        const int64_t sh = heads[i].window, z = std::clamp<int64_t>(sh - t0, 0, n); // rows with t < W
+        // t − W: xn, k, v come W rows earlier, zeros for t < W + S (nothing has left yet, or only
+        // sink tokens, which stay: the state stays zero and, with v = 0, the output too, matching
+        // a target residual of zero).
+        const int64_t sh = heads[i].window;
+        const int64_t z = std::clamp<int64_t>(sh + heads[i].sinks - t0, 0, n); // rows with t < W + S
         std::fill(b.xn.begin(), b.xn.begin() + z * E, 0.0f);
         std::fill(b.k.begin(), b.k.begin() + z * hd, 0.0f);
         std::fill(b.v.begin(), b.v.begin() + z * hd, 0.0f);
@@ -853,6 +868,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         cfg.add_value(heads[i].layer);
         cfg.add_value(heads[i].head);
         if (heads[i].window > 0) cfg.add_value(heads[i].window);
+        if (heads[i].sinks > 0) cfg.add_value(heads[i].sinks); // absent: hashes of older runs stay valid
         cfg.add(h.theta.data(), P * sizeof(float));
     }
     rep.train_state_bytes = heads.size() * (4 * P + seqs.size() * hh) * sizeof(float);
@@ -991,6 +1007,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         r.initial_rel = tgt0[i] > 0 ? float(err0[i] / tgt0[i]) : 0.0f;
         r.final_rel = tgt1[i] > 0 ? float(err1[i] / tgt1[i]) : 0.0f;
         r.window = h.window;
+        r.sinks = h.sinks;
         const double n_eval = double(N_eval);
         r.heldout_loss = float(ev_err[i] / n_eval);
         r.heldout_metric_loss = float(ev_metric[i] / n_eval);

@@ -180,8 +180,12 @@ void model::load_hybrid() {
             throw format_error("hybrid: " + key + "group_recency has " + std::to_string(H.group_recency.size()) +
                                " entries, expected " + std::to_string(hp_.n_head_kv));
         H.group_window.assign(size_t(hp_.n_head_kv), 0);
+        H.group_sinks.assign(size_t(hp_.n_head_kv), 0);
         auto kinds = f.get_int_array(key + "group_kinds");
         auto windows = f.get_int_array(key + "group_windows");
+        auto sinks = f.get_int_array(key + "group_sinks"); // absent (older files): no sinks
+        if (!sinks.empty() && sinks.size() != H.replaced_groups.size())
+            throw format_error("hybrid: " + key + "group_sinks does not match replaced_groups");
         if (!kinds.empty() && kinds.size() != H.replaced_groups.size())
             throw format_error("hybrid: " + key + "group_kinds does not match replaced_groups");
         if (!windows.empty() && windows.size() != H.replaced_groups.size())
@@ -191,6 +195,13 @@ void model::load_hybrid() {
             const int64_t k = kinds.empty() ? 0 : kinds[i];
             if (k >= 0 && k <= 2) H.group_kind[size_t(H.replaced_groups[i])] = replacement_kind(k);
             const int32_t grp = H.replaced_groups[i];
+            const int64_t n_sinks = sinks.empty() ? 0 : sinks[i];
+            if (n_sinks < 0 || n_sinks > (1 << 16) || (n_sinks > 0 && k == int64_t(replacement_kind::recurrent)))
+                throw format_error("hybrid: layer " + std::to_string(l) + " group " + std::to_string(grp) + " has " +
+                                   std::to_string(n_sinks) + " sink rows" +
+                                   (n_sinks > 0 ? " but is not a window group" : ""));
+            H.sinks.push_back(int32_t(n_sinks));
+            H.group_sinks[size_t(grp)] = int32_t(n_sinks);
             if (k == int64_t(replacement_kind::recurrent)) {
                 H.kinds.push_back(replacement_kind::recurrent);
                 H.windows.push_back(0);

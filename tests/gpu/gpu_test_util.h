@@ -82,6 +82,7 @@ struct hybrid_spec {
     int window_every = 2;
     bool transforms = false;
     uint32_t seed = 7;
+    int sinks = 0; // attention-sink rows of the window groups (the GPU refuses them)
 };
 
 inline void write_hybrid(const recur::model &m, const std::string &path, const hybrid_spec &spec) {
@@ -122,6 +123,11 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
         if (replaced.empty()) continue;
         w.set_int32_array(key + "group_kinds", kinds);
         w.set_int32_array(key + "group_windows", windows);
+        if (spec.sinks > 0) {
+            std::vector<int32_t> sinks;
+            for (int32_t k : kinds) sinks.push_back(k == int32_t(replacement_kind::window) ? spec.sinks : 0);
+            w.set_int32_array(key + "group_sinks", sinks);
+        }
         const int64_t R = int64_t(n_rec) * g;
         if (R == 0) continue;
         std::vector<float> dt_w(size_t(R) * E), dt_b(static_cast<size_t>(R)), a_log(static_cast<size_t>(R)), d(size_t(R) * hd);

@@ -222,6 +222,27 @@ TEST(GpuModelFeatures, RecencyStatisticsMatchCpu) {
     EXPECT_LE(e.nmse, 1e-6);
 }
 
+// Window groups with attention-sink rows are served by the CPU only: the GPU says so instead of
+// computing a window without its sinks.
+TEST(GpuModelFeatures, RefusesSinkRows) {
+    REQUIRE_STORIES();
+    auto base = model::load(stories_path());
+    gpu_test::hybrid_spec spec;
+    spec.window = 6;
+    spec.sinks = 2;
+    const std::string path = ::testing::TempDir() + "/gpu_stories_sinks.gguf";
+    gpu_test::write_hybrid(*base, path, spec);
+    auto m = model::load(path);
+    cuda_params gp;
+    gp.n_ctx = 64;
+    try {
+        cuda_model cm(*m, gp);
+        FAIL() << "expected a refusal";
+    } catch (const recur::error &e) {
+        EXPECT_NE(std::string(e.what()).find("attention-sink rows"), std::string::npos) << e.what();
+    }
+}
+
 TEST(GpuModelFeatures, PlannerRefusesBeforeAllocating) {
     REQUIRE_STORIES();
     auto m = model::load(stories_path());

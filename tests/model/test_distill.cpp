@@ -308,7 +308,11 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
 // the captured q/k with RoPE, plus the head run over the tokens leaving the window) equals the
 // error of what the engine computes for the group (ring, dt ring, rotation back, scan), so the
 // training objective is the engine's function. F32 cache: the engine's ring holds exact rows.
+// With S sink rows (the second pass) the window's softmax also covers tokens 0..S-1 and the head's
+// stream starts at token S: the reported loss must still be the engine's error.
 TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
+  for (const int32_t sinks : {0, 3}) {
+    SCOPED_TRACE("sinks " + std::to_string(sinks));
     auto m = model::load(stories);
     const auto tokens = text_tokens(*m, 0, 4000, 300);
     const auto &hp = m->hparams();
@@ -316,7 +320,8 @@ TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
     convert_params cp;
     cp.fraction = 0.25;
     cp.kind = replacement_kind::window_recurrent;
-    cp.wr_window = 7;
+    cp.wr_window = 7; // cache rows: 7 - sinks ring rows and the sinks
+    cp.sinks = sinks;
     cp.steps = 40;
     cp.distill.seq_len = 512; // one sequence: the whole text
     cp.distill.chunk = 32;
@@ -327,7 +332,8 @@ TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
     const int l0 = res.distill.heads[0].layer;
     for (int32_t grp : h->hybrid()[size_t(l0)].recurrent_groups) {
         EXPECT_TRUE(h->hybrid()[size_t(l0)].group_is(grp, replacement_kind::window_recurrent));
-        EXPECT_EQ(h->hybrid()[size_t(l0)].group_window[size_t(grp)], 7);
+        EXPECT_EQ(h->hybrid()[size_t(l0)].group_window[size_t(grp)], 7 - sinks);
+        EXPECT_EQ(h->hybrid()[size_t(l0)].group_sinks[size_t(grp)], sinks);
     }
     auto outputs = [&](const model &mm) {
         context_params c;
@@ -349,7 +355,8 @@ TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
     int checked = 0;
     for (auto &r : res.distill.heads) {
         if (r.layer != l0) continue;
-        EXPECT_EQ(r.window, 7);
+        EXPECT_EQ(r.window, 7 - sinks);
+        EXPECT_EQ(r.sinks, sinks);
         double err = 0;
         for (size_t t = 0; t < tokens.size(); ++t)
             for (int i = 0; i < hd; ++i) {
@@ -362,6 +369,7 @@ TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
         ++checked;
     }
     EXPECT_GT(checked, 0);
+  }
 }
 
 // After training, the hybrid's next-token distributions on held-out text are closer to the
@@ -489,7 +497,8 @@ TEST(Distill, ConvertCommandDistils) {
 // the JSON report, the file's kinds and its group_loss / candidate_loss metadata say the same.
 TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
     const std::string out = tmp("distill_auto.gguf");
-    for (const char *window : {"", " --window-tokens 1"}) {
+    // Default sinks, and a 1-row window without sinks (--sinks 0).
+    for (const char *window : {"", " --window-tokens 1 --sinks 0"}) {
         const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
                                 "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.5 --steps 60 "
                                 "--write-candidates -t 2 -o " + out + window + " --json >" + tmp("distill_auto.out") +
@@ -502,7 +511,8 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
         auto h = model::load(out);
         EXPECT_EQ(h->file().get_string("recurformer.kind", ""), "auto");
         const auto &hp = h->hparams();
-        const int32_t W_win = *window ? 1 : default_windows(hp).window_equal_wr;
+        const int32_t S = *window ? 0 : default_sinks;
+        const int32_t W_win = *window ? 1 : default_windows(hp).window_equal_wr - S;
         int non_window = 0, groups = 0;
         for (int32_t l = 0; l < hp.n_layer; ++l) {
             const hybrid_layer &H = h->hybrid()[size_t(l)];
@@ -524,7 +534,8 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
                 static const char *names[3] = {"recurrent", "window", "window+recurrent"};
                 EXPECT_EQ(json.find(std::string("\"kind\":\"") + names[k] + "\"", at),
                           json.find("\"kind\":", at)) << g;
-                EXPECT_EQ(H.windows[i], k == 1 ? W_win : k == 2 ? default_windows(hp).wr_window : 0);
+                EXPECT_EQ(H.windows[i], k == 1 ? W_win : k == 2 ? default_windows(hp).wr_window - S : 0);
+                EXPECT_EQ(H.sinks[i], k == 0 ? 0 : S);
             }
         }
         EXPECT_GT(groups, 0);

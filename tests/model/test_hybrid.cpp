@@ -105,7 +105,8 @@ TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
 }
 
 TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {
-    for (const std::string name : {"hybrid-mixed", "hybrid-partial", "hybrid-window", "hybrid-winrec", "llama-gqa-f32"}) {
+    for (const std::string name :
+         {"hybrid-mixed", "hybrid-partial", "hybrid-window", "hybrid-winrec", "hybrid-sinks", "llama-gqa-f32"}) {
         auto m = model::load(models_dir + "/" + name + ".gguf");
         for (int n_ctx : {64, 1000}) {
             context_params cp;
@@ -125,7 +126,8 @@ TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {
                 attention_groups += size_t(hp.n_head_kv) - H.replaced_groups.size();
                 for (size_t i = 0; i < H.replaced_groups.size(); ++i) {
                     if (H.kinds[i] != replacement_kind::window) replaced_heads += size_t(hp.group_size());
-                    if (H.kinds[i] != replacement_kind::recurrent) window_rows += size_t(H.windows[i]);
+                    // the ring and the sink rows
+                    if (H.kinds[i] != replacement_kind::recurrent) window_rows += size_t(H.windows[i] + H.sinks[i]);
                     // window + recurrent: one float of dt per head and ring position
                     if (H.kinds[i] == replacement_kind::window_recurrent)
                         dt_ring_floats += size_t(H.windows[i]) * size_t(hp.group_size());
@@ -177,7 +179,7 @@ TEST_P(StateRoundTrip, SaveLoadContinueEqualsUninterruptedRun) {
 
 INSTANTIATE_TEST_SUITE_P(Models, StateRoundTrip,
                          ::testing::Values("stories260K", "hybrid-partial", "hybrid-window", "qwen2-hybrid",
-                                           "hybrid-winrec", "qwen2-winrec"),
+                                           "hybrid-winrec", "qwen2-winrec", "hybrid-sinks", "qwen2-sinks"),
                          [](const auto &param_info) {
                              std::string s = param_info.param;
                              for (char &c : s)
@@ -276,7 +278,11 @@ TEST(Hybrid, WindowKindAtEqualMemory) {
         const auto &H = w->hybrid()[l];
         EXPECT_TRUE(H.recurrent_groups.empty());
         EXPECT_EQ(H.window_groups, r->hybrid()[l].recurrent_groups); // the same groups, another kind
-        for (int32_t grp : H.window_groups) EXPECT_EQ(H.group_window[size_t(grp)], hp.group_size() * hp.head_dim);
+        // default_sinks of the group_size x head_dim rows are sink rows, the rest the ring
+        for (int32_t grp : H.window_groups) {
+            EXPECT_EQ(H.group_sinks[size_t(grp)], default_sinks);
+            EXPECT_EQ(H.group_window[size_t(grp)] + H.group_sinks[size_t(grp)], hp.group_size() * hp.head_dim);
+        }
     }
     context_params cp;
     cp.n_ctx = 512;
@@ -359,4 +365,142 @@ TEST(Hybrid, WindowRecurrentDiffersFromPlainWindow) {
     }
     EXPECT_LT(first, 1e-4f); // position 0: nothing has left any window yet
     EXPECT_GT(last, 1e-2f);
+}
+
+// Attention sinks (docs/FORMAT.md "Attention sinks"): window and window + recurrent groups that
+// keep positions 0..S-1 besides their ring. The golden test compares hybrid-sinks with the numpy
+// reference; these check batch/decode/state agreement, that the sinks are used at all, and that
+// files without the key load as before.
+TEST(Hybrid, SinksBatchDecodeAndStateAgree) {
+    auto m = model::load(models_dir + "/hybrid-sinks.gguf");
+    const auto &H0 = m->hybrid()[0], &H1 = m->hybrid()[1];
+    EXPECT_EQ(H0.sinks, (std::vector<int32_t>{2, 3}));
+    EXPECT_EQ(H1.sinks, (std::vector<int32_t>{1, 7}));
+    const int n_vocab = m->hparams().n_vocab;
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 40; ++i) tokens.push_back(1 + (i * 37 + 11) % (n_vocab - 1));
+    context_params cp;
+    cp.n_ctx = 64;
+    cp.kv_type = tensor_type::F32;
+    context whole(*m, cp);
+    std::vector<float> ref, lg;
+    whole.eval(tokens, ref, true);
+    auto max_diff = [&](const float *a, const float *b) {
+        float d = 0;
+        for (int v = 0; v < n_vocab; ++v) d = std::max(d, std::fabs(a[v] - b[v]));
+        return d;
+    };
+    for (int n_batch : {1, 3, 8}) { // sinks from storage, from the batch, and both in one query
+        context_params c2 = cp;
+        c2.n_batch = n_batch;
+        context ctx(*m, c2);
+        ctx.eval(tokens, lg, true);
+        for (size_t t = 0; t < tokens.size(); ++t)
+            EXPECT_LE(max_diff(lg.data() + t * n_vocab, ref.data() + t * n_vocab), 2e-4f) << "batch " << n_batch << " t " << t;
+    }
+    // Save after 23 tokens (every ring has wrapped, sinks written) and load into a context whose
+    // sink rows and rings hold other tokens: the state file must bring the sink rows back.
+    context first(*m, cp);
+    first.eval(std::vector<int32_t>(tokens.begin(), tokens.begin() + 23), lg, true);
+    first.save_state(tmp("sinks.state"));
+    context second(*m, cp);
+    std::vector<int32_t> other(23);
+    for (int i = 0; i < 23; ++i) other[size_t(i)] = 1 + (i * 53 + 5) % (n_vocab - 1);
+    second.eval(other, lg, true);
+    second.load_state(tmp("sinks.state"));
+    second.eval(std::vector<int32_t>(tokens.begin() + 23, tokens.end()), lg, true);
+    for (size_t t = 23; t < tokens.size(); ++t)
+        EXPECT_LE(max_diff(lg.data() + (t - 23) * n_vocab, ref.data() + t * n_vocab), 2e-4f) << "after load, t " << t;
+}
+
+TEST(Hybrid, SinksChangeTheOutputAndMissingKeyMeansNone) {
+    // hybrid-sinks without its group_sinks keys: a file as older converts wrote it. It loads with
+    // no sinks, its memory is the rings only, and its late logits differ from the sink model's.
+    auto base = gguf_file::open(models_dir + "/hybrid-sinks.gguf");
+    gguf_writer w;
+    w.copy_metadata(*base);
+    w.remove("recurformer.blk.0.group_sinks");
+    w.remove("recurformer.blk.1.group_sinks");
+    for (auto &t : base->tensors()) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
+    w.write(tmp("nosinks.gguf"));
+    auto a = model::load(models_dir + "/hybrid-sinks.gguf"), b = model::load(tmp("nosinks.gguf"));
+    for (auto &H : b->hybrid()) {
+        for (int32_t s : H.sinks) EXPECT_EQ(s, 0);
+        for (int32_t s : H.group_sinks) EXPECT_EQ(s, 0);
+    }
+    context_params cp;
+    cp.n_ctx = 32;
+    const auto &hp = a->hparams();
+    size_t sink_rows = 0;
+    for (auto &H : a->hybrid())
+        for (int32_t s : H.sinks) sink_rows += size_t(s);
+    EXPECT_EQ(context::plan(*a, cp).window_bytes - context::plan(*b, cp).window_bytes, sink_rows * 2 * hp.head_dim * 2);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 20; ++i) tokens.push_back(5 + i * 7);
+    context ca(*a, cp), cb(*b, cp);
+    std::vector<float> la, lb;
+    ca.eval(tokens, la, true);
+    cb.eval(tokens, lb, true);
+    const int V = hp.n_vocab;
+    float first = 0, last = 0;
+    for (int v = 0; v < V; ++v) {
+        first = std::max(first, std::fabs(la[size_t(v)] - lb[size_t(v)]));
+        last = std::max(last, std::fabs(la[size_t(19 * V + v)] - lb[size_t(19 * V + v)]));
+    }
+    EXPECT_LT(first, 1e-4f); // position 0: every window still holds everything
+    EXPECT_GT(last, 1e-2f);
+    // Explicit zeros are the same as no key, bit for bit.
+    write_variant(*base, tmp("zerosinks.gguf"), [](gguf_writer &w2) {
+        w2.set_int32_array("recurformer.blk.0.group_sinks", {0, 0});
+        w2.set_int32_array("recurformer.blk.1.group_sinks", {0, 0});
+    });
+    auto z = model::load(tmp("zerosinks.gguf"));
+    context cz(*z, cp);
+    std::vector<float> lz;
+    cz.eval(tokens, lz, true);
+    EXPECT_EQ(lz, lb);
+}
+
+TEST(HybridFormat, BadSinkKeysGiveClearErrors) {
+    auto base = gguf_file::open(models_dir + "/hybrid-partial.gguf"); // recurrent groups only
+    write_variant(*base, tmp("sinkrec.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.group_sinks", {2}); });
+    EXPECT_NE(load_error(tmp("sinkrec.gguf")).find("not a window group"), std::string::npos) << load_error(tmp("sinkrec.gguf"));
+    auto sk = gguf_file::open(models_dir + "/hybrid-sinks.gguf");
+    write_variant(*sk, tmp("sinklen.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.group_sinks", {1}); });
+    EXPECT_NE(load_error(tmp("sinklen.gguf")).find("group_sinks does not match"), std::string::npos);
+    write_variant(*sk, tmp("sinkneg.gguf"), [](gguf_writer &w) { w.set_int32_array("recurformer.blk.0.group_sinks", {-1, 2}); });
+    EXPECT_NE(load_error(tmp("sinkneg.gguf")).find("-1 sink rows"), std::string::npos) << load_error(tmp("sinkneg.gguf"));
+}
+
+// convert --sinks S: the sink rows come out of the group's rows (equal memory), the file records
+// them, and S too large for the rows is refused.
+TEST(Hybrid, ConvertWithSinksKeepsTheMemory) {
+    auto m = model::load(stories);
+    const auto tokens = calibration_tokens(*m, 300);
+    convert_params p;
+    p.fraction = 0.5;
+    p.kind = replacement_kind::window;
+    p.sinks = 0;
+    convert_to_hybrid(*m, tokens, p, tmp("w0.gguf"));
+    p.sinks = 3;
+    const convert_result res = convert_to_hybrid(*m, tokens, p, tmp("w3.gguf"));
+    auto a = model::load(tmp("w0.gguf")), b = model::load(tmp("w3.gguf"));
+    const auto &hp = m->hparams();
+    for (size_t l = 0; l < b->hybrid().size(); ++l)
+        for (int32_t grp : b->hybrid()[l].window_groups) {
+            EXPECT_EQ(b->hybrid()[l].group_sinks[size_t(grp)], 3);
+            EXPECT_EQ(b->hybrid()[l].group_window[size_t(grp)], hp.group_size() * hp.head_dim - 3);
+            EXPECT_EQ(a->hybrid()[l].group_sinks[size_t(grp)], 0);
+        }
+    for (auto &c : res.groups) {
+        if (c.replaced) {
+            EXPECT_EQ(c.sinks, 3);
+        }
+    }
+    EXPECT_EQ(b->file().get_int("recurformer.sinks", -1), 3);
+    context_params cp;
+    cp.n_ctx = 256;
+    EXPECT_EQ(context::plan(*a, cp).window_bytes, context::plan(*b, cp).window_bytes);
+    p.sinks = hp.group_size() * hp.head_dim; // no ring left
+    EXPECT_THROW(convert_to_hybrid(*m, tokens, p, tmp("wbad.gguf")), error);
 }

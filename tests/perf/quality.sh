@@ -14,9 +14,13 @@
 #   SHARED     the shared/ folder [../shared]       OUT       where results go [build/quality]
 #   CALIB      calibration text [prideprejudice]    CALIB_CTX tokens of it convert analyses [2048]
 #   EVAL_TEXT  held-out text [debian-policy]        CTX, CHUNKS  kl chunking [512, 20]
-#   FRACTIONS  [0.25 0.5]                           STEPS     distillation steps [0]
+#   FRACTIONS  [0.25 0.5]                           STEPS     distillation steps [0]; "default": no
+#                                                             --steps (convert's default, 8000·0.25/F)
 #   KINDS      convert --kind values [recurrent]: recurrent, window, window+recurrent, auto
 #              (window ignores STEPS; auto trains recurrent and window+recurrent heads and picks per group)
+#   SINKS      convert --sinks S for the window kinds [convert's default]; set: file names get _sS
+#   PASSKEY    0: skip every passkey run [1]
+#   AUTO_ARGS  more arguments for `convert --kind auto`, e.g. "--write-candidates" []
 #   LENGTHS    passkey lengths [1k,2k,4k]           TRIALS    passkey trials per length [5]
 #   SEED       passkey seed [42]                    THREADS   -t for every command [all cores]
 #   STORIES    1: also the stories260K rows (self-sampled calibration/held-out stories) [1]
@@ -42,6 +46,12 @@ LENGTHS=${LENGTHS:-1k,2k,4k}
 TRIALS=${TRIALS:-5}
 SEED=${SEED:-42}
 STORIES=${STORIES:-1}
+SINKS=${SINKS:-}
+PASSKEY=${PASSKEY:-1}
+read -r -a AUTO_EXTRA <<<"${AUTO_ARGS:-}"
+SINK_ARGS=()
+SINK_SFX=""
+[[ -n "$SINKS" ]] && SINK_ARGS=(--sinks "$SINKS") && SINK_SFX="_s$SINKS"
 OUT=${OUT:-$ROOT/build/quality}
 THREAD_ARGS=()
 [[ -n "${THREADS:-}" ]] && THREAD_ARGS=(-t "$THREADS")
@@ -68,15 +78,27 @@ run() {
 measure() {
     local tag=$1 model=$2 calib=$3 text=$4 ctx=$5 chunks=$6 lengths=$7
     echo "== $tag" >&2
-    run "${tag}_passkey_original" passkey -m "$model" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+    if [[ "$PASSKEY" == 1 ]]; then
+        run "${tag}_passkey_original" passkey -m "$model" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+    fi
     for F in $FRACTIONS; do
         for K in $KINDS; do
             local s=$STEPS sfx="f${F}_${K/+/}"
             [[ "$K" == window ]] && s=0
+            local steps_args=(--steps "$s")
+            [[ "$s" == default ]] && steps_args=()
+            local sink_args=() extra=()
+            [[ "$K" == auto ]] && extra=("${AUTO_EXTRA[@]}")
+            if [[ "$K" != recurrent ]]; then
+                sfx+=$SINK_SFX
+                sink_args=("${SINK_ARGS[@]}")
+            fi
             local h="$OUT/${tag}_${sfx}.gguf"
-            run "${tag}_convert_$sfx" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --kind "$K" --steps "$s" -o "$h"
+            run "${tag}_convert_$sfx" convert -m "$model" -f "$calib" -c "$CALIB_CTX" --fraction "$F" --kind "$K" "${steps_args[@]}" "${sink_args[@]}" "${extra[@]}" -o "$h"
             run "${tag}_kl_$sfx" kl -m "$model" --hybrid "$h" -f "$text" -c "$ctx" --chunks "$chunks"
-            run "${tag}_passkey_$sfx" passkey -m "$h" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+            if [[ "$PASSKEY" == 1 ]]; then
+                run "${tag}_passkey_$sfx" passkey -m "$h" -f "$CALIB" --lengths "$lengths" --trials "$TRIALS" --seed "$SEED"
+            fi
         done
     done
 }
@@ -111,10 +133,10 @@ measure_all() {
 
 [[ "${SUMMARY_ONLY:-0}" == 1 ]] || measure_all
 
-python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" "$KINDS" >"$OUT/summary.md" <<'EOF'
+python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" "$KINDS" "$SINK_SFX" >"$OUT/summary.md" <<'EOF'
 import json, os, sys
 out, fractions, stories, model_name = sys.argv[1], sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4]
-kinds = sys.argv[5].split()
+kinds, sink_sfx = sys.argv[5].split(), sys.argv[6]
 times = dict(l.rstrip("\n").split("\t") for l in open(os.path.join(out, "times.tsv")))
 def num(x, small):  # fixed decimals for ordinary values, none for the huge ones of broken models
     return f"{x:.{small}f}" if abs(x) < 1000 else f"{x:.0f}"
@@ -125,27 +147,31 @@ print(open(os.path.join(out, "machine.txt")).read())
 names = {"main": model_name, "stories": "stories260K"}
 for tag in ["main"] + (["stories"] if stories else []):
     orig = load(f"{tag}_passkey_original")
-    lens = [l["tokens"] for l in orig["lengths"]]
+    lens = [l["tokens"] for l in orig["lengths"]] if orig else []
     print(f"### {names[tag]}\n")
     hdr = "| model | groups replaced | KV kept | perplexity | ×original | KL (nats/token) | top-1 agree | " + \
           " | ".join(f"passkey {n}" for n in lens) + " | convert s | kl s | passkey s |"
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
-    k0 = load(f"{tag}_kl_f{fractions[0]}_{kinds[0].replace('+', '')}")
-    pk = lambda p: " | ".join(f"{l['correct']}/{l['trials']}" + ("†" if l["beyond_training_context"] else "") for l in p["lengths"])
-    print(f"| original | 0 | 100% | {k0['ppl_original']:.4f} | 1 | 0 | 100% | {pk(orig)} | – | – | {float(times[tag + '_passkey_original']):.0f} |")
+    sfx_of = lambda F, K: f"f{F}_{K.replace('+', '')}" + (sink_sfx if K != "recurrent" else "")
+    k0 = load(f"{tag}_kl_{sfx_of(fractions[0], kinds[0])}")
+    pk = lambda p: " | ".join(f"{l['correct']}/{l['trials']}" + ("†" if l["beyond_training_context"] else "") for l in p["lengths"]) if p else ""
+    ptime = lambda n: f"{float(times[n]):.0f}" if n in times else "–"
+    print(f"| original | 0 | 100% | {k0['ppl_original']:.4f} | 1 | 0 | 100% | {pk(orig)} | – | – | {ptime(tag + '_passkey_original')} |")
     for F in fractions:
       for K in kinds:
-        sfx = f"f{F}_{K.replace('+', '')}"
+        sfx = sfx_of(F, K)
         c, k, p = load(f"{tag}_convert_{sfx}"), load(f"{tag}_kl_{sfx}"), load(f"{tag}_passkey_{sfx}")
         kk = c.get("kinds", {})
         what = K if K != "auto" else "auto (" + ", ".join(f"{n} {v}" for n, v in kk.items() if v) + ")"
+        if K != "recurrent" and c.get("sinks"):
+            what += f", {c['sinks']} sinks"
         print(f"| F={F}, {what}, steps {c['steps']} | {c['replaced_groups']}/{c['total_groups']} | "
               f"{100 * c['kv_fraction_kept']:.0f}% | {num(k['ppl_hybrid'], 4)} | {num(k['ppl_ratio'], 3)} | {k['kl']:.4f} | "
               f"{100 * k['top1_agreement']:.1f}% | {pk(p)} | {float(times[f'{tag}_convert_{sfx}']):.0f} | "
-              f"{float(times[f'{tag}_kl_{sfx}']):.0f} | {float(times[f'{tag}_passkey_{sfx}']):.0f} |")
-    print(f"\nperplexity/KL: {k0['n_tokens']} scored tokens in {k0['n_chunks']} chunks of {k0['n_ctx']}; "
-          f"passkey: seed {orig['seed']}; prefill tok/s (original) " +
-          ", ".join(f"{l['tokens']}: {l['prefill_tok_s']:.0f}" for l in orig["lengths"]) + "\n")
+              f"{float(times[f'{tag}_kl_{sfx}']):.0f} | {ptime(f'{tag}_passkey_{sfx}')} |")
+    print(f"\nperplexity/KL: {k0['n_tokens']} scored tokens in {k0['n_chunks']} chunks of {k0['n_ctx']}" +
+          (f"; passkey: seed {orig['seed']}; prefill tok/s (original) " +
+           ", ".join(f"{l['tokens']}: {l['prefill_tok_s']:.0f}" for l in orig["lengths"]) if orig else "") + "\n")
 EOF
 cat "$OUT/summary.md"

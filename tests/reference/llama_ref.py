@@ -74,6 +74,8 @@ class Model:
     # layer -> groups with recurrent heads (kinds recurrent and window + recurrent), ascending:
     # the index into the blk.N.rec.* tensors
     rec_groups: dict = field(default_factory=dict)
+    # layer -> {group: S}: window groups that also keep positions 0..S-1 (attention sinks)
+    sinks: dict = field(default_factory=dict)
 
     def w(self, name: str) -> np.ndarray:
         return self.tensors[name]
@@ -157,6 +159,8 @@ def load_model(path: str, use_cache: bool = True) -> Model:
                 m.replaced[l] = [int(g) for g, k in zip(groups, kinds) if int(k) == 0]
                 m.windows[l] = {int(g): int(w) for g, k, w in zip(groups, kinds, wins) if int(k) in (1, 2)}
                 m.rec_groups[l] = [int(g) for g, k in zip(groups, kinds) if int(k) in (0, 2)]
+                sk = _field_value(r, f"recurformer.blk.{l}.group_sinks") or [0] * len(groups)
+                m.sinks[l] = {int(g): int(s) for g, s in zip(groups, sk) if int(s) > 0}
     if use_cache:
         _MODEL_CACHE[path] = m
     return m
@@ -230,8 +234,9 @@ def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d):
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windows=None) -> np.ndarray:
-    """Causal softmax attention with GQA; windows {kv_group: W} limit a group to the last W keys.
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windows=None, sinks=None) -> np.ndarray:
+    """Causal softmax attention with GQA; windows {kv_group: W} limit a group to the last W keys,
+    and sinks {kv_group: S} give such a group keys 0..S-1 as well (attention sinks).
 
     q: [T, n_head, hd], k/v: [T, n_head_kv, hd] -> [T, n_head*hd]"""
     T, n_head, hd = q.shape
@@ -243,7 +248,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windo
         W = (windows or {}).get(kvh)
         mask = idx[None, :] > idx[:, None]                      # True = future (masked)
         if W:
-            mask = mask | (idx[None, :] <= idx[:, None] - W)    # older than the window
+            S = (sinks or {}).get(kvh, 0)
+            old = (idx[None, :] <= idx[:, None] - W) & (idx[None, :] >= S)  # older than the window, not a sink
+            mask = mask | old
         if h == 0:
             out = np.empty_like(q)
         s = (q[:, h, :] @ k[:, kvh, :].T) * scale     # [T, T]
@@ -283,7 +290,7 @@ def forward(m: Model, tokens) -> np.ndarray:
         q = rope(q_raw, positions, m)
         k = rope(k_raw, positions, m)
         v = v.reshape(T, m.n_head_kv, hd)
-        a = attention(q, k, v, m.n_head_kv, m.windows.get(l)).reshape(T, m.n_head, hd)
+        a = attention(q, k, v, m.n_head_kv, m.windows.get(l), m.sinks.get(l)).reshape(T, m.n_head, hd)
         # Hybrid: the query heads of replaced groups are recurrent heads on the unrotated q/k.
         group = m.n_head // m.n_head_kv
         rec_groups = m.rec_groups.get(l, m.replaced.get(l, []))
@@ -300,8 +307,10 @@ def forward(m: Model, tokens) -> np.ndarray:
                 # Window + recurrent: the window's softmax output is already in a[:, head]; token
                 # e enters the recurrent state when it leaves the window, at query t = e + W, so
                 # the head runs over the evicted stream (k, v, xn of e) with the evicting query's q.
-                if T > W:
-                    a[W:, head, :] += recurrent_head(qh[W:], kh[:T - W], vh[:T - W], h[:T - W], *args)
+                # Sink tokens 0..S-1 never leave the window: the evicted stream starts at e = S.
+                S = m.sinks.get(l, {}).get(g, 0)
+                if T > W + S:
+                    a[W + S:, head, :] += recurrent_head(qh[W + S:], kh[S:T - W], vh[S:T - W], h[S:T - W], *args)
             else:
                 a[:, head, :] = recurrent_head(qh, kh, vh, h, *args)
         a = a.reshape(T, m.n_head * hd)

@@ -249,6 +249,7 @@ def write_model(path: str, spec: dict, seed: int) -> None:
         hrng = np.random.default_rng(seed + 7)
         windows = spec.get("windows", {})  # layer -> {group: W}: window kind instead of recurrent
         winrec = spec.get("winrec", {})    # layer -> {group: W}: window + recurrent
+        sinks = spec.get("sinks", {})      # layer -> {group: S}: attention-sink rows of a window group
         for l in range(n_layer):
             groups = sorted(hybrid.get(l, []))
             w.add_array(f"recurformer.blk.{l}.replaced_groups", [int(g) for g in groups] or [])
@@ -258,6 +259,8 @@ def write_model(path: str, spec: dict, seed: int) -> None:
                             [1 if g in wl else 2 if g in wr else 0 for g in groups])
                 w.add_array(f"recurformer.blk.{l}.group_windows",
                             [int(wl.get(g, wr.get(g, 0))) for g in groups])
+            if sinks.get(l):
+                w.add_array(f"recurformer.blk.{l}.group_sinks", [int(sinks[l].get(g, 0)) for g in groups])
             groups = [g for g in groups if g not in wl]  # recurrent and window + recurrent have heads
             if not groups:
                 continue
@@ -366,6 +369,15 @@ MODELS.append(dict(_base, name="hybrid-winrec", dtype="f32", n_head_kv=2, hybrid
                    windows={1: {1: 6}}, winrec={0: {0: 4, 1: 9}, 1: {0: 7}}, proj=True))
 MODELS.append(dict(_base, name="qwen2-winrec", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [0]}, winrec={1: {0: 5}}))
+# Attention sinks (docs/FORMAT.md "Attention sinks"): window and window + recurrent groups that keep
+# their first S positions besides the ring. S = 7 > the test's batch of 5, so sink rows come from
+# the batch and from storage in the same query; windows shorter than the prompt.
+MODELS.append(dict(_base, name="hybrid-sinks", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
+                   windows={0: {0: 5}, 1: {1: 4}}, winrec={0: {1: 4}, 1: {0: 6}},
+                   sinks={0: {0: 2, 1: 3}, 1: {0: 1, 1: 7}}, proj=True))
+MODELS.append(dict(_base, name="qwen2-sinks", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
+                   rope_base=1e6, eps=1e-6, hybrid={1: [0, 1]}, windows={1: {1: 4}}, winrec={1: {0: 5}},
+                   sinks={1: {0: 2, 1: 3}}))
 MODELS.append(dict(_base, name="qwen2-hybrid", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [1]}))
 

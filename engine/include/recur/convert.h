@@ -11,6 +11,9 @@
 
 namespace recur {
 
+// Attention-sink rows per window group when not asked otherwise (measured: docs/quality.md).
+constexpr int32_t default_sinks = 4;
+
 struct convert_params {
     int32_t window = 32;       // recency window k
     double fraction = -1;      // replace this fraction of all KV groups (highest recency first), or
@@ -25,11 +28,15 @@ struct convert_params {
     // held-out calibration sequences (docs/FORMAT.md "Choosing the kind").
     replacement_kind kind = replacement_kind::recurrent;
     bool automatic = false;
-    // W of window groups. 0: with kind window, the ring that costs what a recurrent group's
-    // states cost (group_size x head_dim positions); with automatic, the ring that costs what a
-    // window + recurrent group costs (see default_windows).
+    // Cache rows of a window group, its sink rows included (the ring holds window_tokens - sinks
+    // recent positions). 0: with kind window, the rows that cost what a recurrent group's states
+    // cost (group_size x head_dim); with automatic, what a window + recurrent group costs (see
+    // default_windows).
     int32_t window_tokens = 0;
-    int32_t wr_window = 0;     // W of window + recurrent groups; 0: default_windows
+    int32_t wr_window = 0;     // cache rows of window + recurrent groups, sinks included; 0: default_windows
+    // Attention-sink rows of window and window + recurrent groups: tokens 0..sinks-1 stay in the
+    // group's cache for good, taken from its rows above (docs/FORMAT.md "Attention sinks").
+    int32_t sinks = default_sinks;
     // automatic: the last holdout_sequences of the calibration sequences are held out (0: an
     // eighth, at least one) and the kind is chosen on them.
     int32_t holdout_sequences = 0;
@@ -45,7 +52,8 @@ struct group_choice {
     double recency = 0;
     bool replaced = false;
     replacement_kind kind = replacement_kind::recurrent; // of a replaced group
-    int32_t window = 0;                                  // W of a window or window + recurrent group
+    int32_t window = 0;                                  // W (ring) of a window or window + recurrent group
+    int32_t sinks = 0;                                   // its sink rows S (cache rows W + S)
     // Held-out error of each candidate kind (automatic only; -1 when not measured): mean over
     // tokens of Σ over the group's heads of the error in the training metric (the attn_output
     // metric unless it is off), and the plain error relative to Σ‖o‖².

@@ -106,6 +106,7 @@ struct distill_params {
     // > 0: also measure every head's error if its group were a plain window of this many tokens
     // (no training) on the held-out sequences (distill_head_result::window_heldout_*).
     int32_t compare_window = 0;
+    int32_t compare_sinks = 0; // ... with this many attention-sink rows besides the last compare_window
 
     static constexpr float default_lr = 7e-3f;
 };
@@ -125,6 +126,7 @@ using distill_callback = std::function<bool(const distill_progress &)>;
 struct distill_head_result {
     int32_t layer = 0, group = 0, head = 0; // head: query head index in the layer
     int32_t window = 0;                     // W of a window + recurrent head, 0 for a recurrent one
+    int32_t sinks = 0;                      // its sink rows S (tokens 0..S-1 stay in the window)
     // Mean over tokens of ‖y_t − o_t‖², all calibration tokens; y_t is the group's whole output
     // (for window + recurrent: the window's softmax output plus the head's read-out).
     float initial_loss = 0, final_loss = 0;
@@ -156,7 +158,8 @@ struct distill_report {
 // the window (xn, k, v of t − W with the query of t) against the residual o_t − o_window_t, where
 // o_window is the exact softmax over the last W tokens computed from the captured q, k, v with
 // RoPE (docs/FORMAT.md "Window + recurrent"). The squared error of that residual is the squared
-// error of the group's whole output.
+// error of the group's whole output. With group_sinks S > 0 the window's softmax also covers
+// tokens 0..S-1, which never leave it: the stream starts at token S.
 // tokens: the calibration stream; when it starts with the vocabulary's BOS, every sequence cut
 // from it starts with BOS too. Throws recur::error on bad parameters or a checkpoint that does
 // not match; cancelled_error when the callback stops it.

@@ -59,7 +59,8 @@ struct layer_weights {
 // How a replaced KV group is served (recorded per group in a hybrid file).
 enum class replacement_kind : int32_t {
     recurrent = 0,        // RecurFormer recurrent head: fixed-size state, no cache
-    window = 1,           // exact attention over the last W tokens only (a ring of W K/V rows)
+    window = 1,           // exact attention over the last W tokens only (a ring of W K/V rows), plus
+                          // the first S tokens kept as permanent rows (attention sinks, S may be 0)
     // exact attention over the last W tokens PLUS a recurrent head whose state absorbs each token
     // as it leaves the window (no token is evicted); the head's read-out is added to the window's
     // softmax output (docs/FORMAT.md "Window + recurrent").
@@ -71,6 +72,9 @@ struct hybrid_layer {
     std::vector<int32_t> replaced_groups;   // KV groups no longer served by full attention, ascending
     std::vector<replacement_kind> kinds;    // per replaced group
     std::vector<int32_t> windows;           // per replaced group: W for window kinds, 0 otherwise
+    // Per replaced group: S attention-sink rows of a window kind (positions 0..S-1 kept exactly,
+    // besides the ring of the last W), 0 otherwise and in files without recurformer.blk.N.group_sinks.
+    std::vector<int32_t> sinks;
     std::vector<uint8_t> group_replaced;    // [n_head_kv] 1 where replaced (any kind)
     // The replaced groups that have recurrent heads (kinds recurrent and window_recurrent),
     // ascending: the rec.* tensors hold R = recurrent_groups.size() * group_size heads.
@@ -79,6 +83,7 @@ struct hybrid_layer {
     // window_recurrent), ascending.
     std::vector<int32_t> window_groups;
     std::vector<int32_t> group_window;      // [n_head_kv] W of a window / window_recurrent group, else 0
+    std::vector<int32_t> group_sinks;       // [n_head_kv] S of a window / window_recurrent group, else 0
     std::vector<replacement_kind> group_kind; // [n_head_kv] kind of a replaced group (recurrent elsewhere)
     std::vector<float> group_recency;       // [n_head_kv] statistics behind the choice (may be empty)
     // Recurrent heads, R = recurrent_groups.size() * group_size, ordered by group then head:
