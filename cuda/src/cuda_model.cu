@@ -238,18 +238,11 @@ struct cuda_model::impl {
     void upload() {
         // The GPU path has no kernels for window + recurrent groups (the recurrent part reads the
         // tokens leaving the ring, engine/src/context.cpp); refuse rather than compute something else.
-        // Nor attention-sink rows of window groups (docs/FORMAT.md "Attention sinks").
-        for (size_t l = 0; l < m.hybrid().size(); ++l) {
+        for (size_t l = 0; l < m.hybrid().size(); ++l)
             for (replacement_kind k : m.hybrid()[l].kinds)
                 if (k == replacement_kind::window_recurrent)
                     throw error("cuda: layer " + std::to_string(l) +
                                 " has window + recurrent groups, which the GPU backend does not serve; use the CPU");
-            for (int32_t s : m.hybrid()[l].sinks)
-                if (s > 0)
-                    throw error("cuda: layer " + std::to_string(l) +
-                                " has window groups with attention-sink rows, which the GPU backend does not serve; "
-                                "use the CPU");
-        }
         g = hp.group_size();
         hd = hp.head_dim;
         nq = hp.n_head * hd;
@@ -280,7 +273,9 @@ struct cuda_model::impl {
             const hybrid_layer &H = m.hybrid()[size_t(l)];
             for (int grp = 0; grp < hp.n_head_kv; ++grp)
                 if (H.group_replaced.empty() || !H.group_replaced[size_t(grp)]) ++slots;
-            for (int32_t grp : H.window_groups) ring_rows += size_t(H.group_window[size_t(grp)]);
+            // A window group's W ring rows, then its S sink rows (docs/FORMAT.md "Attention sinks").
+            for (int32_t grp : H.window_groups)
+                ring_rows += size_t(H.group_window[size_t(grp)]) + size_t(H.group_sinks[size_t(grp)]);
             rec_heads += H.recurrent_groups.size() * size_t(g);
         }
         k_cache.resize(size_t(slots) * params.n_ctx * hd);
@@ -333,10 +328,12 @@ struct cuda_model::impl {
             }
             std::vector<ring_desc> rings;
             for (int32_t grp : H.window_groups) {
-                const int W = H.group_window[size_t(grp)];
-                rings.push_back({ring_k.get() + ring_row * hd, ring_v.get() + ring_row * hd, grp, W});
-                src.push_back({ring_k.get() + ring_row * hd, ring_v.get() + ring_row * hd, grp, W});
-                ring_row += size_t(W);
+                const int W = H.group_window[size_t(grp)], S = H.group_sinks[size_t(grp)];
+                __half *rk = ring_k.get() + ring_row * hd, *rv = ring_v.get() + ring_row * hd;
+                __half *sk = rk + size_t(W) * hd, *sv = rv + size_t(W) * hd;
+                rings.push_back({rk, rv, grp, W, sk, sv, S});
+                src.push_back({rk, rv, grp, W, sk, sv, S});
+                ring_row += size_t(W) + size_t(S);
             }
             upload_vec(D.slot_of, slot_of);
             upload_vec(D.rot_q, rot_q);

@@ -178,7 +178,7 @@ namespace {
 
 struct attention_setup {
     dev_buf<float> q, out;
-    dev_buf<uint16_t> k, v, kb, vb;
+    dev_buf<uint16_t> k, v, kb, vb, sink_k, sink_v;
     dev_buf<kv_source> src;
     dev_buf<int32_t> pos;
     dev_buf<double> stats;
@@ -208,6 +208,17 @@ void setup_attention(const attention_problem &p, attention_setup &s, int64_t rin
     } else {
         s.k = up(make_rings(p.k_cache, p.n_head_kv, p.n_ctx, hd, p.window, ring_end));
         s.v = up(make_rings(p.v_cache, p.n_head_kv, p.n_ctx, hd, p.window, ring_end));
+        // Sink rows: position p < sinks at row p, for the positions stored before ring_end.
+        const int S = std::max(p.sinks, 0);
+        std::vector<uint16_t> sk(size_t(p.n_head_kv) * std::max(S, 1) * hd, 0), sv(sk.size(), 0);
+        for (int h = 0; h < p.n_head_kv; ++h)
+            for (int64_t q = 0; q < std::min<int64_t>(S, ring_end); ++q) {
+                const size_t from = (size_t(h) * p.n_ctx + size_t(q)) * hd, to = (size_t(h) * S + size_t(q)) * hd;
+                std::memcpy(&sk[to], &p.k_cache[from], size_t(hd) * 2);
+                std::memcpy(&sv[to], &p.v_cache[from], size_t(hd) * 2);
+            }
+        s.sink_k = up(sk);
+        s.sink_v = up(sv);
         std::vector<uint16_t> kb(size_t(p.n_tokens) * nkv), vb(kb.size());
         for (int t = 0; t < p.n_tokens; ++t)
             for (int h = 0; h < p.n_head_kv; ++h)
@@ -220,7 +231,12 @@ void setup_attention(const attention_problem &p, attention_setup &s, int64_t rin
         s.vb = up(vb);
         for (int h = 0; h < p.n_head_kv; ++h)
             srcs[size_t(h)] = {reinterpret_cast<const __half *>(s.k.get()) + size_t(h) * p.window * hd,
-                               reinterpret_cast<const __half *>(s.v.get()) + size_t(h) * p.window * hd, h, p.window};
+                               reinterpret_cast<const __half *>(s.v.get()) + size_t(h) * p.window * hd,
+                               h,
+                               p.window,
+                               reinterpret_cast<const __half *>(s.sink_k.get()) + size_t(h) * S * hd,
+                               reinterpret_cast<const __half *>(s.sink_v.get()) + size_t(h) * S * hd,
+                               S};
     }
     s.src = up(srcs);
     attn_args &a = s.a;

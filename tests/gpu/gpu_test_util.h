@@ -82,7 +82,7 @@ struct hybrid_spec {
     int window_every = 2;
     bool transforms = false;
     uint32_t seed = 7;
-    int sinks = 0; // attention-sink rows of the window groups (the GPU refuses them)
+    int sinks = 0; // attention-sink rows of the window groups
 };
 
 inline void write_hybrid(const recur::model &m, const std::string &path, const hybrid_spec &spec) {

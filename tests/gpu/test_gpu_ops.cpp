@@ -272,20 +272,22 @@ TEST(GpuElementwise, SwigluAndAddMatchFp64) {
 struct attn_case {
     int hd, g, n_kv, n_tokens, pos0, window, recency_window;
     bool force_scalar;
-    int splits; // decode only
+    int splits;    // decode only
+    int sinks = 0; // attention-sink rows of the window groups
 };
 std::string attn_name(const ::testing::TestParamInfo<attn_case> &i) {
     const attn_case &c = i.param;
     return "hd" + std::to_string(c.hd) + "_g" + std::to_string(c.g) + "_kv" + std::to_string(c.n_kv) + "_n" +
            std::to_string(c.n_tokens) + "_p" + std::to_string(c.pos0) + "_w" + std::to_string(c.window) + "_k" +
-           std::to_string(c.recency_window) + (c.force_scalar ? "_scalar" : "") + "_s" + std::to_string(c.splits);
+           std::to_string(c.recency_window) + (c.force_scalar ? "_scalar" : "") + "_s" + std::to_string(c.splits) +
+           (c.sinks ? "_sink" + std::to_string(c.sinks) : "");
 }
 
 cuda_ops::attention_problem make_attention(const attn_case &c) {
     cuda_ops::attention_problem p;
     p.n_head = c.g * c.n_kv, p.n_head_kv = c.n_kv, p.head_dim = c.hd, p.pos0 = c.pos0, p.n_tokens = c.n_tokens;
     p.n_ctx = c.pos0 + c.n_tokens + 3;
-    p.window = c.window, p.recency_window = c.recency_window;
+    p.window = c.window, p.recency_window = c.recency_window, p.sinks = c.sinks;
     p.n_bins = recency_bin(p.n_ctx) + 1;
     p.q = random_floats(size_t(c.n_tokens) * p.n_head * c.hd, 51);
     const auto k = random_floats(size_t(c.n_kv) * p.n_ctx * c.hd, 52), v = random_floats(k.size(), 53);
@@ -306,8 +308,12 @@ void attention_ref(const cuda_ops::attention_problem &p, std::vector<double> &ou
             const int kvh = h / g;
             const int64_t i = p.pos0 + t, lo = p.window > 0 ? std::max<int64_t>(0, i - p.window + 1) : 0;
             const float *q = p.q.data() + (size_t(t) * p.n_head + h) * hd;
+            // The keys: [lo, i], and with a window also the sink positions [0, sinks) before lo.
+            std::vector<int64_t> keys;
+            for (int64_t j = 0; j < std::min<int64_t>(p.window > 0 ? p.sinks : 0, lo); ++j) keys.push_back(j);
+            for (int64_t j = lo; j <= i; ++j) keys.push_back(j);
             std::vector<double> s;
-            for (int64_t j = lo; j <= i; ++j) {
+            for (int64_t j : keys) {
                 double d = 0;
                 for (int c = 0; c < hd; ++c)
                     d += double(q[c]) * fp16_to_fp32(p.k_cache[(size_t(kvh) * p.n_ctx + size_t(j)) * hd + c]);
@@ -318,13 +324,14 @@ void attention_ref(const cuda_ops::attention_problem &p, std::vector<double> &ou
             for (double &x : s) sum += (x = std::exp(x - mx));
             for (double &x : s) x /= sum;
             double *o = out.data() + (size_t(t) * p.n_head + h) * hd;
-            for (int64_t j = lo; j <= i; ++j)
+            for (size_t x = 0; x < keys.size(); ++x)
                 for (int c = 0; c < hd; ++c)
-                    o[c] += s[size_t(j - lo)] * fp16_to_fp32(p.v_cache[(size_t(kvh) * p.n_ctx + size_t(j)) * hd + c]);
+                    o[c] += s[x] * fp16_to_fp32(p.v_cache[(size_t(kvh) * p.n_ctx + size_t(keys[x])) * hd + c]);
             if (p.recency_window > 0 && i >= p.recency_window) {
                 double *st = stats.data() + size_t(h) * (2 + nb);
-                for (int64_t j = lo; j <= i; ++j) {
-                    const double a = s[size_t(j - lo)];
+                for (size_t x = 0; x < keys.size(); ++x) {
+                    const int64_t j = keys[x];
+                    const double a = s[x];
                     if (j > i - p.recency_window) st[0] += a;
                     if (j == 0) st[1] += a;
                     const int b = recency_bin(i - j);
@@ -359,7 +366,12 @@ INSTANTIATE_TEST_SUITE_P(
                       attn_case{128, 2, 2, 65, 300, 0, 0, false, 0}, attn_case{64, 3, 2, 100, 250, 50, 16, false, 0},
                       attn_case{8, 2, 4, 77, 10, 0, 4, false, 0}, attn_case{64, 4, 2, 130, 70, 0, 32, true, 0},
                       attn_case{80, 1, 3, 33, 5, 20, 0, false, 0}, attn_case{64, 4, 2, 1, 500, 0, 8, false, 0},
-                      attn_case{8, 2, 4, 40, 100, 30, 8, false, 0}, attn_case{128, 4, 1, 300, 0, 0, 32, true, 0}),
+                      attn_case{8, 2, 4, 40, 100, 30, 8, false, 0}, attn_case{128, 4, 1, 300, 0, 0, 32, true, 0},
+                      // attention sinks: tensor cores and CUDA cores, a batch that starts inside the
+                      // sink rows, sinks beyond one key tile, statistics (the sink mass)
+                      attn_case{64, 3, 2, 100, 250, 50, 16, false, 0, 4}, attn_case{64, 4, 2, 130, 70, 20, 8, true, 0, 4},
+                      attn_case{64, 2, 2, 90, 2, 16, 0, false, 0, 4}, attn_case{8, 2, 4, 40, 300, 30, 8, false, 0, 70},
+                      attn_case{128, 2, 1, 64, 1000, 100, 32, false, 0, 1}),
     attn_name);
 
 class GpuAttentionDecode : public ::testing::TestWithParam<attn_case> {};
@@ -379,7 +391,11 @@ INSTANTIATE_TEST_SUITE_P(
                       attn_case{64, 4, 2, 1, 1000, 0, 0, false, 7}, attn_case{128, 2, 2, 1, 5000, 0, 0, false, 0},
                       attn_case{8, 2, 4, 1, 300, 0, 0, false, 3}, attn_case{64, 3, 2, 1, 700, 100, 0, false, 0},
                       attn_case{64, 3, 2, 1, 50, 100, 0, false, 5}, attn_case{96, 7, 1, 1, 2000, 0, 0, false, 0},
-                      attn_case{64, 4, 2, 1, 16383, 0, 0, false, 1}),
+                      attn_case{64, 4, 2, 1, 16383, 0, 0, false, 1},
+                      // attention sinks: one split and several, sinks longer than a key tile, a
+                      // position still inside the sink rows
+                      attn_case{64, 3, 2, 1, 700, 100, 0, false, 0, 4}, attn_case{64, 3, 2, 1, 700, 100, 0, false, 5, 4},
+                      attn_case{8, 2, 4, 1, 300, 30, 0, false, 3, 70}, attn_case{64, 4, 2, 1, 3, 100, 0, false, 2, 4}),
     attn_name);
 
 // ---- recurrent heads ------------------------------------------------------------------------

@@ -86,6 +86,8 @@ struct attention_problem {
     // positions before pos0 read from a ring of `window` rows (row p % window), the batch's own
     // from F16 batch rows; the wrapper builds both from the caches above (tests the ring path).
     int32_t window = 0;
+    // With a window: also positions [0, sinks) exactly, from sink rows (attention sinks).
+    int32_t sinks = 0;
     int32_t recency_window = 0; // > 0: gather the recency statistics (recency.h) as well
     int n_bins = 0;             // histogram bins when gathering (recency_bin(n_ctx) + 1)
 };
