@@ -150,14 +150,15 @@ for tag in ["main"] + (["stories"] if stories else []):
     lens = [l["tokens"] for l in orig["lengths"]] if orig else []
     print(f"### {names[tag]}\n")
     hdr = "| model | groups replaced | KV kept | perplexity | ×original | KL (nats/token) | top-1 agree | " + \
-          " | ".join(f"passkey {n}" for n in lens) + " | convert s | kl s | passkey s |"
+          "".join(f"passkey {n} | " for n in lens) + "convert s | kl s | passkey s |"
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     sfx_of = lambda F, K: f"f{F}_{K.replace('+', '')}" + (sink_sfx if K != "recurrent" else "")
     k0 = load(f"{tag}_kl_{sfx_of(fractions[0], kinds[0])}")
-    pk = lambda p: " | ".join(f"{l['correct']}/{l['trials']}" + ("†" if l["beyond_training_context"] else "") for l in p["lengths"]) if p else ""
+    pk = lambda p: "".join(f"{l['correct']}/{l['trials']}" + ("†" if l["beyond_training_context"] else "") + " | "
+                           for l in p["lengths"]) if p else ""
     ptime = lambda n: f"{float(times[n]):.0f}" if n in times else "–"
-    print(f"| original | 0 | 100% | {k0['ppl_original']:.4f} | 1 | 0 | 100% | {pk(orig)} | – | – | {ptime(tag + '_passkey_original')} |")
+    print(f"| original | 0 | 100% | {k0['ppl_original']:.4f} | 1 | 0 | 100% | {pk(orig)}– | – | {ptime(tag + '_passkey_original')} |")
     for F in fractions:
       for K in kinds:
         sfx = sfx_of(F, K)
@@ -168,7 +169,7 @@ for tag in ["main"] + (["stories"] if stories else []):
             what += f", {c['sinks']} sinks"
         print(f"| F={F}, {what}, steps {c['steps']} | {c['replaced_groups']}/{c['total_groups']} | "
               f"{100 * c['kv_fraction_kept']:.0f}% | {num(k['ppl_hybrid'], 4)} | {num(k['ppl_ratio'], 3)} | {k['kl']:.4f} | "
-              f"{100 * k['top1_agreement']:.1f}% | {pk(p)} | {float(times[f'{tag}_convert_{sfx}']):.0f} | "
+              f"{100 * k['top1_agreement']:.1f}% | {pk(p)}{float(times[f'{tag}_convert_{sfx}']):.0f} | "
               f"{float(times[f'{tag}_kl_{sfx}']):.0f} | {ptime(f'{tag}_passkey_{sfx}')} |")
     print(f"\nperplexity/KL: {k0['n_tokens']} scored tokens in {k0['n_chunks']} chunks of {k0['n_ctx']}" +
           (f"; passkey: seed {orig['seed']}; prefill tok/s (original) " +
