@@ -47,6 +47,54 @@ std::vector<int32_t> greedy(context &ctx, const std::vector<int32_t> &prompt, in
 // Per process: ctest runs the tests of this file as parallel processes (-j2) in one folder.
 std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + std::to_string(getpid()) + "-" + name; }
 
+float max_logit_diff(const float *a, const float *b, int n_vocab) {
+    float d = 0;
+    for (int v = 0; v < n_vocab; ++v) d = std::max(d, std::fabs(a[v] - b[v]));
+    return d;
+}
+
+// 40 tokens of a hybrid with an F32 cache (so rings hold exactly the batch's rows): the logits of
+// one batch equal those of batches of 1, 3 and 8, and those after a state saved at token 23 (every
+// window has wrapped) is loaded and the rest read. With load_over_other the loading context has
+// first read 23 other tokens, so whatever the file does not restore would show. Returns the tokens
+// and the one-batch logits [40][n_vocab].
+std::pair<std::vector<int32_t>, std::vector<float>> expect_batches_and_state_agree(const model &m, const std::string &state,
+                                                                                   bool load_over_other) {
+    const int n_vocab = m.hparams().n_vocab;
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 40; ++i) tokens.push_back(1 + (i * 37 + 11) % (n_vocab - 1));
+    context_params cp;
+    cp.n_ctx = 64;
+    cp.kv_type = tensor_type::F32;
+    context whole(m, cp);
+    std::vector<float> ref, lg;
+    whole.eval(tokens, ref, true);
+    for (int n_batch : {1, 3, 8}) {
+        context_params c2 = cp;
+        c2.n_batch = n_batch;
+        context ctx(m, c2);
+        ctx.eval(tokens, lg, true);
+        for (size_t t = 0; t < tokens.size(); ++t)
+            EXPECT_LE(max_logit_diff(lg.data() + t * n_vocab, ref.data() + t * n_vocab, n_vocab), 2e-4f)
+                << "batch " << n_batch << " t " << t;
+    }
+    context first(m, cp);
+    first.eval(std::vector<int32_t>(tokens.begin(), tokens.begin() + 23), lg, true);
+    first.save_state(state);
+    context second(m, cp);
+    if (load_over_other) {
+        std::vector<int32_t> other(23);
+        for (int i = 0; i < 23; ++i) other[size_t(i)] = 1 + (i * 53 + 5) % (n_vocab - 1);
+        second.eval(other, lg, true);
+    }
+    second.load_state(state);
+    second.eval(std::vector<int32_t>(tokens.begin() + 23, tokens.end()), lg, true);
+    for (size_t t = 23; t < tokens.size(); ++t)
+        EXPECT_LE(max_logit_diff(lg.data() + (t - 23) * n_vocab, ref.data() + t * n_vocab, n_vocab), 2e-4f)
+            << "after load, t " << t;
+    return {tokens, ref};
+}
+
 } // namespace
 
 TEST(Hybrid, ZeroReplacedGroupsGivesExactlyTheOriginalLogits) {
@@ -295,45 +343,21 @@ TEST(Hybrid, WindowKindAtEqualMemory) {
 }
 
 // Window + recurrent groups: whatever the batch size (tokens leaving the window inside a batch or
-// from the ring) and across a state save/load, the logits are those of one batch. F32 cache, so
-// the ring holds exactly the batch's rows; the golden test compares with the numpy reference.
+// from the ring) and across a state save/load, the logits are those of one batch. The golden test
+// compares with the numpy reference.
 TEST(Hybrid, WindowRecurrentBatchDecodeAndStateAgree) {
     auto m = model::load(models_dir + "/hybrid-winrec.gguf");
     const int n_vocab = m->hparams().n_vocab;
-    std::vector<int32_t> tokens;
-    for (int i = 0; i < 40; ++i) tokens.push_back(1 + (i * 37 + 11) % (n_vocab - 1));
+    const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("winrec.state"), false);
+    // A context that has not seen the first part differs (the test can fail).
     context_params cp;
     cp.n_ctx = 64;
     cp.kv_type = tensor_type::F32;
-    context whole(*m, cp);
-    std::vector<float> ref, lg;
-    whole.eval(tokens, ref, true);
-    auto max_diff = [&](const float *a, const float *b) {
-        float d = 0;
-        for (int v = 0; v < n_vocab; ++v) d = std::max(d, std::fabs(a[v] - b[v]));
-        return d;
-    };
-    for (int n_batch : {1, 3, 8}) {
-        context_params c2 = cp;
-        c2.n_batch = n_batch;
-        context ctx(*m, c2);
-        ctx.eval(tokens, lg, true);
-        for (size_t t = 0; t < tokens.size(); ++t)
-            EXPECT_LE(max_diff(lg.data() + t * n_vocab, ref.data() + t * n_vocab), 2e-4f) << "batch " << n_batch << " t " << t;
-    }
-    // Save after 23 tokens (every window has wrapped), load into a fresh context, continue.
-    context first(*m, cp);
-    first.eval(std::vector<int32_t>(tokens.begin(), tokens.begin() + 23), lg, true);
-    first.save_state(tmp("winrec.state"));
-    context second(*m, cp);
-    second.load_state(tmp("winrec.state"));
-    second.eval(std::vector<int32_t>(tokens.begin() + 23, tokens.end()), lg, true);
-    for (size_t t = 23; t < tokens.size(); ++t)
-        EXPECT_LE(max_diff(lg.data() + (t - 23) * n_vocab, ref.data() + t * n_vocab), 2e-4f) << "after load, t " << t;
-    // A context that has not seen the first part differs (the test can fail).
     context fresh(*m, cp);
+    std::vector<float> lg;
     fresh.eval(std::vector<int32_t>(tokens.begin() + 23, tokens.end()), lg, true);
-    EXPECT_GT(max_diff(lg.data() + (tokens.size() - 24) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab), 1e-3f);
+    EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 24) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab, n_vocab),
+              1e-3f);
 }
 
 // The recurrent part matters: with the recurrent tensors' d and transforms the logits differ from
@@ -369,48 +393,15 @@ TEST(Hybrid, WindowRecurrentDiffersFromPlainWindow) {
 
 // Attention sinks (docs/FORMAT.md "Attention sinks"): window and window + recurrent groups that
 // keep positions 0..S-1 besides their ring. The golden test compares hybrid-sinks with the numpy
-// reference; these check batch/decode/state agreement, that the sinks are used at all, and that
-// files without the key load as before.
+// reference; these check batch/decode/state agreement (batches of 1, 3 and 8: sinks from storage,
+// from the batch, and both in one query; the state loaded over other tokens must bring the sink
+// rows back), that the sinks are used at all, and that files without the key load as before.
 TEST(Hybrid, SinksBatchDecodeAndStateAgree) {
     auto m = model::load(models_dir + "/hybrid-sinks.gguf");
     const auto &H0 = m->hybrid()[0], &H1 = m->hybrid()[1];
     EXPECT_EQ(H0.sinks, (std::vector<int32_t>{2, 3}));
     EXPECT_EQ(H1.sinks, (std::vector<int32_t>{1, 7}));
-    const int n_vocab = m->hparams().n_vocab;
-    std::vector<int32_t> tokens;
-    for (int i = 0; i < 40; ++i) tokens.push_back(1 + (i * 37 + 11) % (n_vocab - 1));
-    context_params cp;
-    cp.n_ctx = 64;
-    cp.kv_type = tensor_type::F32;
-    context whole(*m, cp);
-    std::vector<float> ref, lg;
-    whole.eval(tokens, ref, true);
-    auto max_diff = [&](const float *a, const float *b) {
-        float d = 0;
-        for (int v = 0; v < n_vocab; ++v) d = std::max(d, std::fabs(a[v] - b[v]));
-        return d;
-    };
-    for (int n_batch : {1, 3, 8}) { // sinks from storage, from the batch, and both in one query
-        context_params c2 = cp;
-        c2.n_batch = n_batch;
-        context ctx(*m, c2);
-        ctx.eval(tokens, lg, true);
-        for (size_t t = 0; t < tokens.size(); ++t)
-            EXPECT_LE(max_diff(lg.data() + t * n_vocab, ref.data() + t * n_vocab), 2e-4f) << "batch " << n_batch << " t " << t;
-    }
-    // Save after 23 tokens (every ring has wrapped, sinks written) and load into a context whose
-    // sink rows and rings hold other tokens: the state file must bring the sink rows back.
-    context first(*m, cp);
-    first.eval(std::vector<int32_t>(tokens.begin(), tokens.begin() + 23), lg, true);
-    first.save_state(tmp("sinks.state"));
-    context second(*m, cp);
-    std::vector<int32_t> other(23);
-    for (int i = 0; i < 23; ++i) other[size_t(i)] = 1 + (i * 53 + 5) % (n_vocab - 1);
-    second.eval(other, lg, true);
-    second.load_state(tmp("sinks.state"));
-    second.eval(std::vector<int32_t>(tokens.begin() + 23, tokens.end()), lg, true);
-    for (size_t t = 23; t < tokens.size(); ++t)
-        EXPECT_LE(max_diff(lg.data() + (t - 23) * n_vocab, ref.data() + t * n_vocab), 2e-4f) << "after load, t " << t;
+    expect_batches_and_state_agree(*m, tmp("sinks.state"), true);
 }
 
 TEST(Hybrid, SinksChangeTheOutputAndMissingKeyMeansNone) {
