@@ -101,10 +101,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     const int32_t sinks = p.sinks;
     const bool any_window = automatic || p.kind != replacement_kind::recurrent;
     if (sinks < 0) throw error("convert: --sinks must not be negative");
-    if (any_window && (automatic || p.kind == replacement_kind::window) && window_rows - sinks < 1)
+    if ((automatic || p.kind == replacement_kind::window) && window_rows - sinks < 1)
         throw error("convert: " + std::to_string(sinks) + " sink rows leave no room for a window in " +
                     std::to_string(window_rows) + " rows (--window-tokens)");
-    if (any_window && (automatic || p.kind == replacement_kind::window_recurrent) && dw.wr_window - sinks < 1)
+    if ((automatic || p.kind == replacement_kind::window_recurrent) && dw.wr_window - sinks < 1)
         throw error("convert: " + std::to_string(sinks) + " sink rows leave no room for a window in " +
                     std::to_string(dw.wr_window) + " rows (--wr-window)");
     const int32_t window_tokens = window_rows - sinks; // rings
