@@ -284,7 +284,15 @@ std::unique_ptr<inference_session> inference_session::create(const recur::model 
         }
     }
 #endif
-    std::unique_ptr<inference_session> s = std::make_unique<cpu_session>(m, o.context);
+    std::unique_ptr<inference_session> s;
+    try {
+        s = std::make_unique<cpu_session>(m, o.context);
+    } catch (const recur::error &e) {
+        // The caller prints the notice only with a session in hand: when the CPU refuses too,
+        // its error carries why the GPU was passed over, or that reason would be lost.
+        if (notice.empty()) throw;
+        throw recur::error(std::string(e.what()) + " (" + notice + ")");
+    }
     s->notice_ = std::move(notice);
     return s;
 }

@@ -391,6 +391,132 @@ __global__ void __launch_bounds__(dec_threads) attn_decode_kernel(attn_args a, i
     }
 }
 
+// The fast decode kernel for head_dim 64 or 128 and g <= 8 (every Llama/Qwen-style model of
+// interest). Block (split, group), four warps; each warp takes 32-key chunks of the split in
+// turn, lane j one key of the chunk: it reads its K row straight from global memory (16-byte
+// loads, no shared-memory staging or block barriers), scores it against the group's g query
+// heads, and the warp updates its running max / sum with shuffles. For P·V each lane owns hd/32
+// output dims of every head and reads the chunk's V rows coalesced (64 or 128 bytes per row),
+// the probabilities broadcast by shuffle. The four warps' states merge in shared memory into the
+// same [g][hd + 2] partial the merge kernel reads. (The tiled kernel above reached ~20 µs per
+// layer at 2k keys on an H200, for 2-4 MB of cache: latency of its barriers, not bandwidth.)
+constexpr int fdec_warps = 4, fdec_max_g = 8;
+
+template <int HD> __global__ void __launch_bounds__(fdec_warps * 32) attn_decode_warp_kernel(attn_args a, int n_splits, float *partials) {
+    constexpr int DPL = HD / 32; // output dims per lane, per head
+    __shared__ float qs[fdec_max_g][HD];
+    __shared__ float wm[fdec_warps][fdec_max_g], wl[fdec_warps][fdec_max_g];
+    __shared__ float wacc[fdec_warps][fdec_max_g][HD];
+    const int g = a.g, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const kv_source src = a.src[blockIdx.y];
+    const int64_t pos = *a.pos0;
+    const int64_t lo = src.window ? imax64(0, pos - src.window + 1) : 0;
+    const int64_t n_sink = imin64(src.sinks, lo); // virtual keys: sinks first, then [lo, pos]
+    const int64_t n_keys = n_sink + pos - lo + 1;
+    const int64_t per = ((n_keys + n_splits - 1) / n_splits + 31) / 32 * 32;
+    const int64_t b = per * blockIdx.x, e = imin64(n_keys, b + per);
+
+    for (int i = tid; i < g * HD; i += fdec_warps * 32) qs[i / HD][i % HD] = a.q[int64_t(src.kv_head) * g * HD + i] * a.scale;
+    __syncthreads();
+
+    float m[fdec_max_g], l[fdec_max_g], acc[fdec_max_g][DPL];
+#pragma unroll
+    for (int h = 0; h < fdec_max_g; ++h) {
+        m[h] = -INFINITY, l[h] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; ++d) acc[h][d] = 0.0f;
+    }
+    auto row_of = [&](const __half *base, const __half *sink, int64_t v) -> const __half * {
+        const int64_t p = v < n_sink ? v : lo + v - n_sink;
+        if (!src.window) return base + p * HD;
+        if (p < src.sinks) return sink + p * HD;
+        return base + (p % src.window) * HD;
+    };
+
+    for (int64_t c0 = b + 32 * warp; c0 < e; c0 += 32 * fdec_warps) {
+        const int64_t v = c0 + lane;
+        const bool live = v < e;
+        // Scores of this lane's key against every head of the group.
+        float sc[fdec_max_g];
+#pragma unroll
+        for (int h = 0; h < fdec_max_g; ++h) sc[h] = 0.0f;
+        if (live) {
+            const uint4 *kr = reinterpret_cast<const uint4 *>(row_of(src.k, src.sink_k, v));
+#pragma unroll
+            for (int c = 0; c < HD / 8; ++c) {
+                const uint4 u = kr[c];
+                const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                for (int k = 0; k < 4; ++k) {
+                    const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&w4[k]));
+#pragma unroll
+                    for (int h = 0; h < fdec_max_g; ++h)
+                        if (h < g) sc[h] += qs[h][8 * c + 2 * k] * f.x + qs[h][8 * c + 2 * k + 1] * f.y;
+                }
+            }
+        }
+        // Online softmax per head over the chunk.
+        float p[fdec_max_g];
+#pragma unroll
+        for (int h = 0; h < fdec_max_g; ++h) {
+            if (h >= g) break;
+            float cm = live ? sc[h] : -INFINITY;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, o));
+            const float m_new = fmaxf(m[h], cm); // finite: lane 0's key is live
+            const float corr = __expf(m[h] - m_new);
+            p[h] = live ? __expf(sc[h] - m_new) : 0.0f;
+            float ps = p[h];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+            l[h] = l[h] * corr + ps;
+            m[h] = m_new;
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) acc[h][d] *= corr;
+        }
+        // acc += Σ_j p_j · V_j: lane owns dims 2·lane + 64·i (+1).
+        const int n_live = int(imin64(32, e - c0));
+        for (int j = 0; j < n_live; ++j) {
+            const __half2 *vr = reinterpret_cast<const __half2 *>(row_of(src.v, src.sink_v, c0 + j));
+            float2 vv[DPL / 2];
+#pragma unroll
+            for (int i = 0; i < DPL / 2; ++i) vv[i] = __half22float2(vr[lane + 32 * i]);
+#pragma unroll
+            for (int h = 0; h < fdec_max_g; ++h) {
+                if (h >= g) break;
+                const float pj = __shfl_sync(0xffffffffu, p[h], j);
+#pragma unroll
+                for (int i = 0; i < DPL / 2; ++i) acc[h][2 * i] += pj * vv[i].x, acc[h][2 * i + 1] += pj * vv[i].y;
+            }
+        }
+    }
+    // Merge the warps: the block's state is what one warp reading all its keys would hold.
+    for (int h = 0; h < g; ++h) {
+        if (lane == 0) wm[warp][h] = m[h], wl[warp][h] = l[h];
+#pragma unroll
+        for (int i = 0; i < DPL / 2; ++i) {
+            wacc[warp][h][2 * lane + 64 * i] = acc[h][2 * i];
+            wacc[warp][h][2 * lane + 64 * i + 1] = acc[h][2 * i + 1];
+        }
+    }
+    __syncthreads();
+    float *part = partials + (int64_t(blockIdx.y) * n_splits + blockIdx.x) * g * (HD + 2);
+    for (int o = tid; o < g * HD; o += fdec_warps * 32) {
+        const int h = o / HD, d = o % HD;
+        float mm = -INFINITY;
+        for (int w = 0; w < fdec_warps; ++w) mm = fmaxf(mm, wm[w][h]);
+        float num = 0, den = 0;
+        for (int w = 0; w < fdec_warps; ++w) {
+            if (wm[w][h] == -INFINITY) continue; // a warp with no keys
+            const float s = __expf(wm[w][h] - mm);
+            num += s * wacc[w][h][d];
+            den += s * wl[w][h];
+        }
+        part[h * (HD + 2) + d] = num;
+        if (d == 0) part[h * (HD + 2) + HD] = mm, part[h * (HD + 2) + HD + 1] = den;
+    }
+}
+
 // Block (group, head): out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s - max_s m_s).
 __global__ void attn_merge_kernel(attn_args a, int n_splits, const float *partials) {
     const int gi = blockIdx.x / a.g, h = blockIdx.x % a.g, hd = a.hd;
@@ -447,10 +573,16 @@ void launch_attention_decode(const attn_args &a, int n_splits, float *partials, 
     if (a.n_tokens != 1) throw error("CUDA attention decode: one token at a time");
     if (a.g * a.hd > dec_threads * dec_max_out || a.hd % 2 != 0)
         throw error("CUDA attention decode: group_size × head_dim must be at most 1024 and head_dim even");
-    const size_t smem = size_t(a.g) * a.hd * 4 + size_t(a.g) * dec_tk * 4 + 3 * size_t(a.g) * 4 +
-                        2 * size_t(dec_tk) * (a.hd + 2) * 2;
-    set_smem(reinterpret_cast<const void *>(attn_decode_kernel), smem);
-    attn_decode_kernel<<<dim3(unsigned(n_splits), unsigned(a.n_src)), dec_threads, smem, s>>>(a, n_splits, partials);
+    const dim3 grid(unsigned(n_splits), unsigned(a.n_src));
+    if (a.g <= fdec_max_g && (a.hd == 64 || a.hd == 128)) {
+        if (a.hd == 64) attn_decode_warp_kernel<64><<<grid, fdec_warps * 32, 0, s>>>(a, n_splits, partials);
+        else attn_decode_warp_kernel<128><<<grid, fdec_warps * 32, 0, s>>>(a, n_splits, partials);
+    } else {
+        const size_t smem = size_t(a.g) * a.hd * 4 + size_t(a.g) * dec_tk * 4 + 3 * size_t(a.g) * 4 +
+                            2 * size_t(dec_tk) * (a.hd + 2) * 2;
+        set_smem(reinterpret_cast<const void *>(attn_decode_kernel), smem);
+        attn_decode_kernel<<<grid, dec_threads, smem, s>>>(a, n_splits, partials);
+    }
     CUDA_CHECK_LAUNCH();
     attn_merge_kernel<<<unsigned(a.n_src * a.g), a.hd < 128 ? 64 : 128, 0, s>>>(a, n_splits, partials);
     CUDA_CHECK_LAUNCH();

@@ -219,10 +219,43 @@ struct cuda_model::impl {
     cudaGraphExec_t graph = nullptr;
     int decode_calls = 0;
 
+    // profile_ops: an event after every op of a forward, named by the op it ends; summed into
+    // op_ms after the forward (events reused from one forward to the next).
+    std::vector<cudaEvent_t> prof_events;
+    std::vector<const char *> prof_labels;
+    size_t prof_used = 0;
+    std::vector<cuda_op_time> op_ms;
+
+    void op_done(const char *label) {
+        if (!params.profile_ops) return;
+        if (prof_used == prof_events.size()) {
+            cudaEvent_t e = nullptr;
+            CUDA_CHECK(cudaEventCreate(&e));
+            prof_events.push_back(e);
+            prof_labels.push_back(nullptr);
+        }
+        prof_labels[prof_used] = label;
+        CUDA_CHECK(cudaEventRecord(prof_events[prof_used++], stream));
+    }
+    // Waits for the forward and adds the time between consecutive events to their ops.
+    void profile_collect(bool decode) {
+        if (!params.profile_ops || prof_used == 0) return;
+        CUDA_CHECK(cudaEventSynchronize(prof_events[prof_used - 1]));
+        for (size_t i = 1; i < prof_used; ++i) {
+            float ms = 0;
+            CUDA_CHECK(cudaEventElapsedTime(&ms, prof_events[i - 1], prof_events[i]));
+            auto it = std::find_if(op_ms.begin(), op_ms.end(), [&](const cuda_op_time &t) { return t.op == prof_labels[i]; });
+            if (it == op_ms.end()) it = op_ms.insert(op_ms.end(), cuda_op_time{prof_labels[i]});
+            (decode ? it->decode_ms : it->prefill_ms) += ms;
+        }
+        prof_used = 0;
+    }
+
     impl(const model &mm, const cuda_params &p) : m(mm), hp(mm.hparams()), params(p) {}
 
     ~impl() {
         if (graph) cudaGraphExecDestroy(graph);
+        for (cudaEvent_t e : prof_events) cudaEventDestroy(e);
         if (blas) cublasDestroy(blas);
         if (ev0) cudaEventDestroy(ev0);
         if (ev1) cudaEventDestroy(ev1);
@@ -400,16 +433,29 @@ struct cuda_model::impl {
 
     // out[c][..] (+)= W · in[c] for n columns: GEMV for one column, else cuBLAS on the operand type.
     void matmul(const dev_matrix &w, const float *in, int n, float *out, int64_t ld_out, bool accumulate,
-                gemv_input input = gemv_input::plain, const float *norm_w = nullptr, int64_t up_offset = 0) {
+                gemv_input input = gemv_input::plain, const float *norm_w = nullptr) {
         if (n == 1) {
             gemv_args a;
             a.type = w.type, a.w = w.data, a.n_rows = w.n_rows, a.n_in = w.n_in, a.x = in, a.input = input;
-            a.norm_w = norm_w, a.eps = hp.rms_eps, a.up_offset = up_offset, a.y = out, a.accumulate = accumulate;
+            a.norm_w = norm_w, a.eps = hp.rms_eps, a.y = out, a.accumulate = accumulate;
             launch_gemv(a, stream);
             return;
         }
         launch_cast(in, act.get(), gemm_operand_type(w.type), int64_t(n) * w.n_in, stream);
         gemm_act(w, n, out, ld_out, accumulate);
+    }
+
+    // Decode: h[i] = silu(gate_i·n(x))·(up_i·n(x)) in one GEMV over both matrices' rows
+    // (n = the FFN norm), into gu[0..F).
+    void gate_up_swiglu(const dev_layer &D) {
+        const int F = hp.n_ff;
+        gemv_args a;
+        const dev_matrix &gate = D.fused_gu ? D.wgu : D.w_gate;
+        a.type = gate.type, a.w = gate.data, a.n_rows = F, a.n_in = gate.n_in, a.x = x.get();
+        a.w_up = D.fused_gu ? static_cast<const uint8_t *>(D.wgu.data) + size_t(F) * row_bytes(D.wgu.type, D.wgu.n_in)
+                            : D.w_up.data;
+        a.input = gemv_input::rmsnorm, a.norm_w = D.ffn_norm.get(), a.eps = hp.rms_eps, a.y = gu.get();
+        launch_gemv(a, stream);
     }
 
     // Prefill GEMM over `act`, which already holds the n input rows in w's operand type.
@@ -439,6 +485,7 @@ struct cuda_model::impl {
             matmul(D.wk, qkv_in, n, qkv.get() + nq, ldq, false, qkv_mode, D.attn_norm.get());
             matmul(D.wv, qkv_in, n, qkv.get() + nq + nkv, ldq, false, qkv_mode, D.attn_norm.get());
         }
+        op_done("norm + qkv");
 
         rope_store_args rs;
         rs.qkv = qkv.get(), rs.ld = ldq, rs.n_tokens = n, rs.pos0 = d_pos.get();
@@ -448,6 +495,7 @@ struct cuda_model::impl {
         rs.k_cache = k_cache.get(), rs.v_cache = v_cache.get(), rs.slot_of = D.slot_of.get(), rs.n_ctx = params.n_ctx;
         rs.kb = kb.get(), rs.vb = vb.get();
         launch_rope_store(rs, stream);
+        op_done("rope + kv store");
 
         if (D.n_src > 0) {
             attn_args a;
@@ -467,6 +515,7 @@ struct cuda_model::impl {
                 launch_attention_prefill(a, false, stream);
                 launch_ring_store(D.rings.get(), D.n_rings, kb.get(), vb.get(), nkv, hd, d_pos.get(), n, stream);
             }
+            op_done("attention");
         }
         if (D.R > 0) {
             rec_gather_args ga;
@@ -474,27 +523,29 @@ struct cuda_model::impl {
             ga.head_of = D.head_of.get(), ga.group_of = D.group_of.get();
             ga.mq = D.mq.get(), ga.mk = D.mk.get(), ga.mv = D.mv.get();
             ga.qg = rq.get(), ga.kg = rk.get(), ga.vg = rv.get();
-            launch_recurrent_gather(ga, stream);
+            if (n > 1) launch_recurrent_gather(ga, stream);
             rec_args ra;
             ra.R = D.R, ra.n = n, ra.hd = hd, ra.n_embd = E, ra.xn = xn.get(), ra.xn_ld = E;
             ra.dt_w = D.dt_w.get(), ra.dt_b = D.dt_b.get(), ra.a_log = D.a_log.get(), ra.d = D.d.get();
             ra.q = rq.get(), ra.k = rk.get(), ra.v = rv.get(), ra.dt = rdt.get(), ra.state = D.state;
             ra.y = attn.get(), ra.y_ld = nq, ra.y_col = D.y_col.get();
-            launch_recurrent_dt(ra, stream);
-            if (n == 1) launch_recurrent_step(ra, stream);
-            else launch_recurrent_scan(ra, rec_chunk, stream);
+            if (n == 1) {
+                launch_recurrent_step(ra, &ga, stream); // gather, dt and update in one kernel
+            } else {
+                launch_recurrent_dt(ra, stream);
+                launch_recurrent_scan(ra, rec_chunk, stream);
+            }
+            op_done("recurrent heads");
         }
 
         matmul(D.wo, attn.get(), n, x.get(), E, true); // x += W_o attn
+        op_done("o_proj");
 
         if (decode) {
-            if (D.fused_gu) {
-                matmul(D.wgu, x.get(), 1, gu.get(), 2 * F, false, gemv_input::rmsnorm, D.ffn_norm.get());
-            } else {
-                matmul(D.w_gate, x.get(), 1, gu.get(), 2 * F, false, gemv_input::rmsnorm, D.ffn_norm.get());
-                matmul(D.w_up, x.get(), 1, gu.get() + F, 2 * F, false, gemv_input::rmsnorm, D.ffn_norm.get());
-            }
-            matmul(D.w_down, gu.get(), 1, x.get(), E, true, gemv_input::swiglu, nullptr, F);
+            gate_up_swiglu(D);
+            op_done("norm + gate/up");
+            matmul(D.w_down, gu.get(), 1, x.get(), E, true); // x += W_down h
+            op_done("swiglu + down");
         } else {
             launch_rmsnorm(x.get(), D.ffn_norm.get(), n, E, hp.rms_eps, xn.get(), stream);
             if (D.fused_gu) {
@@ -503,8 +554,10 @@ struct cuda_model::impl {
                 matmul(D.w_gate, xn.get(), n, gu.get(), 2 * F, false);
                 matmul(D.w_up, xn.get(), n, gu.get() + F, 2 * F, false);
             }
+            op_done("norm + gate/up");
             launch_swiglu(gu.get(), 2 * F, F, n, F, act.get(), gemm_operand_type(D.w_down.type), stream);
             gemm_act(D.w_down, n, x.get(), E, true);
+            op_done("swiglu + down");
         }
     }
 
@@ -513,7 +566,9 @@ struct cuda_model::impl {
     void forward_kernels(int n, bool all_rows) {
         const int E = hp.n_embd;
         const bool decode = n == 1;
+        op_done("start");
         launch_get_rows(token_embd.type, token_embd.data, E, d_tokens.get(), n, x.get(), stream);
+        op_done("embedding");
         for (int l = 0; l < hp.n_layer; ++l) layer_forward(l, n, decode);
         if (all_rows && n > 1) {
             launch_rmsnorm(x.get(), output_norm.get(), n, E, hp.rms_eps, xn.get(), stream);
@@ -522,6 +577,7 @@ struct cuda_model::impl {
             matmul(output, x.get() + size_t(n - 1) * E, 1, logits.get(), hp.n_vocab, false, gemv_input::rmsnorm,
                    output_norm.get());
         }
+        op_done("output");
     }
 
     void forward(const int32_t *tokens, int n, bool all_rows) {
@@ -530,7 +586,7 @@ struct cuda_model::impl {
         CUDA_CHECK(cudaMemcpyAsync(d_pos.get(), h_io, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
         CUDA_CHECK(cudaMemcpyAsync(d_tokens.get(), h_io + 2, sizeof(int32_t) * size_t(n), cudaMemcpyHostToDevice, stream));
         CUDA_CHECK(cudaEventRecord(ev0, stream));
-        const bool graphable = n == 1 && params.decode_graph && recency_window == 0;
+        const bool graphable = n == 1 && params.decode_graph && recency_window == 0 && !params.profile_ops;
         if (graphable && graph) {
             CUDA_CHECK(cudaGraphLaunch(graph, stream));
         } else if (graphable && decode_calls > 0) {
@@ -553,6 +609,7 @@ struct cuda_model::impl {
             forward_kernels(n, all_rows);
         }
         if (n == 1) ++decode_calls;
+        profile_collect(n == 1);
         CUDA_CHECK(cudaEventRecord(ev1, stream));
         if (recency_window > 0) {
             // As the CPU: queries at positions >= k count, in every layer that runs attention.
@@ -634,6 +691,7 @@ void cuda_model::reset() {
     CUDA_CHECK(cudaStreamSynchronize(s.stream));
     s.n_past = 0;
     s.rec_state.zero();
+    s.op_ms.clear(); // profile_ops: a new sequence starts a new profile
 }
 
 void cuda_model::truncate(int32_t n) {
@@ -689,5 +747,7 @@ double cuda_model::last_device_seconds() const {
     CUDA_CHECK(cudaEventElapsedTime(&ms, s.ev0, s.ev1));
     return double(ms) * 1e-3;
 }
+
+std::vector<cuda_op_time> cuda_model::op_times() const { return impl_->op_ms; }
 
 } // namespace recur

@@ -3,6 +3,7 @@
 #include "kernels.cuh"
 
 #include <cfloat>
+#include <string>
 #include <type_traits>
 
 namespace recur::cuda_detail {
@@ -88,7 +89,22 @@ __global__ void rope_store_kernel(rope_store_args a) {
     if (half > 0) {
         // The angle in double, as the CPU computes it: at 16k positions a float product would be
         // off by ~1e-3 rad. FP64 throughput is no concern for a few thousand angles per token.
+        // Every head of the token turns by the same half angles: computed once per token into
+        // shared memory (rope_dim <= head_dim <= 128), not once per head.
+        __shared__ float cos_i[64], sin_i[64];
         const double p = double(pos) / double(a.freq_scale);
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            // Reduced to [-π, π] in double (exact to ~1e-12 rad at any context length), then a
+            // float sincos: a double sincos of an argument in the thousands takes its slow
+            // range-reduction path, ~8 µs per decode step and layer on an H200.
+            constexpr double two_pi = 6.283185307179586476925286766559;
+            double ang = p * a.inv_freq[i];
+            ang -= two_pi * rint(ang / two_pi);
+            float sf, cf;
+            sincosf(float(ang), &sf, &cf);
+            cos_i[i] = cf, sin_i[i] = sf;
+        }
+        __syncthreads();
         for (int idx = threadIdx.x; idx < (a.n_head + a.n_kv) * half; idx += blockDim.x) {
             const int h = idx / half, i = idx % half;
             float *vec;
@@ -99,9 +115,7 @@ __global__ void rope_store_kernel(rope_store_args a) {
                 if (a.rot_k && !a.rot_k[h - a.n_head]) continue;
                 vec = row + nq + (h - a.n_head) * a.hd;
             }
-            double sd, cd;
-            sincos(p * a.inv_freq[i], &sd, &cd);
-            const float c = float(cd), s = float(sd);
+            const float c = cos_i[i], s = sin_i[i];
             const int i0 = a.neox ? i : 2 * i, i1 = a.neox ? i + half : 2 * i + 1;
             const float x0 = vec[i0], x1 = vec[i1];
             vec[i0] = x0 * c - x1 * s;
@@ -218,6 +232,7 @@ void launch_add(float *x, const float *y, int64_t n, cudaStream_t s) {
 
 void launch_rope_store(const rope_store_args &a, cudaStream_t s) {
     if (a.n_tokens == 0) return;
+    if (a.rope_dim > 128) throw error("CUDA RoPE: rope_dim " + std::to_string(a.rope_dim) + " is above the supported 128");
     rope_store_kernel<<<a.n_tokens, 256, 0, s>>>(a);
     CUDA_CHECK_LAUNCH();
 }

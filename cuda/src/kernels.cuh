@@ -23,19 +23,23 @@ void require_type(tensor_type t, const char *what);
 void launch_dequantize_f32(tensor_type t, const void *src, float *dst, int64_t n_rows, int64_t n_in, cudaStream_t s);
 void launch_dequantize_f16(tensor_type t, const void *src, __half *dst, int64_t n_rows, int64_t n_in, cudaStream_t s);
 
-// What the GEMV reads as its input vector: x itself, rmsnorm(x)·norm_w (the layer norm fused into
-// the matmul that follows it), or silu(x[i])·x[i + up_offset] (SwiGLU fused into w_down).
-enum class gemv_input { plain, rmsnorm, swiglu };
+// What the GEMV reads as its input vector: x itself, or rmsnorm(x)·norm_w (the layer norm fused
+// into the matmul that follows it: W·(x·s·n) = s·(W·(x·n)), and each warp sums x² over the
+// whole row on the way, so no pass over x precedes the weights).
+enum class gemv_input { plain, rmsnorm };
 
 struct gemv_args {
     tensor_type type = tensor_type::F32;
     const void *w = nullptr; // [n_rows][n_in] packed rows of `type`
     int64_t n_rows = 0, n_in = 0;
-    const float *x = nullptr;
+    const float *x = nullptr; // [n_in]
     gemv_input input = gemv_input::plain;
     const float *norm_w = nullptr; // rmsnorm weight [n_in]
     float eps = 1e-5f;
-    int64_t up_offset = 0;         // swiglu: up = x + up_offset
+    // Non-null: SwiGLU fused into the gate/up GEMV. w holds the gate rows, w_up the up rows
+    // ([n_rows][n_in] each, same type) and y[r] = silu(gate_r·x)·(up_r·x): the down projection
+    // then reads its input as it is, and no [2·n_ff] intermediate is written.
+    const void *w_up = nullptr;
     float *y = nullptr;            // [n_rows]
     bool accumulate = false;       // y += W x (the residual add fused in)
 };
@@ -168,9 +172,11 @@ struct rec_gather_args {
     float *qg = nullptr, *kg = nullptr, *vg = nullptr;     // [R][n][hd]
 };
 void launch_recurrent_gather(const rec_gather_args &a, cudaStream_t s);
-// The chunked scan (prefill) and the one-step update (decode; n == 1).
+// The chunked scan (prefill; q, k, v gathered and dt computed first).
 void launch_recurrent_scan(const rec_args &a, int chunk, cudaStream_t s);
-void launch_recurrent_step(const rec_args &a, cudaStream_t s);
+// The one-step update (decode; n == 1) in one kernel: dt from xn (stored to a.dt too), q/k/v
+// gathered from gather->qkv's single row when gather is given, else read from a.q/k/v.
+void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cudaStream_t s);
 
 // Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
 void set_smem(const void *kernel, size_t bytes);

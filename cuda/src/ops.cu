@@ -93,6 +93,23 @@ std::vector<float> gemv(tensor_type t, const void *w, int64_t n_rows, int64_t n_
     return down(dy, size_t(n_rows));
 }
 
+std::vector<float> gemv_norm_swiglu(tensor_type t, const void *w_gate, const void *w_up, int64_t n_rows, int64_t n_in,
+                                    const std::vector<float> &x, const std::vector<float> &norm_w, float eps) {
+    check_matrix(t, n_in, "gemv_norm_swiglu");
+    check_size(x.size(), size_t(n_in), "gemv_norm_swiglu x");
+    check_size(norm_w.size(), size_t(n_in), "gemv_norm_swiglu norm_w");
+    auto dg = up_bytes(w_gate, size_t(n_rows) * row_bytes(t, n_in));
+    auto du = up_bytes(w_up, size_t(n_rows) * row_bytes(t, n_in));
+    auto dx = up(x), dn = up(norm_w);
+    dev_buf<float> dy{size_t(n_rows)};
+    gemv_args a;
+    a.type = t, a.w = dg.get(), a.w_up = du.get(), a.n_rows = n_rows, a.n_in = n_in, a.x = dx.get(), a.y = dy.get();
+    a.input = gemv_input::rmsnorm, a.norm_w = dn.get(), a.eps = eps;
+    launch_gemv(a, nullptr);
+    sync();
+    return down(dy, size_t(n_rows));
+}
+
 std::vector<float> gemm(tensor_type t, const void *w, int64_t n_rows, int64_t n_in, const std::vector<float> &x,
                         int64_t n_cols) {
     check_matrix(t, n_in, "gemm");
@@ -303,9 +320,9 @@ recurrent_result recurrent(const recurrent_problem &p, int chunk) {
         sync();
         r.y = down(y, qkv);
     } else {
-        // Token by token through the decode kernel, with [R][1][hd] slices as the model has them.
-        sync();
-        const std::vector<float> dts = down(dt, size_t(R) * n);
+        // Token by token through the decode kernel, with [R][1][hd] slices as the model has them;
+        // the kernel computes each token's dt itself, and r.dt returns those.
+        std::vector<float> step_dt(size_t(R) * n);
         r.y.assign(qkv, 0.0f);
         dev_buf<float> qt{size_t(R) * hd}, kt{size_t(R) * hd}, vt{size_t(R) * hd}, dtt{size_t(R)}, yt{size_t(R) * hd};
         std::vector<float> hq(static_cast<size_t>(R) * hd), hk(hq.size()), hv(hq.size()), hdt(static_cast<size_t>(R)), hy(hq.size());
@@ -315,19 +332,25 @@ recurrent_result recurrent(const recurrent_problem &p, int chunk) {
                 std::copy_n(&p.q[from], hd, &hq[size_t(h) * hd]);
                 std::copy_n(&p.k[from], hd, &hk[size_t(h) * hd]);
                 std::copy_n(&p.v[from], hd, &hv[size_t(h) * hd]);
-                hdt[size_t(h)] = dts[size_t(h) * n + t];
             }
             qt.upload(hq.data(), hq.size());
             kt.upload(hk.data(), hk.size());
             vt.upload(hv.data(), hv.size());
-            dtt.upload(hdt.data(), hdt.size());
             rec_args s1 = a;
             s1.n = 1, s1.q = qt.get(), s1.k = kt.get(), s1.v = vt.get(), s1.dt = dtt.get(), s1.y = yt.get();
-            launch_recurrent_step(s1, nullptr);
+            s1.xn = xn.get() + size_t(t) * p.n_embd;
+            launch_recurrent_step(s1, nullptr, nullptr);
             sync();
             yt.download(hy.data(), hy.size());
-            for (int h = 0; h < R; ++h) std::copy_n(&hy[size_t(h) * hd], hd, &r.y[(size_t(h) * n + t) * hd]);
+            dtt.download(hdt.data(), hdt.size());
+            for (int h = 0; h < R; ++h) {
+                std::copy_n(&hy[size_t(h) * hd], hd, &r.y[(size_t(h) * n + t) * hd]);
+                step_dt[size_t(h) * n + t] = hdt[size_t(h)];
+            }
         }
+        r.state = down(state, p.state.size());
+        r.dt = step_dt;
+        return r;
     }
     r.state = down(state, p.state.size());
     r.dt = down(dt, size_t(R) * n);

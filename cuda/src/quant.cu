@@ -187,20 +187,81 @@ template <typename Out> void dequantize(tensor_type t, const void *src, Out *dst
 
 // ---- GEMV ---------------------------------------------------------------------------------------
 
-constexpr int gemv_warps = 8; // one row per warp, 8 rows per block
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
-// Phase 1 puts the (transformed) input vector in shared memory once per block; phase 2 gives
-// each warp one row: lane l takes element groups l, l+32, ... (coalesced 16-byte loads for
-// F16), four groups in flight at a time so enough bytes are on the way to saturate HBM.
-template <tensor_type T, bool VEC> __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(gemv_args a) {
-    extern __shared__ float4 xs4[];
-    float *xs = reinterpret_cast<float *>(xs4);
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
+
+__device__ __forceinline__ float dot8(const float w[8], float4 a, float4 b) {
+    return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+}
+
+// Decode is bound by the bytes of the weights, so the kernel does nothing but stream them: one
+// row (or gate/up row pair) per warp, four warps per block, lane l takes element groups l, l+32,
+// ... with U groups' loads issued before any is used (U·16 bytes per lane in flight for F16).
+// x (and the norm weight) are read straight from global memory: a few KiB that every warp of
+// the SM shares through L1, where staging them in shared memory cost each block a pass and two
+// barriers before its first weight load (the earlier kernel reached 0.9-2.4 TB/s on an H200).
+constexpr int gemv_warps = 4, gemv_unroll = 8;
+
+template <tensor_type T, bool NORM, bool PAIR> __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = int64_t(blockIdx.x) * gemv_warps + (threadIdx.x >> 5);
+    if (row >= a.n_rows) return;
+    const int G = int(a.n_in / 8);
+    const int64_t g0 = row * G;
+    const auto *wg = static_cast<const uint8_t *>(a.w);
+    const auto *wu = static_cast<const uint8_t *>(a.w_up);
+    const float4 *x4 = reinterpret_cast<const float4 *>(a.x);
+    const float4 *n4 = reinterpret_cast<const float4 *>(a.norm_w);
+    float acc = 0, acc_up = 0, ss = 0;
+    auto consume = [&](int g, const float w[8], const float u[8]) {
+        float4 xa = __ldg(x4 + 2 * g), xb = __ldg(x4 + 2 * g + 1);
+        if constexpr (NORM) {
+            ss += xa.x * xa.x + xa.y * xa.y + xa.z * xa.z + xa.w * xa.w + xb.x * xb.x + xb.y * xb.y + xb.z * xb.z + xb.w * xb.w;
+            const float4 na = __ldg(n4 + 2 * g), nb = __ldg(n4 + 2 * g + 1);
+            xa = make_float4(xa.x * na.x, xa.y * na.y, xa.z * na.z, xa.w * na.w);
+            xb = make_float4(xb.x * nb.x, xb.y * nb.y, xb.z * nb.z, xb.w * nb.w);
+        }
+        acc += dot8(w, xa, xb);
+        if constexpr (PAIR) acc_up += dot8(u, xa, xb);
+    };
+    int g = lane;
+    for (; g + 32 * (gemv_unroll - 1) < G; g += 32 * gemv_unroll) {
+        float w[gemv_unroll][8], u[PAIR ? gemv_unroll : 1][8];
+#pragma unroll
+        for (int k = 0; k < gemv_unroll; ++k) {
+            dq8<T>(wg, g0 + g + 32 * k, w[k]);
+            if constexpr (PAIR) dq8<T>(wu, g0 + g + 32 * k, u[k]);
+        }
+#pragma unroll
+        for (int k = 0; k < gemv_unroll; ++k) consume(g + 32 * k, w[k], u[PAIR ? k : 0]);
+    }
+    for (; g < G; g += 32) {
+        float w[8], u[8];
+        dq8<T>(wg, g0 + g, w);
+        if constexpr (PAIR) dq8<T>(wu, g0 + g, u);
+        consume(g, w, u);
+    }
+    acc = warp_sum(acc);
+    if constexpr (PAIR) acc_up = warp_sum(acc_up);
+    if constexpr (NORM) ss = warp_sum(ss);
+    if (lane != 0) return;
+    if constexpr (NORM) {
+        const float scale = rsqrtf(ss / float(a.n_in) + a.eps);
+        acc *= scale, acc_up *= scale;
+    }
+    const float r = PAIR ? silu(acc) * acc_up : acc;
+    a.y[row] = a.accumulate ? a.y[row] + r : r;
+}
+
+// Float rows whose length is not a multiple of 8 (stories260K's n_ff = 172): elementwise, with
+// the (normed) input staged in shared memory once per block.
+template <tensor_type T> __global__ void __launch_bounds__(gemv_warps * 32) gemv_scalar_kernel(gemv_args a) {
+    extern __shared__ float xs[];
     const int tid = threadIdx.x, n_in = int(a.n_in);
     __shared__ float red[gemv_warps];
     float scale = 1.0f;
@@ -214,46 +275,22 @@ template <tensor_type T, bool VEC> __global__ void __launch_bounds__(gemv_warps 
         for (int w = 0; w < gemv_warps; ++w) ss += red[w];
         scale = rsqrtf(ss / float(n_in) + a.eps);
     }
-    for (int i = tid; i < n_in; i += blockDim.x) {
-        float v = a.x[i];
-        if (a.input == gemv_input::rmsnorm) v = v * scale * a.norm_w[i];
-        else if (a.input == gemv_input::swiglu) v = v / (1.0f + __expf(-v)) * a.x[i + a.up_offset];
-        xs[i] = v;
-    }
+    for (int i = tid; i < n_in; i += blockDim.x) xs[i] = a.input == gemv_input::rmsnorm ? a.x[i] * scale * a.norm_w[i] : a.x[i];
     __syncthreads();
-
     const int lane = tid & 31;
     const int64_t row = int64_t(blockIdx.x) * gemv_warps + (tid >> 5);
     if (row >= a.n_rows) return;
-    const auto *base = static_cast<const uint8_t *>(a.w);
-    float acc = 0;
-    if constexpr (VEC) {
-        const int G = n_in / 8;
-        const int64_t g0 = row * G;
-        int g = lane;
-        for (; g + 96 < G; g += 128) {
-            float w[4][8];
-#pragma unroll
-            for (int u = 0; u < 4; ++u) dq8<T>(base, g0 + g + 32 * u, w[u]);
-#pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const float4 x0 = xs4[2 * (g + 32 * u)], x1 = xs4[2 * (g + 32 * u) + 1];
-                acc += w[u][0] * x0.x + w[u][1] * x0.y + w[u][2] * x0.z + w[u][3] * x0.w + w[u][4] * x1.x +
-                       w[u][5] * x1.y + w[u][6] * x1.z + w[u][7] * x1.w;
-            }
-        }
-        for (; g < G; g += 32) {
-            float w[8];
-            dq8<T>(base, g0 + g, w);
-            const float4 x0 = xs4[2 * g], x1 = xs4[2 * g + 1];
-            acc += w[0] * x0.x + w[1] * x0.y + w[2] * x0.z + w[3] * x0.w + w[4] * x1.x + w[5] * x1.y + w[6] * x1.z +
-                   w[7] * x1.w;
-        }
-    } else {
-        for (int i = lane; i < n_in; i += 32) acc += dq1<T>(base, row * n_in + i) * xs[i];
+    const auto *base = static_cast<const uint8_t *>(a.w), *up = static_cast<const uint8_t *>(a.w_up);
+    float acc = 0, acc_up = 0;
+    for (int i = lane; i < n_in; i += 32) {
+        acc += dq1<T>(base, row * n_in + i) * xs[i];
+        if (up) acc_up += dq1<T>(up, row * n_in + i) * xs[i];
     }
     acc = warp_sum(acc);
-    if (lane == 0) a.y[row] = a.accumulate ? a.y[row] + acc : acc;
+    acc_up = warp_sum(acc_up);
+    if (lane != 0) return;
+    const float r = up ? silu(acc) * acc_up : acc;
+    a.y[row] = a.accumulate ? a.y[row] + r : r;
 }
 
 template <tensor_type T, bool VEC>
@@ -318,16 +355,19 @@ void launch_dequantize_f16(tensor_type t, const void *src, __half *dst, int64_t 
 
 void launch_gemv(const gemv_args &a, cudaStream_t s) {
     if (a.n_rows == 0) return;
-    const size_t smem = size_t(a.n_in) * sizeof(float);
-    const bool v = vec8(a.type, a.n_in);
+    const unsigned blocks = ceil_div(a.n_rows, gemv_warps);
+    const bool norm = a.input == gemv_input::rmsnorm, pair = a.w_up != nullptr;
     dispatch(a.type, [&](auto tag) {
         constexpr tensor_type T = decltype(tag)::value;
-        if (v) {
-            set_smem(reinterpret_cast<const void *>(gemv_kernel<T, true>), smem);
-            gemv_kernel<T, true><<<ceil_div(a.n_rows, gemv_warps), gemv_warps * 32, smem, s>>>(a);
+        if (vec8(a.type, a.n_in)) {
+            if (norm && pair) gemv_vec_kernel<T, true, true><<<blocks, gemv_warps * 32, 0, s>>>(a);
+            else if (norm) gemv_vec_kernel<T, true, false><<<blocks, gemv_warps * 32, 0, s>>>(a);
+            else if (pair) gemv_vec_kernel<T, false, true><<<blocks, gemv_warps * 32, 0, s>>>(a);
+            else gemv_vec_kernel<T, false, false><<<blocks, gemv_warps * 32, 0, s>>>(a);
         } else if constexpr (is_float_type<T>()) {
-            set_smem(reinterpret_cast<const void *>(gemv_kernel<T, false>), smem);
-            gemv_kernel<T, false><<<ceil_div(a.n_rows, gemv_warps), gemv_warps * 32, smem, s>>>(a);
+            const size_t smem = size_t(a.n_in) * sizeof(float);
+            set_smem(reinterpret_cast<const void *>(gemv_scalar_kernel<T>), smem);
+            gemv_scalar_kernel<T><<<blocks, gemv_warps * 32, smem, s>>>(a);
         }
     });
     CUDA_CHECK_LAUNCH();

@@ -39,13 +39,17 @@ __global__ void dt_kernel(rec_args a) {
     }
 }
 
-// Block (t, r), hd threads: the head's q and its group's k, v, transformed when asked.
-__global__ void gather_kernel(rec_gather_args a) {
+// Block (t, r), 256 threads: the head's q and its group's k, v, transformed when asked. The
+// transforms are hd × hd matrices: warp w takes outputs w, w+8, ... of the 3·hd, its lanes split
+// each dot product (coalesced row reads, one shuffle reduction), where one thread per output
+// walking a whole row cost a decode step ~19 µs per layer in dependent loads.
+constexpr int gather_threads = 256;
+__global__ void __launch_bounds__(gather_threads) gather_kernel(rec_gather_args a) {
     extern __shared__ float src[]; // [3][hd]
-    const int t = blockIdx.x, r = blockIdx.y, hd = a.hd;
+    const int t = blockIdx.x, r = blockIdx.y, hd = a.hd, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float *row = a.qkv + int64_t(t) * a.ld;
     const int head = a.head_of[r], grp = a.group_of[r];
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+    for (int i = threadIdx.x; i < hd; i += gather_threads) {
         src[i] = row[head * hd + i];
         src[hd + i] = row[a.nq + grp * hd + i];
         src[2 * hd + i] = row[a.nq + a.nkv + grp * hd + i];
@@ -54,19 +58,20 @@ __global__ void gather_kernel(rec_gather_args a) {
     const int64_t out = (int64_t(r) * a.n + t) * hd;
     const float *mats[3] = {a.mq, a.mk, a.mv};
     float *dst[3] = {a.qg, a.kg, a.vg};
-    for (int which = 0; which < 3; ++which) {
-        const float *m = mats[which];
-        for (int o = threadIdx.x; o < hd; o += blockDim.x) {
-            float v;
-            if (m) {
-                const float *mr = m + (int64_t(r) * hd + o) * hd;
-                v = 0;
-                for (int i = 0; i < hd; ++i) v += mr[i] * src[which * hd + i];
-            } else {
-                v = src[which * hd + o];
-            }
-            dst[which][out + o] = v;
+    for (int o3 = warp; o3 < 3 * hd; o3 += gather_threads / 32) {
+        const int which = o3 / hd, o = o3 % hd;
+        const float *m = mats[which], *x = src + which * hd;
+        float v;
+        if (m) {
+            const float *mr = m + (int64_t(r) * hd + o) * hd;
+            v = 0;
+            for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
+#pragma unroll
+            for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+        } else {
+            v = x[o];
         }
+        if (lane == 0) dst[which][out + o] = v;
     }
 }
 
@@ -156,23 +161,93 @@ __global__ void __launch_bounds__(scan_threads) scan_kernel(rec_args a, int L, i
     for (int idx = tid; idx < hd * cb; idx += scan_threads) state[(idx / cb) * hd + c0 + idx % cb] = S[idx];
 }
 
-// Block (head r, column block), one thread per column: S[:,c] = a·S[:,c] + dt·k·v[c];
-// y[c] = scale·S[:,c]·q + d[c]·v[c]. Threads read consecutive columns of each state row.
-__global__ void step_kernel(rec_args a) {
-    const int r = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x, hd = a.hd;
-    if (c >= hd) return;
-    const float dt = a.dt[r], A = expf(a.a_log[r]);
-    const float decay = expf(-dt * A), scale = 1.0f / sqrtf(float(hd));
-    const float *q = a.q + int64_t(r) * hd, *k = a.k + int64_t(r) * hd, *v = a.v + int64_t(r) * hd;
-    float *S = a.state + int64_t(r) * hd * hd;
-    const float vc = v[c];
-    float y = 0;
-    for (int rr = 0; rr < hd; ++rr) {
-        const float s = decay * S[rr * hd + c] + (dt * k[rr]) * vc;
-        S[rr * hd + c] = s;
-        y += q[rr] * s;
+// Decode: everything a recurrent head does for one token in one block (head r, 256 threads),
+// where three launches (gather, dt, step) cost ~45 µs per layer on an H200, mostly latency:
+//   1. q, k, v: from the fused projection row, through the head's transforms (gather != null;
+//      warps split the dot products as gather_kernel does), or from a.q/k/v as given;
+//   2. dt = softplus(dt_w[r]·xn + dt_b[r]) by a block reduction (also stored to a.dt);
+//   3. S[i][c] = a·S[i][c] + dt·k[i]·v[c] over all hd² entries, 256 threads striding the state
+//      (coalesced); y[c] = scale·Σ_i q[i]·S[i][c] + d[c]·v[c], partial sums per thread, then
+//      added in shared memory.
+constexpr int step_threads = 256;
+__global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, rec_gather_args ga, bool gather) {
+    extern __shared__ float sm[]; // src [3][hd] | qkv [3][hd] | y [hd] | red [8]
+    const int r = blockIdx.x, hd = a.hd, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    float *src = sm, *qkv = sm + 3 * hd, *ys = qkv + 3 * hd, *red = ys + hd;
+    float *qv = qkv, *kv = qkv + hd, *vv = qkv + 2 * hd;
+    if (gather) {
+        const int head = ga.head_of[r], grp = ga.group_of[r];
+        for (int i = tid; i < hd; i += step_threads) {
+            src[i] = ga.qkv[head * hd + i];
+            src[hd + i] = ga.qkv[ga.nq + grp * hd + i];
+            src[2 * hd + i] = ga.qkv[ga.nq + ga.nkv + grp * hd + i];
+        }
+    } else {
+        for (int i = tid; i < hd; i += step_threads) {
+            qv[i] = a.q[int64_t(r) * hd + i];
+            kv[i] = a.k[int64_t(r) * hd + i];
+            vv[i] = a.v[int64_t(r) * hd + i];
+        }
     }
-    y_at(a, r, 0)[c] = scale * y + a.d[int64_t(r) * hd + c] * vc;
+    for (int i = tid; i < hd; i += step_threads) ys[i] = 0.0f;
+    // dt's dot product runs while the source rows land.
+    const float *w = a.dt_w + int64_t(r) * a.n_embd;
+    float dsum = 0;
+    for (int i = tid; i < a.n_embd; i += step_threads) dsum += w[i] * a.xn[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+    if (lane == 0) red[warp] = dsum;
+    __syncthreads();
+    if (gather) {
+        const float *mats[3] = {ga.mq, ga.mk, ga.mv};
+        for (int o3 = warp; o3 < 3 * hd; o3 += step_threads / 32) {
+            const int which = o3 / hd, o = o3 % hd;
+            const float *m = mats[which], *x = src + which * hd;
+            float v;
+            if (m) {
+                const float *mr = m + (int64_t(r) * hd + o) * hd;
+                v = 0;
+                for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
+#pragma unroll
+                for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+            } else {
+                v = x[o];
+            }
+            if (lane == 0) qkv[which * hd + o] = v;
+        }
+    }
+    float tot = 0;
+    for (int w2 = 0; w2 < step_threads / 32; ++w2) tot += red[w2];
+    const float dt = softplus(tot + a.dt_b[r]);
+    if (tid == 0) a.dt[r] = dt;
+    __syncthreads();
+
+    const float decay = expf(-dt * expf(a.a_log[r])), scale = 1.0f / sqrtf(float(hd));
+    float *__restrict__ S = a.state + int64_t(r) * hd * hd;
+    const int n_el = hd * hd;
+    if (step_threads % hd == 0) {
+        // The thread's column never changes: one partial sum, one shared add.
+        const int c = tid % hd;
+        const float vc = vv[c];
+        float y = 0;
+#pragma unroll 4
+        for (int idx = tid; idx < n_el; idx += step_threads) {
+            const int i = idx / hd;
+            const float st = decay * S[idx] + (dt * kv[i]) * vc;
+            S[idx] = st;
+            y += qv[i] * st;
+        }
+        atomicAdd(&ys[c], y);
+    } else {
+        for (int idx = tid; idx < n_el; idx += step_threads) {
+            const int i = idx / hd, c = idx % hd;
+            const float st = decay * S[idx] + (dt * kv[i]) * vv[c];
+            S[idx] = st;
+            atomicAdd(&ys[c], qv[i] * st);
+        }
+    }
+    __syncthreads();
+    for (int c = tid; c < hd; c += step_threads) y_at(a, r, 0)[c] = scale * ys[c] + a.d[int64_t(r) * hd + c] * vv[c];
 }
 
 } // namespace
@@ -185,7 +260,7 @@ void launch_recurrent_dt(const rec_args &a, cudaStream_t s) {
 
 void launch_recurrent_gather(const rec_gather_args &a, cudaStream_t s) {
     if (a.R == 0 || a.n == 0) return;
-    gather_kernel<<<dim3(unsigned(a.n), unsigned(a.R)), std::min(a.hd, 256), 3 * size_t(a.hd) * sizeof(float), s>>>(a);
+    gather_kernel<<<dim3(unsigned(a.n), unsigned(a.R)), gather_threads, 3 * size_t(a.hd) * sizeof(float), s>>>(a);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -199,11 +274,12 @@ void launch_recurrent_scan(const rec_args &a, int chunk, cudaStream_t s) {
     CUDA_CHECK_LAUNCH();
 }
 
-void launch_recurrent_step(const rec_args &a, cudaStream_t s) {
+void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cudaStream_t s) {
     if (a.R == 0) return;
     if (a.n != 1) throw error("CUDA recurrent step: one token at a time");
-    const int threads = std::min(a.hd, 128);
-    step_kernel<<<dim3(unsigned(a.R), ceil_div(a.hd, threads)), threads, 0, s>>>(a);
+    const size_t smem = (7 * size_t(a.hd) + step_threads / 32) * sizeof(float);
+    set_smem(reinterpret_cast<const void *>(step_fused_kernel), smem);
+    step_fused_kernel<<<unsigned(a.R), step_threads, smem, s>>>(a, gather ? *gather : rec_gather_args{}, gather != nullptr);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -69,6 +69,7 @@ int cmd_make_hybrid(const std::string &in, const std::string &out, double fracti
 int cmd_run(int argc, char **argv) {
     std::string path, label;
     int n_ctx = 2048, n_decode = 64, n_batch = 2048;
+    bool profile = false;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -80,6 +81,7 @@ int cmd_run(int argc, char **argv) {
         else if (a == "-n") n_decode = std::stoi(next());
         else if (a == "-b") n_batch = std::stoi(next());
         else if (a == "--label") label = next();
+        else if (a == "--profile") profile = true;
         else throw error("unknown argument " + a);
     }
     if (path.empty() || n_decode < 1 || n_ctx <= n_decode) throw error("run: need -m MODEL and -c > -n");
@@ -87,6 +89,7 @@ int cmd_run(int argc, char **argv) {
     cuda_params p;
     p.n_ctx = n_ctx;
     p.n_batch = std::min(n_batch, n_ctx);
+    p.profile_ops = profile;
     cuda_model g(*m, p);
     const int n_prefill = n_ctx - n_decode;
     std::mt19937 rng(1);
@@ -118,6 +121,16 @@ int cmd_run(int argc, char **argv) {
            m->weights_type().c_str(), m->replaced_group_count(), n_ctx, n_prefill, prefill_s, n_prefill / prefill_s,
            matmul_flops_per_token(*m), n_decode, decode_s, n_decode / decode_s, m->weights_bytes(), mem.kv_bytes,
            mem.recurrent_bytes);
+    if (profile) {
+        // Device ms per op over the timed prefill and decode (reset() cleared the warm-up's).
+        // The graph is off, so the decode times here include no graph savings.
+        printf("{\"profile\":\"%s\",\"ops\":[", json_escape(label).c_str());
+        const auto ops = g.op_times();
+        for (size_t i = 0; i < ops.size(); ++i)
+            printf("%s{\"op\":\"%s\",\"prefill_ms\":%.3f,\"decode_ms\":%.3f}", i ? "," : "",
+                   json_escape(ops[i].op).c_str(), ops[i].prefill_ms, ops[i].decode_ms);
+        printf("]}\n");
+    }
     return 0;
 }
 
@@ -129,8 +142,14 @@ int main(int argc, char **argv) {
         if (cmd == "roofline") return cmd_roofline();
         if (cmd == "make-hybrid" && argc >= 4) return cmd_make_hybrid(argv[2], argv[3], argc > 4 ? std::atof(argv[4]) : 0.5);
         if (cmd == "run") return cmd_run(argc, argv);
+        if (cmd == "gemm" && argc >= 5) {
+            // The prefill GEMM's cuBLAS call alone at one shape (M output rows, N tokens, K inputs).
+            const int M = std::atoi(argv[2]), N = std::atoi(argv[3]), K = std::atoi(argv[4]);
+            printf("{\"gemm\":[%d,%d,%d],\"flops\":%.6e}\n", M, N, K, cuda_gemm_f16_flops(M, N, K, 20));
+            return 0;
+        }
         fprintf(stderr, "usage: recur_gpu_bench roofline | make-hybrid IN OUT [FRACTION] | run -m MODEL -c N_CTX "
-                        "[-n DECODE] [-b BATCH] [--label L]\n");
+                        "[-n DECODE] [-b BATCH] [--label L] [--profile] | gemm M N K\n");
         return 2;
     } catch (const std::exception &e) {
         fprintf(stderr, "recur_gpu_bench: %s\n", e.what());

@@ -107,6 +107,8 @@ std::vector<mat_case> mat_cases(int64_t n_cols) {
         v.push_back({t, 300, 2048, n_cols});
         v.push_back({t, 33, 256, n_cols});
     }
+    // Long rows: the GEMV's unrolled loop several times, then its remainder (8448 = 33·256).
+    for (tensor_type t : {tensor_type::F16, tensor_type::Q4_0, tensor_type::Q4_K}) v.push_back({t, 70, 8448, n_cols});
     // Rows that are not a multiple of 8 (stories260K's n_ff = 172) take the elementwise path.
     for (tensor_type t : {tensor_type::F32, tensor_type::F16, tensor_type::BF16}) v.push_back({t, 1, 172, n_cols});
     return v;
@@ -160,6 +162,30 @@ TEST_P(GpuGemv, MatchesFp64MatmulOfDequantizedWeights) {
     EXPECT_LE(e.nmse, tol_f32);
 }
 INSTANTIATE_TEST_SUITE_P(Types, GpuGemv, ::testing::ValuesIn(mat_cases(1)), mat_name);
+
+// The decode FFN's gate/up GEMV with the norm and SwiGLU fused in, against fp64: n = x/rms(x)·w,
+// then silu(G·n)·(U·n) row by row.
+TEST_P(GpuGemv, NormAndSwigluFusedMatchFp64) {
+    RECUR_REQUIRE_GPU();
+    const mat_case c = GetParam();
+    const auto gate = make_matrix(c.t, c.n_rows, c.n_in, 16), upm = make_matrix(c.t, c.n_rows, c.n_in, 17);
+    auto x = random_floats(size_t(c.n_in), 18), norm_w = random_floats(size_t(c.n_in), 19);
+    for (float &v : x) v *= 3.0f; // a residual stream well away from unit scale
+    const float eps = 1e-5f;
+    double ss = 0;
+    for (float v : x) ss += double(v) * v;
+    const double scale = 1.0 / std::sqrt(ss / double(c.n_in) + eps);
+    std::vector<float> n(x.size());
+    for (size_t i = 0; i < x.size(); ++i) n[i] = float(double(x[i]) * scale * norm_w[i]);
+    const auto g = matmul_ref(dequant_ref(c.t, gate, c.n_rows, c.n_in), n, c.n_rows, c.n_in, 1);
+    const auto u = matmul_ref(dequant_ref(c.t, upm, c.n_rows, c.n_in), n, c.n_rows, c.n_in, 1);
+    std::vector<double> want(g.size());
+    for (size_t r = 0; r < g.size(); ++r) want[r] = g[r] / (1.0 + std::exp(-g[r])) * u[r];
+    const auto got = cuda_ops::gemv_norm_swiglu(c.t, gate.data(), upm.data(), c.n_rows, c.n_in, x, norm_w, eps);
+    const error_stats e = compare(got, want);
+    report("gemv norm+swiglu " + tname(c.t), e);
+    EXPECT_LE(e.nmse, tol_f32);
+}
 
 class GpuGemm : public ::testing::TestWithParam<mat_case> {};
 TEST_P(GpuGemm, MatchesFp64MatmulOfDequantizedWeights) {

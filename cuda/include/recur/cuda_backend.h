@@ -51,6 +51,10 @@ std::vector<uint16_t> dequantize_f16(tensor_type t, const void *src, int64_t n);
 
 // Decode GEMV: y[r] = W[r]·x, W kept in its stored type. x: [n_in]; returns [n_rows].
 std::vector<float> gemv(tensor_type t, const void *w, int64_t n_rows, int64_t n_in, const std::vector<float> &x);
+// The decode FFN's fused GEMV: y[r] = silu(G[r]·n)·(U[r]·n) with n = rmsnorm(x)·norm_w; G and U
+// are [n_rows][n_in] of type t. Returns [n_rows].
+std::vector<float> gemv_norm_swiglu(tensor_type t, const void *w_gate, const void *w_up, int64_t n_rows, int64_t n_in,
+                                    const std::vector<float> &x, const std::vector<float> &norm_w, float eps);
 // Prefill GEMM: out[c][r] = W[r]·x[c] through cuBLAS (F16/BF16 operands, F32 accumulation; F32
 // weights in F32; quantised weights dequantised to F16 first). x: [n_cols][n_in]; returns
 // [n_cols][n_rows].
@@ -136,6 +140,17 @@ struct cuda_params {
     int32_t n_batch = 512;  // tokens per prefill step
     int device = 0;
     bool decode_graph = true; // capture the one-token step as a CUDA graph
+    // Time every op of the forward pass with CUDA events (where the time goes: `recur_gpu_bench
+    // run --profile`). Costs a synchronisation per forward and turns the decode graph off, so
+    // it is for finding the slow op, not for the headline numbers.
+    bool profile_ops = false;
+};
+
+// Device milliseconds per op over every forward since the model was made (profile_ops), split
+// into prefill (batches of more than one token) and decode (one token).
+struct cuda_op_time {
+    std::string op;
+    double prefill_ms = 0, decode_ms = 0;
 };
 
 // What a cuda_model would allocate on the device, planned before allocating anything.
@@ -172,7 +187,7 @@ class cuda_model {
     // One decode step for `token`, returning the greedy next token (argmax on the device; the
     // logits stay on the device). The fast path the benchmark measures.
     int32_t decode_greedy(int32_t token);
-    // Forgets everything (positions, recurrent states).
+    // Forgets everything (positions, recurrent states, the op profile).
     void reset();
     // Keeps the first n positions, as context::truncate: the attention caches' later rows are
     // simply overwritten by the next eval. A hybrid (recurrent states, window rings) can only go
@@ -187,6 +202,8 @@ class cuda_model {
     const recency_stats &recency() const;
     // Waits for the device and returns the seconds the last eval/decode spent on it (events).
     double last_device_seconds() const;
+    // The per-op times gathered with cuda_params::profile_ops, in the forward pass's order.
+    std::vector<cuda_op_time> op_times() const;
 
   private:
     struct impl;
