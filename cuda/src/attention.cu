@@ -285,6 +285,188 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
     }
 }
 
+// ---- prefill on mma.sync, FlashAttention-2 style --------------------------------------------------
+//
+// For head_dim 64 or 128 without statistics. Same blocks and tiles as the kernel above (64 rows
+// of one KV group, 64-key tiles), but S, P and O never leave registers: each warp's 16 rows run
+// S = Q·Kᵀ as m16n8k16 MMAs (Q fragments loaded once, K fragments by ldmatrix), the online softmax
+// on the accumulators (a row's four owner lanes agree by two shuffles), P re-packed from the S
+// accumulators straight into A fragments, and O += P·V with V fragments by ldmatrix.trans. The
+// WMMA kernel above staged S, P and O through shared memory with a barrier per step: ~23 TFLOP/s
+// at 16k keys on an H200.
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return uint32_t(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_addr(p)));
+}
+// d += a·b: A 16×16 (row), B 16×8 (col), F16 in, F32 accumulate.
+__device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t *>(&h);
+}
+
+template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mma_kernel(attn_args a) {
+    constexpr int LD = HD + 8; // halves per smem row: 16-byte rows that ldmatrix reads without bank conflicts
+    constexpr int NT = att_tk / 8, DT = HD / 8; // S n-tiles per key tile, O n-tiles
+    extern __shared__ __align__(128) unsigned char smem[];
+    __half *Qs = reinterpret_cast<__half *>(smem), *Ks = Qs + att_rows * LD, *Vs = Ks + att_tk * LD;
+    const int g = a.g;
+    const kv_source src = a.src[blockIdx.y];
+    const int64_t pos0 = *a.pos0;
+    const int n_rows = a.n_tokens * g, row0 = blockIdx.x * att_rows;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+    for (int idx = tid; idx < att_rows * (HD / 2); idx += att_threads) {
+        const int r = idx / (HD / 2), d = 2 * (idx % (HD / 2)), R = row0 + r;
+        float2 v = make_float2(0.0f, 0.0f);
+        if (R < n_rows) v = *reinterpret_cast<const float2 *>(a.q + int64_t(R / g) * a.q_ld + int64_t(src.kv_head * g + R % g) * HD + d);
+        *reinterpret_cast<__half2 *>(Qs + r * LD + d) = __floats2half2_rn(v.x, v.y);
+    }
+
+    const int last_row = min(n_rows, row0 + att_rows) - 1;
+    const int64_t hi = pos0 + last_row / g;
+    const int64_t lo = src.window ? imax64(0, pos0 + row0 / g - src.window + 1) : 0;
+    const int64_t sink_end = imin64(src.sinks, lo);
+    const int wr0 = row0 + warp * 16;
+    const bool warp_live = wr0 < n_rows;
+    const int64_t w_hi = pos0 + (min(n_rows, wr0 + 16) - 1) / g;
+    const int64_t w_lo = src.window ? imax64(0, pos0 + wr0 / g - src.window + 1) : 0;
+    // This lane's two rows (C-fragment rows lane/4 and lane/4 + 8 of the warp's 16).
+    int64_t qi[2], row_lo[2];
+    bool rlive[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int R = wr0 + (lane >> 2) + 8 * h;
+        rlive[h] = R < n_rows;
+        qi[h] = pos0 + R / g;
+        row_lo[h] = src.window ? imax64(0, qi[h] - src.window + 1) : 0;
+    }
+    __syncthreads();
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int k = 0; k < HD / 16; ++k)
+        ldsm_x4(qf[k][0], qf[k][1], qf[k][2], qf[k][3], Qs + (warp * 16 + (lane & 15)) * LD + k * 16 + (lane >> 4) * 8);
+
+    float o[DT][4];
+#pragma unroll
+    for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    for (int64_t kt0 = sink_end > 0 ? 0 : lo; kt0 <= hi;
+         kt0 = (kt0 + att_tk < lo && kt0 + att_tk >= sink_end) ? lo : kt0 + att_tk) {
+        __syncthreads(); // the previous tile is no longer read
+        for (int idx = tid; idx < att_tk * (HD / 8); idx += att_threads) {
+            const int j = idx / (HD / 8), c = idx % (HD / 8);
+            const int64_t p = kt0 + j;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (p <= hi) {
+                kv = reinterpret_cast<const uint4 *>(key_row(src, src.k, src.sink_k, a.kb, a.kvb_ld, HD, p, pos0))[c];
+                vv = reinterpret_cast<const uint4 *>(key_row(src, src.v, src.sink_v, a.vb, a.kvb_ld, HD, p, pos0))[c];
+            }
+            reinterpret_cast<uint4 *>(Ks + j * LD)[c] = kv;
+            reinterpret_cast<uint4 *>(Vs + j * LD)[c] = vv;
+        }
+        __syncthreads();
+        if (!warp_live || kt0 > w_hi || (kt0 + att_tk - 1 < w_lo && kt0 >= src.sinks)) continue;
+
+        // S = Q·Kᵀ: 16 rows × 64 keys.
+        float sc[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+#pragma unroll
+            for (int k = 0; k < HD / 16; k += 2) {
+                // Keys 8j..8j+7; dims 16k..16k+31 as four 8×8 matrices: b-fragments of k-steps k, k+1.
+                uint32_t b0, b1, b2, b3;
+                ldsm_x4(b0, b1, b2, b3, Ks + (8 * j + (lane & 7)) * LD + 16 * k + (lane >> 3) * 8);
+                mma16816(sc[j], qf[k], b0, b1);
+                mma16816(sc[j], qf[k + 1], b2, b3);
+            }
+        }
+        // Mask, online softmax (rows lane/4 and lane/4 + 8; the quad's four lanes share a row).
+        float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int h = e >> 1;
+                const int64_t p = kt0 + 8 * j + 2 * (lane & 3) + (e & 1);
+                const bool vis = rlive[h] && key_visible(src, p, qi[h], row_lo[h]);
+                sc[j][e] = vis ? sc[j][e] * a.scale : -INFINITY;
+                mt[h] = fmaxf(mt[h], sc[j][e]);
+            }
+        float corr[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            mt[h] = fmaxf(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
+            mt[h] = fmaxf(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
+            const float m_new = fmaxf(m[h], mt[h]);
+            corr[h] = m_new == -INFINITY ? 1.0f : __expf(m[h] - m_new);
+            m[h] = m_new;
+        }
+        float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int h = e >> 1;
+                const float pe = sc[j][e] == -INFINITY ? 0.0f : __expf(sc[j][e] - m[h]);
+                sc[j][e] = pe;
+                ls[h] += pe;
+            }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) l[h] = l[h] * corr[h] + ls[h]; // lane-partial sums; the quad adds them at the end
+#pragma unroll
+        for (int j = 0; j < DT; ++j) o[j][0] *= corr[0], o[j][1] *= corr[0], o[j][2] *= corr[1], o[j][3] *= corr[1];
+
+        // O += P·V: P's accumulators of key tiles 2k, 2k+1 are the A fragment of k-step k.
+#pragma unroll
+        for (int k = 0; k < att_tk / 16; ++k) {
+            const uint32_t pa[4] = {pack_half2(sc[2 * k][0], sc[2 * k][1]), pack_half2(sc[2 * k][2], sc[2 * k][3]),
+                                    pack_half2(sc[2 * k + 1][0], sc[2 * k + 1][1]),
+                                    pack_half2(sc[2 * k + 1][2], sc[2 * k + 1][3])};
+#pragma unroll
+            for (int j = 0; j < DT; j += 2) {
+                // Keys 16k..16k+15 × dims 8j..8j+15, transposed: b-fragments of O tiles j, j+1.
+                uint32_t b0, b1, b2, b3;
+                ldsm_x4_t(b0, b1, b2, b3, Vs + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * j + (lane >> 4) * 8);
+                mma16816(o[j], pa, b0, b1);
+                mma16816(o[j + 1], pa, b2, b3);
+            }
+        }
+    }
+
+    // The quad's partial sums, then normalise and write this lane's elements.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    }
+    if (!warp_live) return;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int R = wr0 + (lane >> 2) + 8 * h;
+        if (R >= n_rows) continue;
+        float *out = a.out + int64_t(R / g) * a.out_ld + int64_t(src.kv_head * g + R % g) * HD;
+        const float inv = 1.0f / l[h];
+#pragma unroll
+        for (int j = 0; j < DT; ++j)
+            *reinterpret_cast<float2 *>(out + 8 * j + 2 * (lane & 3)) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
+    }
+}
+
 // ---- decode -------------------------------------------------------------------------------------
 
 constexpr int dec_tk = 64, dec_threads = 128, dec_max_out = 8; // g·hd <= 1024 outputs per block
@@ -475,18 +657,34 @@ template <int HD> __global__ void __launch_bounds__(fdec_warps * 32) attn_decode
             for (int d = 0; d < DPL; ++d) acc[h][d] *= corr;
         }
         // acc += Σ_j p_j · V_j: lane owns dims 2·lane + 64·i (+1).
+        // V rows eight at a time, all eight loads issued before the first is used (one at a
+        // time, the 32 rows of a chunk were 32 memory latencies in a row).
         const int n_live = int(imin64(32, e - c0));
-        for (int j = 0; j < n_live; ++j) {
-            const __half2 *vr = reinterpret_cast<const __half2 *>(row_of(src.v, src.sink_v, c0 + j));
-            float2 vv[DPL / 2];
+        for (int j0 = 0; j0 < n_live; j0 += 8) {
+            __half2 vh[8][DPL / 2];
 #pragma unroll
-            for (int i = 0; i < DPL / 2; ++i) vv[i] = __half22float2(vr[lane + 32 * i]);
+            for (int jj = 0; jj < 8; ++jj) {
+                if (j0 + jj < n_live) {
+                    const __half2 *vr = reinterpret_cast<const __half2 *>(row_of(src.v, src.sink_v, c0 + j0 + jj));
 #pragma unroll
-            for (int h = 0; h < fdec_max_g; ++h) {
-                if (h >= g) break;
-                const float pj = __shfl_sync(0xffffffffu, p[h], j);
+                    for (int i = 0; i < DPL / 2; ++i) vh[jj][i] = vr[lane + 32 * i];
+                } else {
 #pragma unroll
-                for (int i = 0; i < DPL / 2; ++i) acc[h][2 * i] += pj * vv[i].x, acc[h][2 * i + 1] += pj * vv[i].y;
+                    for (int i = 0; i < DPL / 2; ++i) vh[jj][i] = __float2half2_rn(0.0f);
+                }
+            }
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) {
+#pragma unroll
+                for (int h = 0; h < fdec_max_g; ++h) {
+                    if (h >= g) break;
+                    const float pj = __shfl_sync(0xffffffffu, p[h], (j0 + jj) & 31); // 0 past n_live
+#pragma unroll
+                    for (int i = 0; i < DPL / 2; ++i) {
+                        const float2 vf = __half22float2(vh[jj][i]);
+                        acc[h][2 * i] += pj * vf.x, acc[h][2 * i + 1] += pj * vf.y;
+                    }
+                }
             }
         }
     }
@@ -544,8 +742,20 @@ void launch_attention_prefill(const attn_args &a, bool force_scalar, cudaStream_
     if (a.n_tokens == 0 || a.n_src == 0) return;
     if (a.hd > 128) throw error("CUDA attention: head_dim " + std::to_string(a.hd) + " is above the supported 128");
     const bool tc = !force_scalar && a.hd % 16 == 0;
-    const att_layout L(tc, a.hd, a.n_bins, a.recency_window > 0);
     const dim3 grid(ceil_div(int64_t(a.n_tokens) * a.g, att_rows), unsigned(a.n_src));
+    if (tc && a.recency_window == 0 && (a.hd == 64 || a.hd == 128)) {
+        const size_t smem = size_t(att_rows + 2 * att_tk) * (a.hd + 8) * sizeof(__half);
+        if (a.hd == 64) {
+            set_smem(reinterpret_cast<const void *>(attn_prefill_mma_kernel<64>), smem);
+            attn_prefill_mma_kernel<64><<<grid, att_threads, smem, s>>>(a);
+        } else {
+            set_smem(reinterpret_cast<const void *>(attn_prefill_mma_kernel<128>), smem);
+            attn_prefill_mma_kernel<128><<<grid, att_threads, smem, s>>>(a);
+        }
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+    const att_layout L(tc, a.hd, a.n_bins, a.recency_window > 0);
     if (tc) {
         set_smem(reinterpret_cast<const void *>(attn_prefill_kernel<true>), L.total);
         attn_prefill_kernel<true><<<grid, att_threads, L.total, s>>>(a);

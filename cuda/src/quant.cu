@@ -199,18 +199,27 @@ __device__ __forceinline__ float dot8(const float w[8], float4 a, float4 b) {
     return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
 }
 
-// Decode is bound by the bytes of the weights, so the kernel does nothing but stream them: one
-// row (or gate/up row pair) per warp, four warps per block, lane l takes element groups l, l+32,
-// ... with U groups' loads issued before any is used (U·16 bytes per lane in flight for F16).
+// Decode is bound by the bytes of the weights, so the kernel does nothing but stream them: a row
+// (or gate/up row pair) per warp or per ks warps, four warps per block, lane l of split k takes
+// element groups 32k + l, 32k + l + 32·ks, ... with U groups' loads issued before any is used
+// (U·16 bytes per lane in flight for F16).
 // x (and the norm weight) are read straight from global memory: a few KiB that every warp of
 // the SM shares through L1, where staging them in shared memory cost each block a pass and two
 // barriers before its first weight load (the earlier kernel reached 0.9-2.4 TB/s on an H200).
 constexpr int gemv_warps = 4, gemv_unroll = 8;
 
-template <tensor_type T, bool NORM, bool PAIR> __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t row = int64_t(blockIdx.x) * gemv_warps + (threadIdx.x >> 5);
-    if (row >= a.n_rows) return;
+// ks warps share a row (ks in {1, 2, 4}; a block holds 4 / ks rows): short matrices (o_proj,
+// down: 2048 rows on a 132-SM GPU) otherwise have too few warps in flight to cover the memory
+// latency, each walking its long row in several dependent rounds. The ks partial sums meet in
+// shared memory.
+// ks is a runtime argument: as a template parameter it tripled the instances (8 types × norm ×
+// pair), and with them the binaries, for no measurable gain.
+template <tensor_type T, bool NORM, bool PAIR>
+__global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, int ks) {
+    __shared__ float part[gemv_warps][3];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, split = warp % ks;
+    const int64_t row = int64_t(blockIdx.x) * (gemv_warps / ks) + warp / ks;
+    const bool live = row < a.n_rows;
     const int G = int(a.n_in / 8);
     const int64_t g0 = row * G;
     const auto *wg = static_cast<const uint8_t *>(a.w);
@@ -229,33 +238,49 @@ template <tensor_type T, bool NORM, bool PAIR> __global__ void __launch_bounds__
         acc += dot8(w, xa, xb);
         if constexpr (PAIR) acc_up += dot8(u, xa, xb);
     };
-    int g = lane;
-    for (; g + 32 * (gemv_unroll - 1) < G; g += 32 * gemv_unroll) {
-        float w[gemv_unroll][8], u[PAIR ? gemv_unroll : 1][8];
+    const int stride = 32 * ks; // groups between one lane's consecutive loads
+    if (live) {
+        int g = split * 32 + lane;
+        for (; g + stride * (gemv_unroll - 1) < G; g += stride * gemv_unroll) {
+            float w[gemv_unroll][8], u[PAIR ? gemv_unroll : 1][8];
 #pragma unroll
-        for (int k = 0; k < gemv_unroll; ++k) {
-            dq8<T>(wg, g0 + g + 32 * k, w[k]);
-            if constexpr (PAIR) dq8<T>(wu, g0 + g + 32 * k, u[k]);
+            for (int k = 0; k < gemv_unroll; ++k) {
+                dq8<T>(wg, g0 + g + stride * k, w[k]);
+                if constexpr (PAIR) dq8<T>(wu, g0 + g + stride * k, u[k]);
+            }
+#pragma unroll
+            for (int k = 0; k < gemv_unroll; ++k) consume(g + stride * k, w[k], u[PAIR ? k : 0]);
         }
-#pragma unroll
-        for (int k = 0; k < gemv_unroll; ++k) consume(g + 32 * k, w[k], u[PAIR ? k : 0]);
-    }
-    for (; g < G; g += 32) {
-        float w[8], u[8];
-        dq8<T>(wg, g0 + g, w);
-        if constexpr (PAIR) dq8<T>(wu, g0 + g, u);
-        consume(g, w, u);
+        for (; g < G; g += stride) {
+            float w[8], u[8];
+            dq8<T>(wg, g0 + g, w);
+            if constexpr (PAIR) dq8<T>(wu, g0 + g, u);
+            consume(g, w, u);
+        }
     }
     acc = warp_sum(acc);
     if constexpr (PAIR) acc_up = warp_sum(acc_up);
     if constexpr (NORM) ss = warp_sum(ss);
-    if (lane != 0) return;
+    if (ks > 1) { // uniform over the block
+        if (lane == 0) part[warp][0] = acc, part[warp][1] = acc_up, part[warp][2] = ss;
+        __syncthreads();
+        if (split != 0 || lane != 0 || !live) return;
+        for (int k = 1; k < ks; ++k) acc += part[warp + k][0], acc_up += part[warp + k][1], ss += part[warp + k][2];
+    } else {
+        if (lane != 0 || !live) return;
+    }
     if constexpr (NORM) {
         const float scale = rsqrtf(ss / float(a.n_in) + a.eps);
         acc *= scale, acc_up *= scale;
     }
     const float r = PAIR ? silu(acc) * acc_up : acc;
     a.y[row] = a.accumulate ? a.y[row] + r : r;
+}
+
+template <tensor_type T, bool NORM, bool PAIR> void launch_gemv_vec(const gemv_args &a, cudaStream_t s) {
+    // Enough warps to keep ~32 per SM of a large GPU busy: rows alone when there are many.
+    const int ks = a.n_rows >= 8192 ? 1 : a.n_rows >= 4096 ? 2 : 4;
+    gemv_vec_kernel<T, NORM, PAIR><<<ceil_div(a.n_rows, gemv_warps / ks), gemv_warps * 32, 0, s>>>(a, ks);
 }
 
 // Float rows whose length is not a multiple of 8 (stories260K's n_ff = 172): elementwise, with
@@ -360,10 +385,10 @@ void launch_gemv(const gemv_args &a, cudaStream_t s) {
     dispatch(a.type, [&](auto tag) {
         constexpr tensor_type T = decltype(tag)::value;
         if (vec8(a.type, a.n_in)) {
-            if (norm && pair) gemv_vec_kernel<T, true, true><<<blocks, gemv_warps * 32, 0, s>>>(a);
-            else if (norm) gemv_vec_kernel<T, true, false><<<blocks, gemv_warps * 32, 0, s>>>(a);
-            else if (pair) gemv_vec_kernel<T, false, true><<<blocks, gemv_warps * 32, 0, s>>>(a);
-            else gemv_vec_kernel<T, false, false><<<blocks, gemv_warps * 32, 0, s>>>(a);
+            if (norm && pair) launch_gemv_vec<T, true, true>(a, s);
+            else if (norm) launch_gemv_vec<T, true, false>(a, s);
+            else if (pair) launch_gemv_vec<T, false, true>(a, s);
+            else launch_gemv_vec<T, false, false>(a, s);
         } else if constexpr (is_float_type<T>()) {
             const size_t smem = size_t(a.n_in) * sizeof(float);
             set_smem(reinterpret_cast<const void *>(gemv_scalar_kernel<T>), smem);

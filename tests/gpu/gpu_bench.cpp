@@ -97,8 +97,11 @@ int cmd_run(int argc, char **argv) {
     for (auto &t : prompt) t = int32_t(rng() % uint32_t(m->hparams().n_vocab));
     std::vector<float> logits;
 
-    // Warm-up: loads the modules, picks the cuBLAS algorithms, captures the decode graph.
-    g.eval(std::vector<int32_t>(prompt.begin(), prompt.begin() + std::min(n_prefill, 512)), logits);
+    // Warm-up: loads the modules, captures the decode graph, and lets cuBLAS pick its algorithm
+    // for every GEMM shape the timed prefill uses (a batch of min(prompt, n_batch) tokens): its
+    // first call per shape spends milliseconds on the host choosing, while the GPU waits. So the
+    // numbers are steady state, as llama-bench's are after its warm-up run.
+    g.eval(std::vector<int32_t>(prompt.begin(), prompt.begin() + std::min(n_prefill, p.n_batch)), logits);
     int32_t tok = g.decode_greedy(1);
     tok = g.decode_greedy(tok);
     tok = g.decode_greedy(tok);

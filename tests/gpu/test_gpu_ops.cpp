@@ -109,6 +109,9 @@ std::vector<mat_case> mat_cases(int64_t n_cols) {
     }
     // Long rows: the GEMV's unrolled loop several times, then its remainder (8448 = 33·256).
     for (tensor_type t : {tensor_type::F16, tensor_type::Q4_0, tensor_type::Q4_K}) v.push_back({t, 70, 8448, n_cols});
+    // Many rows: the GEMV gives a row 2 warps (4096 <= rows < 8192) or 1 (>= 8192) instead of 4.
+    v.push_back({tensor_type::F16, 4100, 256, n_cols});
+    v.push_back({tensor_type::Q4_0, 8200, 256, n_cols});
     // Rows that are not a multiple of 8 (stories260K's n_ff = 172) take the elementwise path.
     for (tensor_type t : {tensor_type::F32, tensor_type::F16, tensor_type::BF16}) v.push_back({t, 1, 172, n_cols});
     return v;
@@ -397,6 +400,12 @@ INSTANTIATE_TEST_SUITE_P(
                       // sink rows, sinks beyond one key tile, statistics (the sink mass)
                       attn_case{64, 3, 2, 100, 250, 50, 16, false, 0, 4}, attn_case{64, 4, 2, 130, 70, 20, 8, true, 0, 4},
                       attn_case{64, 2, 2, 90, 2, 16, 0, false, 0, 4}, attn_case{8, 2, 4, 40, 300, 30, 8, false, 0, 70},
+                      // the register-resident MMA kernel (hd 64/128, no statistics): several row
+                      // blocks and key tiles, GQA widths, windows, sinks, a batch after a long prefix
+                      attn_case{64, 4, 2, 300, 100, 0, 0, false, 0}, attn_case{128, 4, 1, 300, 0, 0, 0, false, 0},
+                      attn_case{64, 3, 2, 100, 250, 50, 0, false, 0}, attn_case{128, 8, 1, 70, 2000, 0, 0, false, 0},
+                      attn_case{64, 4, 2, 130, 70, 20, 0, false, 0, 4}, attn_case{128, 2, 1, 64, 1000, 100, 0, false, 0, 70},
+                      attn_case{64, 1, 1, 257, 0, 0, 0, false, 0},
                       attn_case{128, 2, 1, 64, 1000, 100, 32, false, 0, 1}),
     attn_name);
 
