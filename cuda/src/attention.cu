@@ -311,6 +311,13 @@ __device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// 16 bytes global -> shared without a register round trip; src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     const __half2 h = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<const uint32_t *>(&h);
@@ -320,7 +327,8 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
     constexpr int LD = HD + 8; // halves per smem row: 16-byte rows that ldmatrix reads without bank conflicts
     constexpr int NT = att_tk / 8, DT = HD / 8; // S n-tiles per key tile, O n-tiles
     extern __shared__ __align__(128) unsigned char smem[];
-    __half *Qs = reinterpret_cast<__half *>(smem), *Ks = Qs + att_rows * LD, *Vs = Ks + att_tk * LD;
+    // Q, then two K/V tile buffers: the next tile's loads (cp.async) fly while this one is used.
+    __half *Qs = reinterpret_cast<__half *>(smem), *Kbuf = Qs + att_rows * LD, *Vbuf = Kbuf + 2 * att_tk * LD;
     const int g = a.g;
     const kv_source src = a.src[blockIdx.y];
     const int64_t pos0 = *a.pos0;
@@ -363,23 +371,31 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
     for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-    for (int64_t kt0 = sink_end > 0 ? 0 : lo; kt0 <= hi;
-         kt0 = (kt0 + att_tk < lo && kt0 + att_tk >= sink_end) ? lo : kt0 + att_tk) {
-        __syncthreads(); // the previous tile is no longer read
+    auto next_tile = [&](int64_t kt) { return (kt + att_tk < lo && kt + att_tk >= sink_end) ? lo : kt + att_tk; };
+    auto load_tile = [&](int64_t kt, int buf) {
+        __half *Kt = Kbuf + buf * att_tk * LD, *Vt = Vbuf + buf * att_tk * LD;
         for (int idx = tid; idx < att_tk * (HD / 8); idx += att_threads) {
             const int j = idx / (HD / 8), c = idx % (HD / 8);
-            const int64_t p = kt0 + j;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-            if (p <= hi) {
-                kv = reinterpret_cast<const uint4 *>(key_row(src, src.k, src.sink_k, a.kb, a.kvb_ld, HD, p, pos0))[c];
-                vv = reinterpret_cast<const uint4 *>(key_row(src, src.v, src.sink_v, a.vb, a.kvb_ld, HD, p, pos0))[c];
-            }
-            reinterpret_cast<uint4 *>(Ks + j * LD)[c] = kv;
-            reinterpret_cast<uint4 *>(Vs + j * LD)[c] = vv;
+            const int64_t p = kt + j;
+            const bool in = p <= hi; // keys past hi serve no row here: zeros
+            const __half *kr = in ? key_row(src, src.k, src.sink_k, a.kb, a.kvb_ld, HD, p, pos0) : src.k;
+            const __half *vr = in ? key_row(src, src.v, src.sink_v, a.vb, a.kvb_ld, HD, p, pos0) : src.v;
+            cp_async16(Kt + j * LD + 8 * c, kr + 8 * c, in ? 16 : 0);
+            cp_async16(Vt + j * LD + 8 * c, vr + 8 * c, in ? 16 : 0);
         }
+        cp_async_commit();
+    };
+    int64_t kt0 = sink_end > 0 ? 0 : lo;
+    if (kt0 <= hi) load_tile(kt0, 0);
+    for (int buf = 0; kt0 <= hi; kt0 = next_tile(kt0), buf ^= 1) {
+        const int64_t kt_next = next_tile(kt0);
+        if (kt_next <= hi) load_tile(kt_next, buf ^ 1);
+        else cp_async_commit(); // an empty group keeps "all but the newest" meaning this tile
+        cp_async_wait_one();
         __syncthreads();
-        if (!warp_live || kt0 > w_hi || (kt0 + att_tk - 1 < w_lo && kt0 >= src.sinks)) continue;
-
+        const __half *Ks = Kbuf + buf * att_tk * LD, *Vs = Vbuf + buf * att_tk * LD;
+        const bool skip = !warp_live || kt0 > w_hi || (kt0 + att_tk - 1 < w_lo && kt0 >= src.sinks);
+        if (!skip) {
         // S = Q·Kᵀ: 16 rows × 64 keys.
         float sc[NT][4];
 #pragma unroll
@@ -446,6 +462,8 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
                 mma16816(o[j + 1], pa, b2, b3);
             }
         }
+        } // !skip
+        __syncthreads(); // this buffer is refilled two tiles from now: everyone is done with it
     }
 
     // The quad's partial sums, then normalise and write this lane's elements.
@@ -744,7 +762,7 @@ void launch_attention_prefill(const attn_args &a, bool force_scalar, cudaStream_
     const bool tc = !force_scalar && a.hd % 16 == 0;
     const dim3 grid(ceil_div(int64_t(a.n_tokens) * a.g, att_rows), unsigned(a.n_src));
     if (tc && a.recency_window == 0 && (a.hd == 64 || a.hd == 128)) {
-        const size_t smem = size_t(att_rows + 2 * att_tk) * (a.hd + 8) * sizeof(__half);
+        const size_t smem = size_t(att_rows + 4 * att_tk) * (a.hd + 8) * sizeof(__half);
         if (a.hd == 64) {
             set_smem(reinterpret_cast<const void *>(attn_prefill_mma_kernel<64>), smem);
             attn_prefill_mma_kernel<64><<<grid, att_threads, smem, s>>>(a);

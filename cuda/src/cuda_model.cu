@@ -174,6 +174,7 @@ cuda_memory_plan cuda_model::plan(const model &m, const cuda_params &p) {
                       + 2 * dequant_scratch_elems(m)                      // F16 dequantised matrix
                       + 4 * decode_partials_floats(hp.n_head_kv, hp.group_size(), hp.head_dim, n_splits) +
                       4 * R_max * B * (3 * size_t(hp.head_dim) + 1)       // recurrent q, k, v, dt
+                      + 4 * recurrent_scan_scratch_floats(int(R_max), int(B), hp.head_dim, recurrent_scan_chunk(hp.head_dim))
                       + 8 * size_t(hp.n_layer) * hp.n_head * (2 + 64);    // recency sums
     r.reserve_bytes = reserve_bytes;
     r.total_bytes_needed =
@@ -203,7 +204,7 @@ struct cuda_model::impl {
 
     // Scratch for one batch.
     int B = 1;
-    dev_buf<float> x, xn, qkv, attn, gu, logits, partials, rq, rk, rv, rdt;
+    dev_buf<float> x, xn, qkv, attn, gu, logits, partials, rq, rk, rv, rdt, rscan;
     dev_buf<uint8_t> act, dq;
     dev_buf<__half> kb, vb;
     dev_buf<int32_t> d_tokens, d_pos, d_argmax;
@@ -280,7 +281,7 @@ struct cuda_model::impl {
         hd = hp.head_dim;
         nq = hp.n_head * hd;
         nkv = hp.n_head_kv * hd;
-        rec_chunk = hd <= 64 ? 64 : 32;
+        rec_chunk = recurrent_scan_chunk(hd);
         n_splits = choose_decode_splits(params.n_ctx, hp.n_head_kv, dev.sm_count);
         for (const weight_matrix *w : {&m.token_embd(), &m.output()}) require_type(w->type, w->name.c_str());
         upload_matrices(token_embd, {&m.token_embd()});
@@ -422,6 +423,7 @@ struct cuda_model::impl {
             rk.resize(size_t(R_max) * B * hd);
             rv.resize(size_t(R_max) * B * hd);
             rdt.resize(size_t(R_max) * B);
+            rscan.resize(recurrent_scan_scratch_floats(R_max, B, hd, rec_chunk));
         }
         d_tokens.resize(size_t(B));
         d_pos.resize(1);
@@ -533,7 +535,7 @@ struct cuda_model::impl {
                 launch_recurrent_step(ra, &ga, stream); // gather, dt and update in one kernel
             } else {
                 launch_recurrent_dt(ra, stream);
-                launch_recurrent_scan(ra, rec_chunk, stream);
+                launch_recurrent_scan(ra, rec_chunk, rscan.get(), stream);
             }
             op_done("recurrent heads");
         }

@@ -172,8 +172,12 @@ struct rec_gather_args {
     float *qg = nullptr, *kg = nullptr, *vg = nullptr;     // [R][n][hd]
 };
 void launch_recurrent_gather(const rec_gather_args &a, cudaStream_t s);
-// The chunked scan (prefill; q, k, v gathered and dt computed first).
-void launch_recurrent_scan(const rec_args &a, int chunk, cudaStream_t s);
+// The chunked scan (prefill; q, k, v gathered and dt computed first). scratch: at least
+// recurrent_scan_scratch_floats(a.R, a.n, a.hd, chunk) floats (per-chunk states, decays, alphas).
+size_t recurrent_scan_scratch_floats(int R, int n, int hd, int chunk);
+// The model's chunk length: 64, or 32 above head_dim 64 (the chunk kernel's shared memory).
+inline int recurrent_scan_chunk(int hd) { return hd <= 64 ? 64 : 32; }
+void launch_recurrent_scan(const rec_args &a, int chunk, float *scratch, cudaStream_t s);
 // The one-step update (decode; n == 1) in one kernel: dt from xn (stored to a.dt too), q/k/v
 // gathered from gather->qkv's single row when gather is given, else read from a.q/k/v.
 void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cudaStream_t s);

@@ -316,7 +316,8 @@ recurrent_result recurrent(const recurrent_problem &p, int chunk) {
     if (chunk > 0) {
         auto q = up(p.q), k = up(p.k), v = up(p.v);
         a.q = q.get(), a.k = k.get(), a.v = v.get();
-        launch_recurrent_scan(a, chunk, nullptr);
+        dev_buf<float> scratch{recurrent_scan_scratch_floats(R, n, hd, chunk)};
+        launch_recurrent_scan(a, chunk, scratch.get(), nullptr);
         sync();
         r.y = down(y, qkv);
     } else {

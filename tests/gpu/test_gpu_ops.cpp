@@ -480,7 +480,9 @@ INSTANTIATE_TEST_SUITE_P(Forms, GpuRecurrent,
                                            rec_case{2, 50, 128, 64, 32}, rec_case{2, 70, 128, 64, 64},
                                            rec_case{4, 33, 8, 64, 64}, rec_case{2, 40, 64, 64, 1},
                                            rec_case{3, 20, 64, 96, 0}, rec_case{2, 9, 8, 32, 0},
-                                           rec_case{1, 5, 128, 64, 0}),
+                                           rec_case{1, 5, 128, 64, 0},
+                                           // many chunks (the carry pass), the last one partial
+                                           rec_case{4, 300, 64, 96, 64}, rec_case{2, 200, 128, 64, 32}),
                          [](const ::testing::TestParamInfo<rec_case> &i) {
                              const rec_case &c = i.param;
                              return (c.chunk > 0 ? "chunk" + std::to_string(c.chunk) : std::string("step")) + "_R" +
