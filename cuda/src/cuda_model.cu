@@ -104,11 +104,21 @@ struct dev_layer {
     dev_buf<kv_source> src;
     int n_rings = 0;
     dev_buf<ring_desc> rings;
-    // Recurrent heads.
+    // Recurrent heads (of recurrent groups; window + recurrent groups' heads are in wr).
     int R = 0;
     float *state = nullptr;            // [R][hd·hd] inside the model's state buffer
     dev_buf<float> dt_w, dt_b, a_log, d, mq, mk, mv;
     dev_buf<int32_t> head_of, group_of, y_col;
+    // Window + recurrent groups: the ring (shared with the window attention), the g heads'
+    // parameters and states, and the dt ring of each head.
+    struct wr_group {
+        int grp = 0, W = 0, S = 0;
+        const __half *ring_k = nullptr, *ring_v = nullptr;
+        float *state = nullptr;        // [g][hd·hd] inside the model's state buffer
+        dev_buf<float> dt_w, dt_b, a_log, d, mq, mk, mv, dt_ring;
+        dev_buf<int32_t> head_of, y_col;
+    };
+    std::vector<wr_group> wr;
 };
 
 int32_t plan_max_ctx(const cuda_memory_plan &p, const model &m, const cuda_params &cp) {
@@ -176,6 +186,20 @@ cuda_memory_plan cuda_model::plan(const model &m, const cuda_params &p) {
                       4 * R_max * B * (3 * size_t(hp.head_dim) + 1)       // recurrent q, k, v, dt
                       + 4 * recurrent_scan_scratch_floats(int(R_max), int(B), hp.head_dim, recurrent_scan_chunk(hp.head_dim))
                       + 8 * size_t(hp.n_layer) * hp.n_head * (2 + 64);    // recency sums
+    // Window + recurrent groups: per-group batch scratch (see alloc_scratch) and each head's dt ring.
+    size_t wr_ring_floats = 0, wr_max = 0;
+    for (const hybrid_layer &H : m.hybrid()) {
+        size_t in_layer = 0;
+        for (int32_t grp : H.recurrent_groups)
+            if (H.group_is(grp, replacement_kind::window_recurrent)) {
+                wr_ring_floats += size_t(hp.group_size()) * size_t(H.group_window[size_t(grp)]);
+                ++in_layer;
+            }
+        wr_max = std::max(wr_max, in_layer);
+    }
+    if (wr_ring_floats > 0)
+        r.scratch_bytes += 4 * wr_ring_floats + 4 * size_t(hp.group_size()) * B * ((3 + wr_max) * size_t(hp.head_dim) + 2) + 4 * B * nq +
+                           4 * recurrent_scan_scratch_floats(hp.group_size(), int(B), hp.head_dim, recurrent_scan_chunk(hp.head_dim));
     r.reserve_bytes = reserve_bytes;
     r.total_bytes_needed =
         r.weights_bytes + r.kv_bytes + r.recurrent_bytes + r.window_bytes + r.scratch_bytes + r.reserve_bytes;
@@ -205,6 +229,10 @@ struct cuda_model::impl {
     // Scratch for one batch.
     int B = 1;
     dev_buf<float> x, xn, qkv, attn, gu, logits, partials, rq, rk, rv, rdt, rscan;
+    // Window + recurrent groups (one group at a time): saved q rows, the leaving tokens' q/k/v
+    // and dt, the batch's dt, the scan's scratch, and how many tokens left (decode: 0 or 1).
+    dev_buf<float> wr_qraw, wr_q, wr_k, wr_v, wr_dt, wr_dtb, wr_scan, wr_y; // wr_y: [B][nq], the heads' columns
+    dev_buf<int32_t> wr_m;
     dev_buf<uint8_t> act, dq;
     dev_buf<__half> kb, vb;
     dev_buf<int32_t> d_tokens, d_pos, d_argmax;
@@ -270,13 +298,6 @@ struct cuda_model::impl {
     }
 
     void upload() {
-        // The GPU path has no kernels for window + recurrent groups (the recurrent part reads the
-        // tokens leaving the ring, engine/src/context.cpp); refuse rather than compute something else.
-        for (size_t l = 0; l < m.hybrid().size(); ++l)
-            for (replacement_kind k : m.hybrid()[l].kinds)
-                if (k == replacement_kind::window_recurrent)
-                    throw error("cuda: layer " + std::to_string(l) +
-                                " has window + recurrent groups, which the GPU backend does not serve; use the CPU");
         g = hp.group_size();
         hd = hp.head_dim;
         nq = hp.n_head * hd;
@@ -377,19 +398,38 @@ struct cuda_model::impl {
             D.n_rings = int(rings.size());
             upload_vec(D.rings, rings);
 
-            D.R = int(H.recurrent_groups.size()) * g;
+            // Recurrent heads: H's arrays hold every recurrent head ([R] ordered by group, then
+            // head); recurrent groups' heads go to D's arrays and state first, then each window +
+            // recurrent group's g heads to its own.
+            auto rows = [&](const std::vector<float> &v, const std::vector<int> &heads, size_t per) {
+                std::vector<float> out;
+                if (v.empty()) return out;
+                for (int r : heads) out.insert(out.end(), v.begin() + size_t(r) * per, v.begin() + size_t(r + 1) * per);
+                return out;
+            };
+            std::vector<int> rec_heads_of_layer;
+            std::vector<std::pair<int32_t, std::vector<int>>> wr_heads;
+            for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi) {
+                const int32_t grp = H.recurrent_groups[gi];
+                std::vector<int> heads;
+                for (int j = 0; j < g; ++j) heads.push_back(int(gi) * g + j);
+                if (H.group_is(grp, replacement_kind::window_recurrent)) wr_heads.push_back({grp, heads});
+                else rec_heads_of_layer.insert(rec_heads_of_layer.end(), heads.begin(), heads.end());
+            }
+            const size_t E = size_t(hp.n_embd), hh = size_t(hd) * hd;
+            D.R = int(rec_heads_of_layer.size());
             if (D.R > 0) {
-                D.state = rec_state.get() + rec_head * size_t(hd) * hd;
+                D.state = rec_state.get() + rec_head * hh;
                 rec_head += size_t(D.R);
-                upload_vec(D.dt_w, H.dt_w);
-                upload_vec(D.dt_b, H.dt_b);
-                upload_vec(D.a_log, H.a_log);
-                upload_vec(D.d, H.d);
-                upload_vec(D.mq, H.q_proj);
-                upload_vec(D.mk, H.k_proj);
-                upload_vec(D.mv, H.v_proj);
+                upload_vec(D.dt_w, rows(H.dt_w, rec_heads_of_layer, E));
+                upload_vec(D.dt_b, rows(H.dt_b, rec_heads_of_layer, 1));
+                upload_vec(D.a_log, rows(H.a_log, rec_heads_of_layer, 1));
+                upload_vec(D.d, rows(H.d, rec_heads_of_layer, size_t(hd)));
+                upload_vec(D.mq, rows(H.q_proj, rec_heads_of_layer, hh));
+                upload_vec(D.mk, rows(H.k_proj, rec_heads_of_layer, hh));
+                upload_vec(D.mv, rows(H.v_proj, rec_heads_of_layer, hh));
                 std::vector<int32_t> head_of, group_of, y_col;
-                for (int r = 0; r < D.R; ++r) {
+                for (int r : rec_heads_of_layer) {
                     const int grp = H.recurrent_groups[size_t(r / g)], head = grp * g + r % g;
                     head_of.push_back(head);
                     group_of.push_back(grp);
@@ -398,6 +438,28 @@ struct cuda_model::impl {
                 upload_vec(D.head_of, head_of);
                 upload_vec(D.group_of, group_of);
                 upload_vec(D.y_col, y_col);
+            }
+            for (auto &[grp, heads] : wr_heads) {
+                dev_layer::wr_group G;
+                G.grp = grp, G.W = H.group_window[size_t(grp)], G.S = H.group_sinks[size_t(grp)];
+                for (const ring_desc &rd : rings)
+                    if (rd.kv_head == grp) G.ring_k = rd.k, G.ring_v = rd.v;
+                G.state = rec_state.get() + rec_head * hh;
+                rec_head += size_t(g);
+                upload_vec(G.dt_w, rows(H.dt_w, heads, E));
+                upload_vec(G.dt_b, rows(H.dt_b, heads, 1));
+                upload_vec(G.a_log, rows(H.a_log, heads, 1));
+                upload_vec(G.d, rows(H.d, heads, size_t(hd)));
+                upload_vec(G.mq, rows(H.q_proj, heads, hh));
+                upload_vec(G.mk, rows(H.k_proj, heads, hh));
+                upload_vec(G.mv, rows(H.v_proj, heads, hh));
+                G.dt_ring.resize(size_t(g) * G.W);
+                G.dt_ring.zero();
+                std::vector<int32_t> head_of, y_col;
+                for (int j = 0; j < g; ++j) head_of.push_back(grp * g + j), y_col.push_back((grp * g + j) * hd);
+                upload_vec(G.head_of, head_of);
+                upload_vec(G.y_col, y_col);
+                D.wr.push_back(std::move(G));
             }
         }
     }
@@ -424,6 +486,16 @@ struct cuda_model::impl {
             rv.resize(size_t(R_max) * B * hd);
             rdt.resize(size_t(R_max) * B);
             rscan.resize(recurrent_scan_scratch_floats(R_max, B, hd, rec_chunk));
+        }
+        size_t wr_max = 0; // the most window + recurrent groups in one layer
+        for (auto &D : layers) wr_max = std::max(wr_max, D.wr.size());
+        if (wr_max > 0) {
+            const size_t gBh = size_t(g) * B * hd;
+            wr_qraw.resize(wr_max * gBh), wr_q.resize(gBh), wr_k.resize(gBh), wr_v.resize(gBh);
+            wr_dt.resize(size_t(g) * B), wr_dtb.resize(size_t(g) * B);
+            wr_scan.resize(recurrent_scan_scratch_floats(g, B, hd, rec_chunk));
+            wr_m.resize(1);
+            wr_y.resize(size_t(B) * nq);
         }
         d_tokens.resize(size_t(B));
         d_pos.resize(1);
@@ -471,12 +543,59 @@ struct cuda_model::impl {
         gemm_cublas(blas, stream, op, wop, act.get(), w.n_rows, w.n_in, n, out, ld_out, accumulate);
     }
 
+    // ---- window + recurrent groups ----------------------------------------------------------------
+
+    // The arguments for the layer's window + recurrent group gi. Each group of a layer saves its
+    // query rows in its own part of wr_qraw: all are saved before RoPE, and read after it.
+    wr_args wr_args_of(const dev_layer &D, size_t gi, int n, int64_t ldq) {
+        const dev_layer::wr_group &G = D.wr[gi];
+        wr_args a;
+        a.n = n, a.g = g, a.hd = hd, a.W = G.W, a.S = G.S, a.grp = G.grp, a.pos0 = d_pos.get();
+        a.qkv = qkv.get(), a.ld = ldq, a.q_bias = D.bqkv.get(), a.head_of = G.head_of.get();
+        a.qraw = wr_qraw.get() + gi * size_t(g) * B * hd;
+        a.ring_k = G.ring_k, a.ring_v = G.ring_v, a.kb = kb.get(), a.vb = vb.get(), a.kvb_ld = nkv;
+        a.inv_freq = inv_freq.get(), a.rope_dim = hp.rope_dim, a.neox = hp.rope == rope_style::neox;
+        a.freq_scale = hp.rope_scale;
+        a.mq = G.mq.get(), a.mk = G.mk.get(), a.mv = G.mv.get();
+        a.dt_ring = G.dt_ring.get(), a.dt_batch = wr_dtb.get();
+        a.qg = wr_q.get(), a.kg = wr_k.get(), a.vg = wr_v.get(), a.dt_out = wr_dt.get(), a.m_out = wr_m.get();
+        return a;
+    }
+
+    rec_args wr_rec_args(const dev_layer::wr_group &G) {
+        rec_args ra;
+        ra.R = g, ra.hd = hd, ra.n_embd = hp.n_embd, ra.xn = xn.get(), ra.xn_ld = hp.n_embd;
+        ra.dt_w = G.dt_w.get(), ra.dt_b = G.dt_b.get(), ra.a_log = G.a_log.get(), ra.d = G.d.get();
+        ra.state = G.state;
+        return ra;
+    }
+
+    // The group's heads over the tokens that left its window in this batch, into wr_y's rows of
+    // their evicting queries. Decode: at most one token, the step kernel told by wr_m whether one
+    // left (the graph replays it at every position). Prefill: the count from the host's position.
+    void wr_recurrent(const dev_layer::wr_group &G, int n, bool decode) {
+        rec_args ra = wr_rec_args(G);
+        ra.q = wr_q.get(), ra.k = wr_k.get(), ra.v = wr_v.get(), ra.dt = wr_dt.get(), ra.dt_given = true;
+        ra.y_ld = nq, ra.y_col = G.y_col.get();
+        if (decode) {
+            ra.n = 1, ra.y = wr_y.get(), ra.active = wr_m.get();
+            launch_recurrent_step(ra, nullptr, stream);
+            return;
+        }
+        const int64_t pos0 = n_past, e0 = std::max<int64_t>(G.S, pos0 - G.W), e1 = pos0 + n - G.W;
+        const int64_t m_left = std::max<int64_t>(0, e1 - e0);
+        if (m_left == 0) return;
+        ra.n = int(m_left), ra.y = wr_y.get() + (e0 + G.W - pos0) * nq;
+        if (m_left == 1) launch_recurrent_step(ra, nullptr, stream);
+        else launch_recurrent_scan(ra, rec_chunk, wr_scan.get(), stream);
+    }
+
     void layer_forward(int l, int n, bool decode) {
         const dev_layer &D = layers[size_t(l)];
         const int E = hp.n_embd, F = hp.n_ff, ldq = nq + 2 * nkv;
         // The normed input is materialised when a matmul cannot fuse it: prefill, unfused
         // projections, or recurrent heads (their dt reads it).
-        const bool fuse_norm = decode && D.R == 0;
+        const bool fuse_norm = decode && D.R == 0 && D.wr.empty();
         if (!fuse_norm) launch_rmsnorm(x.get(), D.attn_norm.get(), n, E, hp.rms_eps, xn.get(), stream);
         const float *qkv_in = fuse_norm ? x.get() : xn.get();
         const gemv_input qkv_mode = fuse_norm ? gemv_input::rmsnorm : gemv_input::plain;
@@ -489,6 +608,7 @@ struct cuda_model::impl {
         }
         op_done("norm + qkv");
 
+        for (size_t gi = 0; gi < D.wr.size(); ++gi) launch_wr_save_q(wr_args_of(D, gi, n, ldq), stream); // before RoPE
         rope_store_args rs;
         rs.qkv = qkv.get(), rs.ld = ldq, rs.n_tokens = n, rs.pos0 = d_pos.get();
         rs.n_head = hp.n_head, rs.n_kv = hp.n_head_kv, rs.hd = hd, rs.rope_dim = hp.rope_dim;
@@ -498,6 +618,18 @@ struct cuda_model::impl {
         rs.kb = kb.get(), rs.vb = vb.get();
         launch_rope_store(rs, stream);
         op_done("rope + kv store");
+        // Window + recurrent groups: the tokens leaving the windows, read before the ring store
+        // overwrites their rows (decode stores before attending), and the batch's dt into the rings.
+        for (size_t gi = 0; gi < D.wr.size(); ++gi) {
+            const dev_layer::wr_group &G = D.wr[gi];
+            const wr_args wa = wr_args_of(D, gi, n, ldq);
+            rec_args da = wr_rec_args(G);
+            da.n = n, da.dt = wr_dtb.get();
+            launch_recurrent_dt(da, stream); // the batch's own dt, for the ring
+            launch_wr_gather(wa, stream);
+            launch_wr_dt_ring(wa, stream);
+            wr_recurrent(G, n, decode); // into wr_y, added to the window's output after attention
+        }
 
         if (D.n_src > 0) {
             attn_args a;
@@ -540,6 +672,8 @@ struct cuda_model::impl {
             op_done("recurrent heads");
         }
 
+        for (size_t gi = 0; gi < D.wr.size(); ++gi) launch_wr_add(wr_args_of(D, gi, n, ldq), wr_y.get(), attn.get(), nq, stream);
+        if (!D.wr.empty()) op_done("window + recurrent");
         matmul(D.wo, attn.get(), n, x.get(), E, true); // x += W_o attn
         op_done("o_proj");
 
@@ -694,6 +828,8 @@ void cuda_model::reset() {
     s.n_past = 0;
     s.rec_state.zero();
     s.op_ms.clear(); // profile_ops: a new sequence starts a new profile
+    for (auto &D : s.layers)
+        for (auto &G : D.wr) G.dt_ring.zero();
 }
 
 void cuda_model::truncate(int32_t n) {

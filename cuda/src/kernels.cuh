@@ -158,6 +158,11 @@ struct rec_args {
     float *y = nullptr;                      // head r, token t at y + t·y_ld + y_col[r] (y_col nullptr: r·n·hd + t·hd)
     int64_t y_ld = 0;
     const int32_t *y_col = nullptr;
+    // Window + recurrent heads (their output is added to the window's, their dt was computed
+    // when the token entered the window, and a decode step may have no token leaving):
+    bool y_accumulate = false;               // y += instead of y =
+    bool dt_given = false;                   // the step kernel reads dt[r] instead of computing it
+    const int32_t *active = nullptr;         // step kernel: nothing to do when *active == 0
 };
 // dt[r][t] = softplus(dt_w[r]·xn[t] + dt_b[r]).
 void launch_recurrent_dt(const rec_args &a, cudaStream_t s);
@@ -181,6 +186,46 @@ void launch_recurrent_scan(const rec_args &a, int chunk, float *scratch, cudaStr
 // The one-step update (decode; n == 1) in one kernel: dt from xn (stored to a.dt too), q/k/v
 // gathered from gather->qkv's single row when gather is given, else read from a.q/k/v.
 void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cudaStream_t s);
+
+// ---- window + recurrent groups (recurrent.cu) ---------------------------------------------------
+//
+// A window + recurrent group (docs/FORMAT.md "Window + recurrent") keeps exact attention over its
+// last W tokens (a window group, served by the attention kernels) and g recurrent heads fed by
+// the tokens leaving the window: token e leaves when query e + W arrives, and the head then reads
+// q' = Mq·q(e + W) (unrotated, bias added), k' = Mk·unrope_e(K_e), v' = Mv·V_e, with K_e and V_e as
+// the cache holds them (F16: from the ring, or from the batch's F16 rows), and the dt that token
+// e got when it entered (kept in a ring of W per head). Tokens below the S sink rows never leave.
+// For a batch of n tokens at pos0: e in [max(S, pos0 - W), pos0 + n - W).
+struct wr_args {
+    int n = 0, g = 0, hd = 0, W = 0, S = 0, grp = 0;
+    const int32_t *pos0 = nullptr;
+    const float *qkv = nullptr;          // the fused projection rows (q unrotated before rope_store)
+    int64_t ld = 0;
+    const float *q_bias = nullptr;       // [n_head·hd] or nullptr
+    const int32_t *head_of = nullptr;    // [g] the query heads
+    float *qraw = nullptr;               // [g][n][hd]
+    const __half *ring_k = nullptr, *ring_v = nullptr; // the group's W ring rows (row p % W)
+    const __half *kb = nullptr, *vb = nullptr;         // the batch's F16 rows, kv head at grp·hd
+    int64_t kvb_ld = 0;
+    const double *inv_freq = nullptr;    // RoPE, as rope_store_args
+    int rope_dim = 0;
+    bool neox = false;
+    float freq_scale = 1.0f;
+    const float *mq = nullptr, *mk = nullptr, *mv = nullptr; // [g][hd][hd] or nullptr
+    float *dt_ring = nullptr;            // [g][W]
+    const float *dt_batch = nullptr;     // [g][n] dt of the batch's tokens
+    float *qg = nullptr, *kg = nullptr, *vg = nullptr, *dt_out = nullptr; // [g][m][hd], [g][m]: m leaving tokens
+    int32_t *m_out = nullptr;            // m (0 or 1 in a decode step)
+};
+// Before rope_store: the group's query rows as the recurrent heads read them (bias, no RoPE).
+void launch_wr_save_q(const wr_args &a, cudaStream_t s);
+// After rope_store and before the ring store: the leaving tokens' q', k', v', dt.
+void launch_wr_gather(const wr_args &a, cudaStream_t s);
+// After the gather: the batch's last W dts into the ring.
+void launch_wr_dt_ring(const wr_args &a, cudaStream_t s);
+// After attention: attn[t][head cols] += y[t][head cols] for the batch rows whose query evicted
+// a token (t + pos0 - W >= S); y and attn rows ld floats apart.
+void launch_wr_add(const wr_args &a, const float *y, float *attn, int64_t ld, cudaStream_t s);
 
 // Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
 void set_smem(const void *kernel, size_t bytes);

@@ -148,7 +148,9 @@ __global__ void __launch_bounds__(scan_threads) scan_chunk_kernel(rec_args a, in
         const int i = idx / cb, c = idx % cb;
         float wv = 0;
         for (int j = 0; j <= i; ++j) wv += W[i * (L + 1) + j] * vs[j * cb + c];
-        y_at(a, r, t0 + i)[c0 + c] = wv + dvec[c0 + c] * vs[i * cb + c];
+        float &out = y_at(a, r, t0 + i)[c0 + c];
+        const float yc = wv + dvec[c0 + c] * vs[i * cb + c];
+        out = a.y_accumulate ? out + yc : yc;
     }
     float *dS = carry + (int64_t(r) * n_chunks + ch) * hd * hd;
     for (int idx = tid; idx < hd * cb; idx += scan_threads) {
@@ -203,6 +205,7 @@ __global__ void __launch_bounds__(scan_threads) scan_inter_kernel(rec_args a, in
 constexpr int step_threads = 256;
 __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, rec_gather_args ga, bool gather) {
     extern __shared__ float sm[]; // src [3][hd] | qkv [3][hd] | y [hd] | red [8]
+    if (a.active && *a.active == 0) return; // no token left the window this step
     const int r = blockIdx.x, hd = a.hd, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *src = sm, *qkv = sm + 3 * hd, *ys = qkv + 3 * hd, *red = ys + hd;
     float *qv = qkv, *kv = qkv + hd, *vv = qkv + 2 * hd;
@@ -222,9 +225,11 @@ __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, re
     }
     for (int i = tid; i < hd; i += step_threads) ys[i] = 0.0f;
     // dt's dot product runs while the source rows land.
-    const float *w = a.dt_w + int64_t(r) * a.n_embd;
     float dsum = 0;
-    for (int i = tid; i < a.n_embd; i += step_threads) dsum += w[i] * a.xn[i];
+    if (!a.dt_given) {
+        const float *w = a.dt_w + int64_t(r) * a.n_embd;
+        for (int i = tid; i < a.n_embd; i += step_threads) dsum += w[i] * a.xn[i];
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
     if (lane == 0) red[warp] = dsum;
@@ -247,11 +252,16 @@ __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, re
             if (lane == 0) qkv[which * hd + o] = v;
         }
     }
-    float tot = 0;
-    for (int w2 = 0; w2 < step_threads / 32; ++w2) tot += red[w2];
-    const float dt = softplus(tot + a.dt_b[r]);
-    if (tid == 0) a.dt[r] = dt;
-    __syncthreads();
+    float dt;
+    if (a.dt_given) {
+        dt = a.dt[r];
+    } else {
+        float tot = 0;
+        for (int w2 = 0; w2 < step_threads / 32; ++w2) tot += red[w2];
+        dt = softplus(tot + a.dt_b[r]);
+    }
+    __syncthreads(); // every thread has its dt before thread 0 stores it
+    if (tid == 0 && !a.dt_given) a.dt[r] = dt;
 
     const float decay = expf(-dt * expf(a.a_log[r])), scale = 1.0f / sqrtf(float(hd));
     float *__restrict__ S = a.state + int64_t(r) * hd * hd;
@@ -278,7 +288,93 @@ __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, re
         }
     }
     __syncthreads();
-    for (int c = tid; c < hd; c += step_threads) y_at(a, r, 0)[c] = scale * ys[c] + a.d[int64_t(r) * hd + c] * vv[c];
+    for (int c = tid; c < hd; c += step_threads) {
+        const float yc = scale * ys[c] + a.d[int64_t(r) * hd + c] * vv[c];
+        float &out = y_at(a, r, 0)[c];
+        out = a.y_accumulate ? out + yc : yc;
+    }
+}
+
+// ---- window + recurrent groups -----------------------------------------------------------------
+
+// Block (t, h): the unrotated query row of head h at token t, bias added.
+__global__ void wr_save_q_kernel(wr_args a) {
+    const int t = blockIdx.x, h = blockIdx.y, head = a.head_of[h];
+    for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
+        const int col = head * a.hd + d;
+        a.qraw[(int64_t(h) * a.n + t) * a.hd + d] = a.qkv[int64_t(t) * a.ld + col] + (a.q_bias ? a.q_bias[col] : 0.0f);
+    }
+}
+
+// Block (j, h): leaving token e = e0 + j of head h, if there is one.
+constexpr int wr_threads = 128;
+__global__ void __launch_bounds__(wr_threads) wr_gather_kernel(wr_args a) {
+    extern __shared__ float src[]; // q, k, v [3][hd]
+    const int hd = a.hd, j = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t pos0 = *a.pos0;
+    const int64_t e0 = pos0 - a.W > a.S ? pos0 - a.W : a.S, e1 = pos0 + a.n - a.W;
+    const int m = e1 > e0 ? int(e1 - e0) : 0;
+    if (j == 0 && h == 0 && tid == 0 && a.m_out) *a.m_out = m;
+    if (j >= m) return;
+    const int64_t e = e0 + j, ti = e + a.W - pos0; // the token leaving, its evicting query's batch row
+    const bool in_ring = e < pos0;
+    const __half *kr = in_ring ? a.ring_k + (e % a.W) * hd : a.kb + (e - pos0) * a.kvb_ld + int64_t(a.grp) * hd;
+    const __half *vr = in_ring ? a.ring_v + (e % a.W) * hd : a.vb + (e - pos0) * a.kvb_ld + int64_t(a.grp) * hd;
+    for (int d = tid; d < hd; d += wr_threads) {
+        src[d] = a.qraw[(int64_t(h) * a.n + ti) * hd + d];
+        src[hd + d] = __half2float(kr[d]);
+        src[2 * hd + d] = __half2float(vr[d]);
+    }
+    __syncthreads();
+    // Rotate k back to position e's frame (RoPE's inverse), as the CPU's unrope.
+    const int half = a.rope_dim / 2;
+    for (int i = tid; i < half; i += wr_threads) {
+        constexpr double two_pi = 6.283185307179586476925286766559;
+        double ang = double(e) / double(a.freq_scale) * a.inv_freq[i];
+        ang -= two_pi * rint(ang / two_pi);
+        float sn, cs;
+        sincosf(float(ang), &sn, &cs);
+        const int i0 = a.neox ? i : 2 * i, i1 = a.neox ? i + half : 2 * i + 1;
+        const float x0 = src[hd + i0], y0 = src[hd + i1];
+        src[hd + i0] = x0 * cs + y0 * sn;
+        src[hd + i1] = -x0 * sn + y0 * cs;
+    }
+    __syncthreads();
+    const float *mats[3] = {a.mq, a.mk, a.mv};
+    float *dst[3] = {a.qg, a.kg, a.vg};
+    const int64_t out = (int64_t(h) * m + j) * hd;
+    for (int o3 = warp; o3 < 3 * hd; o3 += wr_threads / 32) {
+        const int which = o3 / hd, o = o3 % hd;
+        const float *mat = mats[which], *x = src + which * hd;
+        float v;
+        if (mat) {
+            const float *mr = mat + (int64_t(h) * hd + o) * hd;
+            v = 0;
+            for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
+#pragma unroll
+            for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+        } else {
+            v = x[o];
+        }
+        if (lane == 0) dst[which][out + o] = v;
+    }
+    if (tid == 0) a.dt_out[int64_t(h) * m + j] = in_ring ? a.dt_ring[int64_t(h) * a.W + e % a.W] : a.dt_batch[int64_t(h) * a.n + (e - pos0)];
+}
+
+// Block h: the batch's last min(n, W) tokens' dt into head h's ring.
+__global__ void wr_dt_ring_kernel(wr_args a) {
+    const int h = blockIdx.x;
+    const int64_t pos0 = *a.pos0;
+    for (int t = max(0, a.n - a.W) + threadIdx.x; t < a.n; t += blockDim.x)
+        a.dt_ring[int64_t(h) * a.W + (pos0 + t) % a.W] = a.dt_batch[int64_t(h) * a.n + t];
+}
+
+// Block (t, h): adds head h's recurrent read-out to the window's output at batch row t.
+__global__ void wr_add_kernel(wr_args a, const float *y, float *attn, int64_t ld) {
+    const int t = blockIdx.x, h = blockIdx.y;
+    if (int64_t(*a.pos0) + t - a.W < a.S) return; // this query evicted nothing
+    const int64_t off = int64_t(t) * ld + int64_t(a.head_of[h]) * a.hd;
+    for (int d = threadIdx.x; d < a.hd; d += blockDim.x) attn[off + d] += y[off + d];
 }
 
 } // namespace
@@ -324,6 +420,31 @@ void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cud
     const size_t smem = (7 * size_t(a.hd) + step_threads / 32) * sizeof(float);
     set_smem(reinterpret_cast<const void *>(step_fused_kernel), smem);
     step_fused_kernel<<<unsigned(a.R), step_threads, smem, s>>>(a, gather ? *gather : rec_gather_args{}, gather != nullptr);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_wr_save_q(const wr_args &a, cudaStream_t s) {
+    if (a.n == 0 || a.g == 0) return;
+    wr_save_q_kernel<<<dim3(unsigned(a.n), unsigned(a.g)), std::min(a.hd, 128), 0, s>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_wr_gather(const wr_args &a, cudaStream_t s) {
+    if (a.n == 0 || a.g == 0) return;
+    if (a.W < 1) throw error("CUDA window + recurrent: the window must hold at least one token");
+    wr_gather_kernel<<<dim3(unsigned(a.n), unsigned(a.g)), wr_threads, 3 * size_t(a.hd) * sizeof(float), s>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_wr_add(const wr_args &a, const float *y, float *attn, int64_t ld, cudaStream_t s) {
+    if (a.n == 0 || a.g == 0) return;
+    wr_add_kernel<<<dim3(unsigned(a.n), unsigned(a.g)), std::min(a.hd, 128), 0, s>>>(a, y, attn, ld);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_wr_dt_ring(const wr_args &a, cudaStream_t s) {
+    if (a.n == 0 || a.g == 0) return;
+    wr_dt_ring_kernel<<<unsigned(a.g), 128, 0, s>>>(a);
     CUDA_CHECK_LAUNCH();
 }
 

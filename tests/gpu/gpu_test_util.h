@@ -83,6 +83,7 @@ struct hybrid_spec {
     bool transforms = false;
     uint32_t seed = 7;
     int sinks = 0; // attention-sink rows of the window groups
+    bool window_recurrent = false; // the window groups get recurrent heads for the tokens leaving them
 };
 
 inline void write_hybrid(const recur::model &m, const std::string &path, const hybrid_spec &spec) {
@@ -113,9 +114,10 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
         for (int grp = 0; grp < n_rep; ++grp) {
             const bool win = spec.window > 0 && (grp % spec.window_every) == spec.window_every - 1;
             replaced.push_back(grp);
-            kinds.push_back(int32_t(win ? replacement_kind::window : replacement_kind::recurrent));
+            const replacement_kind wk = spec.window_recurrent ? replacement_kind::window_recurrent : replacement_kind::window;
+            kinds.push_back(int32_t(win ? wk : replacement_kind::recurrent));
             windows.push_back(win ? spec.window : 0);
-            n_rec += win ? 0 : 1;
+            n_rec += win && !spec.window_recurrent ? 0 : 1;
         }
         const std::string key = "recurformer.blk." + std::to_string(l) + ".";
         w.set_int32_array(key + "replaced_groups", replaced);
@@ -125,7 +127,7 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
         w.set_int32_array(key + "group_windows", windows);
         if (spec.sinks > 0) {
             std::vector<int32_t> sinks;
-            for (int32_t k : kinds) sinks.push_back(k == int32_t(replacement_kind::window) ? spec.sinks : 0);
+            for (int32_t k : kinds) sinks.push_back(k != int32_t(replacement_kind::recurrent) ? spec.sinks : 0);
             w.set_int32_array(key + "group_sinks", sinks);
         }
         const int64_t R = int64_t(n_rec) * g;

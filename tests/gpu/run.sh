@@ -88,7 +88,7 @@ cli_check="not run (no recur CLI: stage.sh with the app built)"
 stories=$RECUR_SHARED_DIR/models/stories260K.gguf
 if [[ -n $cli && -f $stories ]]; then
   say "CLI --device check"
-  tok() { "$cli" generate -m "$stories" -p "Once upon a time" -n 64 --temp 0 --json --device "$1" 2>>"$work/cli.log" |
+  tok() { "$cli" generate -m "$stories" -p "Once upon a time" -n "${2:-64}" --temp 0 --json --device "$1" 2>>"$work/cli.log" |
           sed -n 's/.*"tokens":\(\[[^]]*\]\).*/\1/p'; }
   t_cpu=$(tok cpu); t_gpu=$(tok cuda); t_auto=$(tok auto)
   "$cli" bench -m "$stories" -p 256 -n 64 --json --device cuda >>"$work/cli.log" 2>&1
@@ -96,6 +96,18 @@ if [[ -n $cli && -f $stories ]]; then
     cli_check="passed (64 greedy tokens identical on cuda, auto and cpu)"
   else
     cli_check="FAILED (see cli.log)"; failed=$((failed + 1))
+  fi
+  # The same for a converted window + recurrent hybrid (stage.sh makes it), when there is one.
+  wr=$RECUR_SHARED_DIR/models/stories260K-wr.gguf
+  if [[ -f $wr ]]; then
+    stories=$wr
+    w_cpu=$(tok cpu 24); w_gpu=$(tok cuda 24) # fewer: a weakly distilled hybrid may meet a near-tie sooner
+    stories=$RECUR_SHARED_DIR/models/stories260K.gguf
+    if [[ -n $w_cpu && $w_cpu == "$w_gpu" ]]; then
+      cli_check+="; window + recurrent hybrid: 24 tokens identical"
+    else
+      cli_check+="; window + recurrent hybrid: FAILED (cpu $w_cpu, cuda $w_gpu)"; failed=$((failed + 1))
+    fi
   fi
   save "$work/cli.log"
 fi

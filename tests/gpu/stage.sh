@@ -39,6 +39,11 @@ here=$(dirname "$(readlink -f "$0")")
 LD_LIBRARY_PATH="$here/../cli-lib:${LD_LIBRARY_PATH:-}" exec "$here/recur.bin" "$@"
 WRAP
   chmod +x "$stage/bin/recur"
+  # A real converted hybrid with window + recurrent groups (the kind `convert --kind auto` picks for
+  # some groups), for run.sh's --device check: 10 groups, 100 distillation steps, ~4 s here.
+  "$stage/bin/recur" convert -m "$stage/shared/models/stories260K.gguf" --calib-self 4000 -c 256 --fraction 0.5 \
+    --kind window+recurrent --steps 100 -o "$stage/shared/models/stories260K-wr.gguf" >/dev/null 2>&1 ||
+    echo "stage: could not convert the window + recurrent stories260K hybrid" >&2
 else
   echo "stage: no recur CLI in $build (configure it with the app, or NO_CLI=1): the GPU CLI tests will skip" >&2
 fi

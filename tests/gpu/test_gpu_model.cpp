@@ -128,7 +128,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(variant{"original", false, {}}, variant{"recurrent", true, {0.5, 0, 2, false, 7}},
                       variant{"mixed", true, {0.75, 5, 2, true, 8}},
                       // windows of 5 with 2 attention-sink rows: prompts of 48+ tokens slide far past them
-                      variant{"sinks", true, {0.75, 5, 2, true, 8, 2}}),
+                      variant{"sinks", true, {0.75, 5, 2, true, 8, 2}},
+                      // window + recurrent groups: tokens leaving windows of 5 (2 sink rows, trained
+                      // transforms) feed recurrent heads; and every replaced group so, no sinks
+                      variant{"winrec", true, {0.75, 5, 2, true, 8, 2, true}},
+                      variant{"winrec_all", true, {0.5, 6, 1, false, 9, 0, true}}),
     [](const ::testing::TestParamInfo<variant> &i) { return i.param.name; });
 
 TEST(GpuModelFeatures, DecodeGraphEqualsEagerDecode) {
