@@ -66,6 +66,7 @@ int cmd_convert(const options &o) {
     cp.window_tokens = o.window_tokens;
     cp.wr_window = o.wr_window;
     cp.write_candidates = o.write_candidates;
+    cp.compare_end_to_end = !o.per_group_only;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
     if (o.sinks < -1) throw error("--sinks must not be negative");
     if (o.sinks >= 0) cp.sinks = o.sinks;
@@ -75,6 +76,7 @@ int cmd_convert(const options &o) {
     else if (o.kind == "window+recurrent" || o.kind == "window_recurrent") cp.kind = replacement_kind::window_recurrent;
     else throw error("--kind must be auto, recurrent, window or window+recurrent");
     if (o.write_candidates && !cp.automatic) throw error("--write-candidates needs --kind auto");
+    if (o.per_group_only && !cp.automatic) throw error("--per-group-only needs --kind auto");
     if (cp.kind == replacement_kind::window && !cp.automatic) {
         if (o.steps_given && o.steps > 0) throw error("--kind window needs no distillation; drop --steps");
         cp.steps = 0;
@@ -166,6 +168,13 @@ int cmd_convert(const options &o) {
         j.field("output", o.output_path).field("replaced_groups", int64_t(r.replaced_groups));
         j.field("total_groups", int64_t(r.total_groups)).field("kv_fraction_kept", r.kv_fraction_kept);
         j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(cp.steps));
+        if (r.end_to_end.measured) {
+            j.key("end_to_end").begin_object();
+            j.field("mix_kl", r.end_to_end.mix_kl).field("window_kl", r.end_to_end.window_kl);
+            j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept_window ? "window" : "mix");
+            j.field("seconds", r.end_to_end.seconds);
+            j.end_object();
+        }
         std::vector<double> final_loss, initial_loss, final_rel, initial_rel;
         for (auto &h : d.heads) {
             final_loss.push_back(h.final_loss);
@@ -244,6 +253,10 @@ int cmd_convert(const options &o) {
                o.output_path.c_str(), r.replaced_groups, r.total_groups, n_kind[0], n_kind[1], n_kind[2],
                cp.automatic ? ", chosen per group on held-out text" : "", 100.0 * r.kv_fraction_kept,
                (long long)r.calib_tokens);
+        if (r.end_to_end.measured)
+            printf("end to end on %lld held-out positions: mean KL %.5f (per-group choice) vs %.5f (all window): kept %s\n",
+                   (long long)r.end_to_end.positions, r.end_to_end.mix_kl, r.end_to_end.window_kl,
+                   r.end_to_end.kept_window ? "the windows" : "the per-group choice");
         if (cp.steps > 0 && !d.heads.empty()) {
             double i_rel = 0, f_rel = 0;
             for (auto &h : d.heads) i_rel += h.initial_rel, f_rel += h.final_rel;

@@ -107,6 +107,7 @@ options parse_options(int argc, char **argv) {
         else if (a == "--wr-window") o.wr_window = to_int(a, next());
         else if (a == "--sinks") o.sinks = to_int(a, next());
         else if (a == "--write-candidates") o.write_candidates = true;
+        else if (a == "--per-group-only") o.per_group_only = true;
         else if (a == "--doc") o.doc_path = next();
         else if (a == "-q" || a == "--question") o.question = next();
         else if (a == "--session") o.session_db = next();

@@ -1,8 +1,11 @@
 #include "recur/convert.h"
 
 #include "recur/gguf_writer.h"
+#include "recur/tokenizer.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +14,74 @@
 #include <numeric>
 
 namespace recur {
+
+namespace {
+
+// The held-out calibration sequences exactly as distill_heads cuts them: sequences of seq_len
+// tokens from the stream, each starting with BOS when the stream does; the last `count`.
+std::vector<std::vector<int32_t>> heldout_sequences(const model &m, const std::vector<int32_t> &tokens, int32_t seq_len,
+                                                    int32_t count) {
+    const tokenizer &vocab = m.vocab();
+    const bool bos_mode = !tokens.empty() && vocab.bos() >= 0 && tokens[0] == vocab.bos();
+    std::vector<std::vector<int32_t>> seqs;
+    for (size_t pos = 0; pos < tokens.size();) {
+        std::vector<int32_t> s;
+        if (bos_mode && tokens[pos] != vocab.bos()) s.push_back(vocab.bos());
+        const size_t take = std::min(size_t(seq_len) - s.size(), tokens.size() - pos);
+        s.insert(s.end(), tokens.begin() + int64_t(pos), tokens.begin() + int64_t(pos + take));
+        pos += take;
+        if (s.size() >= 2) seqs.push_back(std::move(s));
+    }
+    const size_t keep = std::min(seqs.size(), size_t(std::max(1, count)));
+    return std::vector<std::vector<int32_t>>(seqs.end() - int64_t(keep), seqs.end());
+}
+
+// Mean over every predicted position of KL(original ‖ hybrid) of the next-token distributions,
+// for each hybrid; and the number of positions.
+std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::vector<const model *> &hybrids,
+                                                const std::vector<std::vector<int32_t>> &seqs, int n_threads, int n_batch) {
+    const int V = orig.hparams().n_vocab;
+    std::vector<double> sum(hybrids.size(), 0.0);
+    int64_t positions = 0;
+    auto log_softmax = [V](const float *x, std::vector<double> &out) {
+        double mx = x[0];
+        for (int i = 1; i < V; ++i) mx = std::max(mx, double(x[i]));
+        double z = 0;
+        for (int i = 0; i < V; ++i) z += std::exp(double(x[i]) - mx);
+        const double lz = mx + std::log(z);
+        out.resize(size_t(V));
+        for (int i = 0; i < V; ++i) out[size_t(i)] = double(x[i]) - lz;
+    };
+    std::vector<double> lp, lq;
+    for (const auto &seq : seqs) {
+        context_params cp;
+        cp.n_ctx = int32_t(seq.size());
+        cp.n_batch = std::max(1, n_batch);
+        cp.n_threads = n_threads;
+        std::vector<float> lo;
+        {
+            context c(orig, cp);
+            c.eval(seq, lo, true);
+        }
+        for (size_t h = 0; h < hybrids.size(); ++h) {
+            std::vector<float> lh;
+            context c(*hybrids[h], cp);
+            c.eval(seq, lh, true);
+            for (size_t t = 0; t + 1 < seq.size(); ++t) {
+                log_softmax(lo.data() + t * size_t(V), lp);
+                log_softmax(lh.data() + t * size_t(V), lq);
+                double kl = 0;
+                for (int i = 0; i < V; ++i) kl += std::exp(lp[size_t(i)]) * (lp[size_t(i)] - lq[size_t(i)]);
+                sum[h] += kl;
+            }
+        }
+        positions += int64_t(seq.size()) - 1;
+    }
+    for (double &v : sum) v /= double(std::max<int64_t>(1, positions));
+    return {sum, positions};
+}
+
+} // namespace
 
 float initial_dt_bias(int32_t window) {
     // dt = softplus(b) = 1/window at initialisation: with A = -exp(0) = -1 the decay is
@@ -322,6 +393,35 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     static const char *kind_names[3] = {"recurrent", "window", "window+recurrent"};
     write_hybrid(out_path, [](const group_choice &c) { return c.kind; },
                  automatic ? "auto" : kind_names[int(p.kind)], automatic);
+    const bool mix_has_trained = std::any_of(res.groups.begin(), res.groups.end(), [](const group_choice &c) {
+        return c.replaced && c.kind != replacement_kind::window;
+    });
+    if (automatic && p.compare_end_to_end && mix_has_trained) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::string window_path = out_path + ".window.part";
+        write_hybrid(window_path, [](const group_choice &) { return replacement_kind::window; }, "auto", automatic);
+        end_to_end_choice &e2e = res.end_to_end;
+        try {
+            const std::vector<std::vector<int32_t>> held = heldout_sequences(m, calib_tokens, dp.seq_len, dp.holdout_sequences);
+            auto mix = model::load(out_path), win = model::load(window_path);
+            const auto kl = mean_kl(m, {mix.get(), win.get()}, held, p.n_threads, p.n_batch);
+            e2e.measured = true;
+            e2e.mix_kl = kl.first[0], e2e.window_kl = kl.first[1], e2e.positions = kl.second;
+        } catch (...) {
+            std::remove(window_path.c_str());
+            throw;
+        }
+        e2e.kept_window = e2e.window_kl < e2e.mix_kl; // a tie keeps the trained mix
+        if (e2e.kept_window) {
+            if (std::rename(window_path.c_str(), out_path.c_str()) != 0)
+                throw error("convert: cannot rename '" + window_path + "' to '" + out_path + "': " + std::strerror(errno));
+            for (auto &c : res.groups)
+                if (c.replaced) c.kind = replacement_kind::window, c.window = window_tokens, c.sinks = sinks;
+        } else {
+            std::remove(window_path.c_str());
+        }
+        e2e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     if (automatic && p.write_candidates) {
         std::string base = out_path;
         if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);

@@ -493,15 +493,16 @@ TEST(Distill, ConvertCommandDistils) {
     EXPECT_NE(err.find("ETA"), std::string::npos);
 }
 
-// --kind auto: every replaced group gets the candidate kind with the smallest held-out error, and
-// the JSON report, the file's kinds and its group_loss / candidate_loss metadata say the same.
+// --kind auto --per-group-only: every replaced group gets the candidate kind with the smallest
+// held-out error, and the JSON report, the file's kinds and its group_loss / candidate_loss
+// metadata say the same.
 TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
     const std::string out = tmp("distill_auto.gguf");
     // Default sinks, and a 1-row window without sinks (--sinks 0).
     for (const char *window : {"", " --window-tokens 1 --sinks 0"}) {
         const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
                                 "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.5 --steps 60 "
-                                "--write-candidates -t 2 -o " + out + window + " --json >" + tmp("distill_auto.out") +
+                                "--write-candidates --per-group-only -t 2 -o " + out + window + " --json >" + tmp("distill_auto.out") +
                                 " 2>" + tmp("distill_auto.err");
         const int st = std::system(cmd.c_str());
         ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << cmd;
@@ -550,6 +551,54 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
             for (auto k : r->hybrid()[size_t(l)].kinds) EXPECT_EQ(k, replacement_kind::recurrent);
             for (auto k : w->hybrid()[size_t(l)].kinds) EXPECT_EQ(k, replacement_kind::window_recurrent);
         }
+    }
+}
+
+// --kind auto (by default) then compares its per-group choice with all plain windows end to end on
+// the held-out sequences and keeps the better. With 1-token windows and no sinks the windows must
+// lose, and by a wide margin: a KL that measured nothing (zeros, or the same number twice) fails.
+// With the default windows the file must be what the report says was kept (or, when every group
+// chose a window already, there is nothing to compare and no report).
+TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
+    const std::string out = tmp("distill_auto_e2e.gguf");
+    for (const char *window : {" --window-tokens 1 --sinks 0", ""}) {
+        const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
+                                "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.5 --steps 60 -t 2 -o " +
+                                out + window + " --json >" + tmp("distill_auto_e2e.out") + " 2>" + tmp("distill_auto_e2e.err");
+        const int st = std::system(cmd.c_str());
+        ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << cmd;
+        std::ifstream f(tmp("distill_auto_e2e.out"));
+        const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        const size_t at = json.find("\"end_to_end\":{");
+        auto h = model::load(out);
+        int trained = 0, replaced = 0;
+        for (auto &H : h->hybrid())
+            for (auto k : H.kinds) ++replaced, trained += k != replacement_kind::window;
+        EXPECT_GT(replaced, 0);
+        if (at == std::string::npos) {
+            // Nothing to compare: the per-group choice was all windows already.
+            EXPECT_FALSE(*window) << "1-token windows cannot win every group: " << json;
+            EXPECT_EQ(trained, 0) << json;
+            continue;
+        }
+        auto number = [&](const std::string &key) {
+            const size_t k = json.find("\"" + key + "\":", at);
+            EXPECT_NE(k, std::string::npos) << key;
+            return std::stod(json.substr(k + key.size() + 3));
+        };
+        const double mix = number("mix_kl"), win = number("window_kl"), positions = number("positions");
+        const bool kept_window = json.find("\"kept\":\"window\"", at) != std::string::npos;
+        EXPECT_GT(positions, 100);
+        EXPECT_GT(mix, 0.0);
+        EXPECT_EQ(kept_window, win < mix);
+        if (*window) {
+            EXPECT_FALSE(kept_window);
+            EXPECT_GT(win, 1.5 * mix) << "a 1-token window should be far worse than trained heads";
+        }
+        // The file holds what was kept: all windows, or at least one trained group.
+        if (kept_window) EXPECT_EQ(trained, 0);
+        else EXPECT_GT(trained, 0);
+        EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "the candidate file is not left behind";
     }
 }
 #endif

@@ -43,6 +43,12 @@ struct convert_params {
     // automatic: also write the all-recurrent and all-window+recurrent hybrids it trained, as
     // OUT-recurrent.gguf and OUT-winrec.gguf (OUT without its .gguf), for measurement.
     bool write_candidates = false;
+    // automatic: after the per-group choice, compare the whole hybrid with the all-window one
+    // (untrained: it costs a forward pass) on the held-out sequences, by the mean KL divergence of
+    // the next-token distributions from the original's, and keep the better. A choice by each
+    // group's own error can lose end to end: on SmolLM2 with sinks the per-group mix reached
+    // ×1.0066 perplexity at 25% of groups where plain windows reached ×1.0033 (docs/quality.md).
+    bool compare_end_to_end = true;
     // Distillation when steps > 0 (distill.steps, n_threads and n_batch are taken from above).
     distill_params distill;
 };
@@ -60,8 +66,18 @@ struct group_choice {
     double loss[3] = {-1, -1, -1}, rel[3] = {-1, -1, -1}; // indexed by replacement_kind
 };
 
+// The automatic choice's last step (convert_params::compare_end_to_end).
+struct end_to_end_choice {
+    bool measured = false;
+    double mix_kl = 0, window_kl = 0; // mean KL(original ‖ hybrid) per held-out position, nats
+    int64_t positions = 0;            // held-out positions compared
+    bool kept_window = false;         // the all-window hybrid was better, and was written
+    double seconds = 0;
+};
+
 struct convert_result {
     int32_t replaced_groups = 0, total_groups = 0;
+    end_to_end_choice end_to_end;
     double kv_fraction_kept = 1.0; // attention KV bytes of the hybrid / of the original
     int64_t calib_tokens = 0;
     std::vector<group_choice> groups; // every (layer, group), in layer-major order
