@@ -74,6 +74,28 @@ __device__ __forceinline__ bool key_visible(const kv_source &src, int64_t p, int
     return p <= qi && (p >= row_lo || p < src.sinks);
 }
 
+// The key range of a prefill block of 64 rows starting at row0 (rows: token-major (token, head)
+// pairs, g heads a token) and of one of its 16-row warps.
+struct block_keys {
+    int64_t hi;       // the block's last query position: no key past it is read
+    int64_t lo;       // where the first row's window starts (0 without a window)
+    int64_t sink_end; // sink positions before every row's window: a first stretch of tiles from
+                      // 0, then the loop jumps to lo (the positions between serve no row here)
+    int wr0;          // the warp's first row, and its key range (warp-uniform, to skip tiles it
+    bool warp_live;   // has nothing in)
+    int64_t w_hi, w_lo;
+    __device__ block_keys(const kv_source &src, int64_t pos0, int g, int n_rows, int row0, int warp) {
+        const int last_row = min(n_rows, row0 + att_rows) - 1;
+        hi = pos0 + last_row / g;
+        lo = src.window ? imax64(0, pos0 + row0 / g - src.window + 1) : 0;
+        sink_end = imin64(src.sinks, lo);
+        wr0 = row0 + warp * 16;
+        warp_live = wr0 < n_rows;
+        w_hi = pos0 + (min(n_rows, wr0 + 16) - 1) / g;
+        w_lo = src.window ? imax64(0, pos0 + wr0 / g - src.window + 1) : 0;
+    }
+};
+
 template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_kernel(attn_args a) {
     using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -101,17 +123,9 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
     for (int r = tid; r < att_rows; r += att_threads) rm[r] = -INFINITY, rl[r] = 0.0f;
     for (int idx = tid; idx < att_rows * L.stat_w; idx += att_threads) st[idx] = 0.0f;
 
-    const int last_row = min(n_rows, row0 + att_rows) - 1;
-    const int64_t hi = pos0 + last_row / g;
-    const int64_t lo = src.window ? imax64(0, pos0 + row0 / g - src.window + 1) : 0;
-    // Sink positions before the window of every row here: a first stretch of tiles from 0, then
-    // the loop jumps to lo (the positions between serve no row of this block).
-    const int64_t sink_end = imin64(src.sinks, lo);
-    // This warp's rows and their key range (warp-uniform, to skip tiles it has nothing in).
-    const int wr0 = row0 + warp * 16;
-    const bool warp_live = wr0 < n_rows;
-    const int64_t w_hi = pos0 + (min(n_rows, wr0 + 16) - 1) / g;
-    const int64_t w_lo = src.window ? imax64(0, pos0 + wr0 / g - src.window + 1) : 0;
+    const block_keys K(src, pos0, g, n_rows, row0, warp);
+    const int64_t hi = K.hi, lo = K.lo, sink_end = K.sink_end, w_hi = K.w_hi, w_lo = K.w_lo;
+    const bool warp_live = K.warp_live;
     // The lane pair of one row in the softmax step.
     const int rr = warp * 16 + (lane >> 1), half_k = (lane & 1) * 32;
     const int R = row0 + rr;
@@ -342,14 +356,10 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
         *reinterpret_cast<__half2 *>(Qs + r * LD + d) = __floats2half2_rn(v.x, v.y);
     }
 
-    const int last_row = min(n_rows, row0 + att_rows) - 1;
-    const int64_t hi = pos0 + last_row / g;
-    const int64_t lo = src.window ? imax64(0, pos0 + row0 / g - src.window + 1) : 0;
-    const int64_t sink_end = imin64(src.sinks, lo);
-    const int wr0 = row0 + warp * 16;
-    const bool warp_live = wr0 < n_rows;
-    const int64_t w_hi = pos0 + (min(n_rows, wr0 + 16) - 1) / g;
-    const int64_t w_lo = src.window ? imax64(0, pos0 + wr0 / g - src.window + 1) : 0;
+    const block_keys K(src, pos0, g, n_rows, row0, warp);
+    const int64_t hi = K.hi, lo = K.lo, sink_end = K.sink_end, w_hi = K.w_hi, w_lo = K.w_lo;
+    const int wr0 = K.wr0;
+    const bool warp_live = K.warp_live;
     // This lane's two rows (C-fragment rows lane/4 and lane/4 + 8 of the warp's 16).
     int64_t qi[2], row_lo[2];
     bool rlive[2];

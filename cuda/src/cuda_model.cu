@@ -407,6 +407,17 @@ struct cuda_model::impl {
                 for (int r : heads) out.insert(out.end(), v.begin() + size_t(r) * per, v.begin() + size_t(r + 1) * per);
                 return out;
             };
+            const size_t E = size_t(hp.n_embd), hh = size_t(hd) * hd;
+            // The parameters of the given heads into dst's buffers (a dev_layer or a wr_group).
+            auto upload_heads = [&](auto &dst, const std::vector<int> &heads) {
+                upload_vec(dst.dt_w, rows(H.dt_w, heads, E));
+                upload_vec(dst.dt_b, rows(H.dt_b, heads, 1));
+                upload_vec(dst.a_log, rows(H.a_log, heads, 1));
+                upload_vec(dst.d, rows(H.d, heads, size_t(hd)));
+                upload_vec(dst.mq, rows(H.q_proj, heads, hh));
+                upload_vec(dst.mk, rows(H.k_proj, heads, hh));
+                upload_vec(dst.mv, rows(H.v_proj, heads, hh));
+            };
             std::vector<int> rec_heads_of_layer;
             std::vector<std::pair<int32_t, std::vector<int>>> wr_heads;
             for (size_t gi = 0; gi < H.recurrent_groups.size(); ++gi) {
@@ -416,18 +427,11 @@ struct cuda_model::impl {
                 if (H.group_is(grp, replacement_kind::window_recurrent)) wr_heads.push_back({grp, heads});
                 else rec_heads_of_layer.insert(rec_heads_of_layer.end(), heads.begin(), heads.end());
             }
-            const size_t E = size_t(hp.n_embd), hh = size_t(hd) * hd;
             D.R = int(rec_heads_of_layer.size());
             if (D.R > 0) {
                 D.state = rec_state.get() + rec_head * hh;
                 rec_head += size_t(D.R);
-                upload_vec(D.dt_w, rows(H.dt_w, rec_heads_of_layer, E));
-                upload_vec(D.dt_b, rows(H.dt_b, rec_heads_of_layer, 1));
-                upload_vec(D.a_log, rows(H.a_log, rec_heads_of_layer, 1));
-                upload_vec(D.d, rows(H.d, rec_heads_of_layer, size_t(hd)));
-                upload_vec(D.mq, rows(H.q_proj, rec_heads_of_layer, hh));
-                upload_vec(D.mk, rows(H.k_proj, rec_heads_of_layer, hh));
-                upload_vec(D.mv, rows(H.v_proj, rec_heads_of_layer, hh));
+                upload_heads(D, rec_heads_of_layer);
                 std::vector<int32_t> head_of, group_of, y_col;
                 for (int r : rec_heads_of_layer) {
                     const int grp = H.recurrent_groups[size_t(r / g)], head = grp * g + r % g;
@@ -446,13 +450,7 @@ struct cuda_model::impl {
                     if (rd.kv_head == grp) G.ring_k = rd.k, G.ring_v = rd.v;
                 G.state = rec_state.get() + rec_head * hh;
                 rec_head += size_t(g);
-                upload_vec(G.dt_w, rows(H.dt_w, heads, E));
-                upload_vec(G.dt_b, rows(H.dt_b, heads, 1));
-                upload_vec(G.a_log, rows(H.a_log, heads, 1));
-                upload_vec(G.d, rows(H.d, heads, size_t(hd)));
-                upload_vec(G.mq, rows(H.q_proj, heads, hh));
-                upload_vec(G.mk, rows(H.k_proj, heads, hh));
-                upload_vec(G.mv, rows(H.v_proj, heads, hh));
+                upload_heads(G, heads);
                 G.dt_ring.resize(size_t(g) * G.W);
                 G.dt_ring.zero();
                 std::vector<int32_t> head_of, y_col;

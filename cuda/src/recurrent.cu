@@ -39,14 +39,37 @@ __global__ void dt_kernel(rec_args a) {
     }
 }
 
-// Block (t, r), 256 threads: the head's q and its group's k, v, transformed when asked. The
-// transforms are hd × hd matrices: warp w takes outputs w, w+8, ... of the 3·hd, its lanes split
-// each dot product (coalesced row reads, one shuffle reduction), where one thread per output
-// walking a whole row cost a decode step ~19 µs per layer in dependent loads.
+// out(which, o) = M_which[head]·x_which at row o (x_which[o] itself where M_which is null), for
+// which in q, k, v: src holds x_q, x_k, x_v ([3][hd]); the block's warps take the 3·hd outputs in
+// turn, a warp's lanes split each dot product (coalesced row reads, one shuffle reduction), and
+// lane 0 hands the value to store(which, o, v). One thread per output walking a whole row cost
+// a decode step ~19 µs per layer in dependent loads.
+template <typename Store>
+__device__ __forceinline__ void transform_qkv(const float *const mats[3], int64_t head, const float *src, int hd,
+                                              Store store) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    for (int o3 = warp; o3 < 3 * hd; o3 += n_warps) {
+        const int which = o3 / hd, o = o3 % hd;
+        const float *m = mats[which], *x = src + which * hd;
+        float v;
+        if (m) {
+            const float *mr = m + (head * hd + o) * hd;
+            v = 0;
+            for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
+#pragma unroll
+            for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+        } else {
+            v = x[o];
+        }
+        if (lane == 0) store(which, o, v);
+    }
+}
+
+// Block (t, r), 256 threads: the head's q and its group's k, v, transformed when asked.
 constexpr int gather_threads = 256;
 __global__ void __launch_bounds__(gather_threads) gather_kernel(rec_gather_args a) {
     extern __shared__ float src[]; // [3][hd]
-    const int t = blockIdx.x, r = blockIdx.y, hd = a.hd, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int t = blockIdx.x, r = blockIdx.y, hd = a.hd;
     const float *row = a.qkv + int64_t(t) * a.ld;
     const int head = a.head_of[r], grp = a.group_of[r];
     for (int i = threadIdx.x; i < hd; i += gather_threads) {
@@ -58,21 +81,7 @@ __global__ void __launch_bounds__(gather_threads) gather_kernel(rec_gather_args 
     const int64_t out = (int64_t(r) * a.n + t) * hd;
     const float *mats[3] = {a.mq, a.mk, a.mv};
     float *dst[3] = {a.qg, a.kg, a.vg};
-    for (int o3 = warp; o3 < 3 * hd; o3 += gather_threads / 32) {
-        const int which = o3 / hd, o = o3 % hd;
-        const float *m = mats[which], *x = src + which * hd;
-        float v;
-        if (m) {
-            const float *mr = m + (int64_t(r) * hd + o) * hd;
-            v = 0;
-            for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
-#pragma unroll
-            for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
-        } else {
-            v = x[o];
-        }
-        if (lane == 0) dst[which][out + o] = v;
-    }
+    transform_qkv(mats, r, src, hd, [&](int which, int o, float v) { dst[which][out + o] = v; });
 }
 
 int column_block(int hd) {
@@ -236,21 +245,7 @@ __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, re
     __syncthreads();
     if (gather) {
         const float *mats[3] = {ga.mq, ga.mk, ga.mv};
-        for (int o3 = warp; o3 < 3 * hd; o3 += step_threads / 32) {
-            const int which = o3 / hd, o = o3 % hd;
-            const float *m = mats[which], *x = src + which * hd;
-            float v;
-            if (m) {
-                const float *mr = m + (int64_t(r) * hd + o) * hd;
-                v = 0;
-                for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
-#pragma unroll
-                for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
-            } else {
-                v = x[o];
-            }
-            if (lane == 0) qkv[which * hd + o] = v;
-        }
+        transform_qkv(mats, r, src, hd, [&](int which, int o, float v) { qkv[which * hd + o] = v; });
     }
     float dt;
     if (a.dt_given) {
@@ -310,7 +305,7 @@ __global__ void wr_save_q_kernel(wr_args a) {
 constexpr int wr_threads = 128;
 __global__ void __launch_bounds__(wr_threads) wr_gather_kernel(wr_args a) {
     extern __shared__ float src[]; // q, k, v [3][hd]
-    const int hd = a.hd, j = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int hd = a.hd, j = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int64_t pos0 = *a.pos0;
     const int64_t e0 = pos0 - a.W > a.S ? pos0 - a.W : a.S, e1 = pos0 + a.n - a.W;
     const int m = e1 > e0 ? int(e1 - e0) : 0;
@@ -343,21 +338,7 @@ __global__ void __launch_bounds__(wr_threads) wr_gather_kernel(wr_args a) {
     const float *mats[3] = {a.mq, a.mk, a.mv};
     float *dst[3] = {a.qg, a.kg, a.vg};
     const int64_t out = (int64_t(h) * m + j) * hd;
-    for (int o3 = warp; o3 < 3 * hd; o3 += wr_threads / 32) {
-        const int which = o3 / hd, o = o3 % hd;
-        const float *mat = mats[which], *x = src + which * hd;
-        float v;
-        if (mat) {
-            const float *mr = mat + (int64_t(h) * hd + o) * hd;
-            v = 0;
-            for (int i = lane; i < hd; i += 32) v += mr[i] * x[i];
-#pragma unroll
-            for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
-        } else {
-            v = x[o];
-        }
-        if (lane == 0) dst[which][out + o] = v;
-    }
+    transform_qkv(mats, h, src, hd, [&](int which, int o, float v) { dst[which][out + o] = v; });
     if (tid == 0) a.dt_out[int64_t(h) * m + j] = in_ring ? a.dt_ring[int64_t(h) * a.W + e % a.W] : a.dt_batch[int64_t(h) * a.n + (e - pos0)];
 }
 

@@ -1,7 +1,6 @@
 #include "recur/convert.h"
 
 #include "recur/gguf_writer.h"
-#include "recur/tokenizer.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -16,25 +15,6 @@
 namespace recur {
 
 namespace {
-
-// The held-out calibration sequences exactly as distill_heads cuts them: sequences of seq_len
-// tokens from the stream, each starting with BOS when the stream does; the last `count`.
-std::vector<std::vector<int32_t>> heldout_sequences(const model &m, const std::vector<int32_t> &tokens, int32_t seq_len,
-                                                    int32_t count) {
-    const tokenizer &vocab = m.vocab();
-    const bool bos_mode = !tokens.empty() && vocab.bos() >= 0 && tokens[0] == vocab.bos();
-    std::vector<std::vector<int32_t>> seqs;
-    for (size_t pos = 0; pos < tokens.size();) {
-        std::vector<int32_t> s;
-        if (bos_mode && tokens[pos] != vocab.bos()) s.push_back(vocab.bos());
-        const size_t take = std::min(size_t(seq_len) - s.size(), tokens.size() - pos);
-        s.insert(s.end(), tokens.begin() + int64_t(pos), tokens.begin() + int64_t(pos + take));
-        pos += take;
-        if (s.size() >= 2) seqs.push_back(std::move(s));
-    }
-    const size_t keep = std::min(seqs.size(), size_t(std::max(1, count)));
-    return std::vector<std::vector<int32_t>>(seqs.end() - int64_t(keep), seqs.end());
-}
 
 // Mean over every predicted position of KL(original ‖ hybrid) of the next-token distributions,
 // for each hybrid; and the number of positions.
@@ -402,7 +382,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         write_hybrid(window_path, [](const group_choice &) { return replacement_kind::window; }, "auto", automatic);
         end_to_end_choice &e2e = res.end_to_end;
         try {
-            const std::vector<std::vector<int32_t>> held = heldout_sequences(m, calib_tokens, dp.seq_len, dp.holdout_sequences);
+            // The held-out sequences, cut exactly as distill_heads cut them.
+            std::vector<std::vector<int32_t>> held = calibration_sequences(m, calib_tokens, dp.seq_len);
+            held.erase(held.begin(), held.end() - int64_t(std::min(held.size(), size_t(std::max(1, dp.holdout_sequences)))));
             auto mix = model::load(out_path), win = model::load(window_path);
             const auto kl = mean_kl(m, {mix.get(), win.get()}, held, p.n_threads, p.n_batch);
             e2e.measured = true;

@@ -528,6 +528,21 @@ double metric_sq(const float *G, const float *e, int hd) {
 
 } // namespace
 
+std::vector<std::vector<int32_t>> calibration_sequences(const model &m, const std::vector<int32_t> &tokens, int32_t seq_len) {
+    const tokenizer &vocab = m.vocab();
+    const bool bos_mode = !tokens.empty() && vocab.bos() >= 0 && tokens[0] == vocab.bos();
+    std::vector<std::vector<int32_t>> seqs;
+    for (size_t pos = 0; pos < tokens.size();) {
+        std::vector<int32_t> s;
+        if (bos_mode && tokens[pos] != vocab.bos()) s.push_back(vocab.bos());
+        const size_t take = std::min(size_t(seq_len) - s.size(), tokens.size() - pos);
+        s.insert(s.end(), tokens.begin() + int64_t(pos), tokens.begin() + int64_t(pos + take));
+        pos += take;
+        if (s.size() >= 2) seqs.push_back(std::move(s));
+    }
+    return seqs;
+}
+
 distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,
                              const distill_params &p, const distill_callback &cb) {
     const model_hparams &hp = m.hparams();
@@ -555,18 +570,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     rep.steps = p.steps;
     if (heads.empty()) return rep;
 
-    // Sequences cut from the stream; each starts with BOS when the stream does.
-    const tokenizer &vocab = m.vocab();
-    const bool bos_mode = !tokens.empty() && vocab.bos() >= 0 && tokens[0] == vocab.bos();
-    std::vector<std::vector<int32_t>> seq_tokens;
-    for (size_t pos = 0; pos < tokens.size();) {
-        std::vector<int32_t> s;
-        if (bos_mode && tokens[pos] != vocab.bos()) s.push_back(vocab.bos());
-        const size_t take = std::min(size_t(p.seq_len) - s.size(), tokens.size() - pos);
-        s.insert(s.end(), tokens.begin() + int64_t(pos), tokens.begin() + int64_t(pos + take));
-        pos += take;
-        if (s.size() >= 2) seq_tokens.push_back(std::move(s));
-    }
+    std::vector<std::vector<int32_t>> seq_tokens = calibration_sequences(m, tokens, p.seq_len);
     if (seq_tokens.empty()) throw error("distill: the calibration text needs at least 2 tokens");
     std::vector<sequence> seqs;
     int64_t N = 0;

@@ -150,6 +150,11 @@ struct distill_report {
     std::vector<distill_head_result> heads; // layer, then group, then head order
 };
 
+// The sequences distill_heads trains on: seq_len tokens each, cut from the stream in order, each
+// starting with BOS when the stream does (sequences under 2 tokens are dropped). The last
+// distill_params::holdout_sequences of them are the held-out ones.
+std::vector<std::vector<int32_t>> calibration_sequences(const model &m, const std::vector<int32_t> &tokens, int32_t seq_len);
+
 // Trains the recurrent heads of `layers` ([n_layer], as convert initialises them: recurrent_groups
 // and R = recurrent_groups·group_size heads of dt_w, dt_b, a_log, d; q/k/v_proj may be empty =
 // identity) on the calibration `tokens`, in place; writes the trained q/k/v_proj and final_loss.
