@@ -24,6 +24,7 @@
 #   LENGTHS    passkey lengths [1k,2k,4k]           TRIALS    passkey trials per length [5]
 #   SEED       passkey seed [42]                    THREADS   -t for every command [all cores]
 #   STORIES    1: also the stories260K rows (self-sampled calibration/held-out stories) [1]
+#   MAIN       0: leave out $MODEL's rows (with STORIES=1: stories260K alone) [1]
 #   SUMMARY_ONLY  1: only rebuild $OUT/summary.md from the JSON already in $OUT
 # The whole run took 25.8 min on the 2-core development VM while other builds shared its cores
 # (13.1 min of CPU time); see docs/quality.md.
@@ -46,6 +47,7 @@ LENGTHS=${LENGTHS:-1k,2k,4k}
 TRIALS=${TRIALS:-5}
 SEED=${SEED:-42}
 STORIES=${STORIES:-1}
+MAIN=${MAIN:-1}
 SINKS=${SINKS:-}
 PASSKEY=${PASSKEY:-1}
 read -r -a AUTO_EXTRA <<<"${AUTO_ARGS:-}"
@@ -113,7 +115,7 @@ measure_all() {
         echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     } >"$OUT/machine.txt"
 
-    measure main "$MODEL" "$CALIB" "$EVAL_TEXT" "$CTX" "$CHUNKS" "$LENGTHS"
+    [[ "$MAIN" == 1 ]] && measure main "$MODEL" "$CALIB" "$EVAL_TEXT" "$CTX" "$CHUNKS" "$LENGTHS"
 
     if [[ "$STORIES" == 1 ]]; then
         # stories260K knows only children's stories, so both texts are its own samples (different
@@ -133,10 +135,10 @@ measure_all() {
 
 [[ "${SUMMARY_ONLY:-0}" == 1 ]] || measure_all
 
-python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" "$KINDS" "$SINK_SFX" >"$OUT/summary.md" <<'EOF'
+python3 - "$OUT" "$FRACTIONS" "$STORIES" "$(basename "$MODEL" .gguf)" "$KINDS" "$SINK_SFX" "$MAIN" >"$OUT/summary.md" <<'EOF'
 import json, os, sys
 out, fractions, stories, model_name = sys.argv[1], sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4]
-kinds, sink_sfx = sys.argv[5].split(), sys.argv[6]
+kinds, sink_sfx, main = sys.argv[5].split(), sys.argv[6], sys.argv[7] == "1"
 times = dict(l.rstrip("\n").split("\t") for l in open(os.path.join(out, "times.tsv")))
 def num(x, small):  # fixed decimals for ordinary values, none for the huge ones of broken models
     return f"{x:.{small}f}" if abs(x) < 1000 else f"{x:.0f}"
@@ -145,7 +147,7 @@ def load(name):
     return json.load(open(p)) if os.path.exists(p) else None
 print(open(os.path.join(out, "machine.txt")).read())
 names = {"main": model_name, "stories": "stories260K"}
-for tag in ["main"] + (["stories"] if stories else []):
+for tag in (["main"] if main else []) + (["stories"] if stories else []):
     orig = load(f"{tag}_passkey_original")
     lens = [l["tokens"] for l in orig["lengths"]] if orig else []
     print(f"### {names[tag]}\n")
