@@ -70,6 +70,7 @@ int cmd_convert(const options &o) {
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
     if (o.sinks < -1) throw error("--sinks must not be negative");
     if (o.sinks >= 0) cp.sinks = o.sinks;
+    cp.try_without_sinks = o.sinks < 0; // the default, not the user's: the held-out text may overrule it
     if (o.kind == "auto") cp.automatic = true;
     else if (o.kind == "recurrent") cp.kind = replacement_kind::recurrent;
     else if (o.kind == "window") cp.kind = replacement_kind::window;
@@ -170,8 +171,10 @@ int cmd_convert(const options &o) {
         j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(cp.steps));
         if (r.end_to_end.measured) {
             j.key("end_to_end").begin_object();
-            j.field("mix_kl", r.end_to_end.mix_kl).field("window_kl", r.end_to_end.window_kl);
-            j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept_window ? "window" : "mix");
+            j.field("mix_kl", r.end_to_end.mix_kl);
+            if (r.end_to_end.window_kl >= 0) j.field("window_kl", r.end_to_end.window_kl);
+            if (r.end_to_end.window_no_sinks_kl >= 0) j.field("window_no_sinks_kl", r.end_to_end.window_no_sinks_kl);
+            j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept);
             j.field("seconds", r.end_to_end.seconds);
             j.end_object();
         }
@@ -207,7 +210,9 @@ int cmd_convert(const options &o) {
             // Cache rows per group (sinks included) and their bytes; the rings hold rows - sinks.
             const default_window_sizes dw = default_windows(m->hparams(), cp.wr_window);
             int32_t win = cp.window_tokens > 0 ? cp.window_tokens : cp.automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
-            const size_t sinks = cp.kind == replacement_kind::recurrent && !cp.automatic ? 0 : size_t(cp.sinks);
+            // The sinks the written file has (auto may have dropped the default ones end to end).
+            const size_t sinks = (cp.kind == replacement_kind::recurrent && !cp.automatic) || r.end_to_end.kept == "window_no_sinks"
+                                     ? 0 : size_t(cp.sinks);
             j.key("group_bytes").begin_object();
             j.field("recurrent", uint64_t(dw.recurrent_bytes));
             j.field("window", uint64_t(size_t(win) * 2 * size_t(m->hparams().head_dim) * 2));
@@ -253,10 +258,13 @@ int cmd_convert(const options &o) {
                o.output_path.c_str(), r.replaced_groups, r.total_groups, n_kind[0], n_kind[1], n_kind[2],
                cp.automatic ? ", chosen per group on held-out text" : "", 100.0 * r.kv_fraction_kept,
                (long long)r.calib_tokens);
-        if (r.end_to_end.measured)
-            printf("end to end on %lld held-out positions: mean KL %.5f (per-group choice) vs %.5f (all window): kept %s\n",
-                   (long long)r.end_to_end.positions, r.end_to_end.mix_kl, r.end_to_end.window_kl,
-                   r.end_to_end.kept_window ? "the windows" : "the per-group choice");
+        if (r.end_to_end.measured) {
+            const end_to_end_choice &e = r.end_to_end;
+            printf("end to end on %lld held-out positions, mean KL: %.5f (per-group choice)", (long long)e.positions, e.mix_kl);
+            if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
+            if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
+            printf(": kept %s\n", e.kept == "mix" ? "the per-group choice" : e.kept == "window" ? "all windows" : "all windows without sinks");
+        }
         if (cp.steps > 0 && !d.heads.empty()) {
             double i_rel = 0, f_rel = 0;
             for (auto &h : d.heads) i_rel += h.initial_rel, f_rel += h.final_rel;

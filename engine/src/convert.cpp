@@ -270,8 +270,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
 
     // Writes a hybrid whose replaced groups have the kinds `kind_of(layer, group)`; the heads of
     // recurrent and window + recurrent groups come from rec_layers / wr_layers.
+    // Window groups get rings of win_ring rows and win_sinks sink rows (the chosen sizes, or for
+    // the no-sinks candidate all rows as ring).
     auto write_hybrid = [&](const std::string &path, const std::function<replacement_kind(const group_choice &)> &kind_of,
-                            const std::string &kind_name, bool with_candidates) {
+                            const std::string &kind_name, bool with_candidates, int32_t win_ring, int32_t win_sinks) {
         gguf_writer w;
         w.copy_metadata(m.file());
         w.set_uint32("recurformer.version", 1);
@@ -300,9 +302,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 const replacement_kind k = kind_of(c);
                 replaced.push_back(grp);
                 kinds.push_back(int32_t(k));
-                windows.push_back(k == replacement_kind::window ? window_tokens
+                windows.push_back(k == replacement_kind::window ? win_ring
                                   : k == replacement_kind::window_recurrent ? wr_tokens : 0);
-                group_sinks.push_back(k == replacement_kind::recurrent ? 0 : sinks);
+                group_sinks.push_back(k == replacement_kind::recurrent ? 0 : k == replacement_kind::window ? win_sinks : sinks);
                 if (with_candidates) {
                     chosen_loss.push_back(float(c.rel[int(k)]));
                     for (int j = 0; j < 3; ++j) candidate_loss.push_back(float(c.rel[j]));
@@ -372,45 +374,74 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
 
     static const char *kind_names[3] = {"recurrent", "window", "window+recurrent"};
     write_hybrid(out_path, [](const group_choice &c) { return c.kind; },
-                 automatic ? "auto" : kind_names[int(p.kind)], automatic);
+                 automatic ? "auto" : kind_names[int(p.kind)], automatic, window_tokens, sinks);
     const bool mix_has_trained = std::any_of(res.groups.begin(), res.groups.end(), [](const group_choice &c) {
         return c.replaced && c.kind != replacement_kind::window;
     });
-    if (automatic && p.compare_end_to_end && mix_has_trained) {
+    struct candidate {
+        std::string path, name;
+        int32_t ring, sink_rows;
+    };
+    std::vector<candidate> cands;
+    if (automatic && p.compare_end_to_end) {
+        if (mix_has_trained) cands.push_back({out_path + ".window.part", "window", window_tokens, sinks});
+        if (p.try_without_sinks && sinks > 0) cands.push_back({out_path + ".nosinks.part", "window_no_sinks", window_rows, 0});
+    }
+    const bool any_replaced = std::any_of(chosen.begin(), chosen.end(), [](bool c) { return c; });
+    if (!cands.empty() && any_replaced) {
         const auto t0 = std::chrono::steady_clock::now();
-        const std::string window_path = out_path + ".window.part";
-        write_hybrid(window_path, [](const group_choice &) { return replacement_kind::window; }, "auto", automatic);
         end_to_end_choice &e2e = res.end_to_end;
+        auto remove_all = [&] {
+            for (auto &c : cands) std::remove(c.path.c_str());
+        };
+        std::vector<double> kl;
         try {
+            for (auto &c : cands)
+                write_hybrid(c.path, [](const group_choice &) { return replacement_kind::window; }, "auto", automatic,
+                             c.ring, c.sink_rows);
             // The held-out sequences, cut exactly as distill_heads cut them.
             std::vector<std::vector<int32_t>> held = calibration_sequences(m, calib_tokens, dp.seq_len);
             held.erase(held.begin(), held.end() - int64_t(std::min(held.size(), size_t(std::max(1, dp.holdout_sequences)))));
-            auto mix = model::load(out_path), win = model::load(window_path);
-            const auto kl = mean_kl(m, {mix.get(), win.get()}, held, p.n_threads, p.n_batch);
-            e2e.measured = true;
-            e2e.mix_kl = kl.first[0], e2e.window_kl = kl.first[1], e2e.positions = kl.second;
+            std::vector<std::unique_ptr<model>> loaded;
+            std::vector<const model *> hybrids;
+            loaded.push_back(model::load(out_path));
+            for (auto &c : cands) loaded.push_back(model::load(c.path));
+            for (auto &h : loaded) hybrids.push_back(h.get());
+            const auto r = mean_kl(m, hybrids, held, p.n_threads, p.n_batch);
+            kl = r.first;
+            e2e.positions = r.second;
         } catch (...) {
-            std::remove(window_path.c_str());
+            remove_all();
             throw;
         }
-        e2e.kept_window = e2e.window_kl < e2e.mix_kl; // a tie keeps the trained mix
-        if (e2e.kept_window) {
-            if (std::rename(window_path.c_str(), out_path.c_str()) != 0)
-                throw error("convert: cannot rename '" + window_path + "' to '" + out_path + "': " + std::strerror(errno));
-            for (auto &c : res.groups)
-                if (c.replaced) c.kind = replacement_kind::window, c.window = window_tokens, c.sinks = sinks;
-        } else {
-            std::remove(window_path.c_str());
+        e2e.measured = true;
+        e2e.mix_kl = kl[0];
+        size_t best = 0; // 0: the mix; i: cands[i - 1]; a tie keeps the earlier
+        for (size_t i = 1; i < kl.size(); ++i) {
+            (cands[i - 1].name == "window" ? e2e.window_kl : e2e.window_no_sinks_kl) = kl[i];
+            if (kl[i] < kl[best]) best = i;
         }
+        if (best > 0) {
+            const candidate &c = cands[best - 1];
+            if (std::rename(c.path.c_str(), out_path.c_str()) != 0) {
+                const int err = errno;
+                remove_all();
+                throw error("convert: cannot rename '" + c.path + "' to '" + out_path + "': " + std::strerror(err));
+            }
+            e2e.kept = c.name;
+            for (auto &gc : res.groups)
+                if (gc.replaced) gc.kind = replacement_kind::window, gc.window = c.ring, gc.sinks = c.sink_rows;
+        }
+        remove_all();
         e2e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     if (automatic && p.write_candidates) {
         std::string base = out_path;
         if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
         write_hybrid(base + "-recurrent.gguf", [](const group_choice &) { return replacement_kind::recurrent; },
-                     "recurrent", true);
+                     "recurrent", true, window_tokens, sinks);
         write_hybrid(base + "-winrec.gguf", [](const group_choice &) { return replacement_kind::window_recurrent; },
-                     "window+recurrent", true);
+                     "window+recurrent", true, window_tokens, sinks);
     }
 
     // The report: for auto, the heads of the kind each group got (timings of both runs).

@@ -555,10 +555,10 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
 }
 
 // --kind auto (by default) then compares its per-group choice with all plain windows end to end on
-// the held-out sequences and keeps the better. With 1-token windows and no sinks the windows must
-// lose, and by a wide margin: a KL that measured nothing (zeros, or the same number twice) fails.
-// With the default windows the file must be what the report says was kept (or, when every group
-// chose a window already, there is nothing to compare and no report).
+// the held-out sequences, and with the default sinks also with all windows without sinks, and
+// keeps the best. With 1-token windows and --sinks 0 the windows must lose, and by a wide margin:
+// a KL that measured nothing (zeros, or the same number twice) fails. The file must be what the
+// report says was kept.
 TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
     const std::string out = tmp("distill_auto_e2e.gguf");
     for (const char *window : {" --window-tokens 1 --sinks 0", ""}) {
@@ -575,29 +575,49 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         for (auto &H : h->hybrid())
             for (auto k : H.kinds) ++replaced, trained += k != replacement_kind::window;
         EXPECT_GT(replaced, 0);
-        if (at == std::string::npos) {
-            // Nothing to compare: the per-group choice was all windows already.
-            EXPECT_FALSE(*window) << "1-token windows cannot win every group: " << json;
-            EXPECT_EQ(trained, 0) << json;
-            continue;
-        }
+        ASSERT_NE(at, std::string::npos) << "with trained heads or default sinks there is a comparison: " << json;
         auto number = [&](const std::string &key) {
             const size_t k = json.find("\"" + key + "\":", at);
             EXPECT_NE(k, std::string::npos) << key;
             return std::stod(json.substr(k + key.size() + 3));
         };
-        const double mix = number("mix_kl"), win = number("window_kl"), positions = number("positions");
-        const bool kept_window = json.find("\"kept\":\"window\"", at) != std::string::npos;
+        const double mix = number("mix_kl"), positions = number("positions");
+        auto optional = [&](const std::string &key) {
+            return json.find("\"" + key + "\":", at) != std::string::npos ? number(key) : -1.0;
+        };
+        const double win = optional("window_kl"), plain = optional("window_no_sinks_kl");
+        std::string kept;
+        for (const char *k : {"mix", "window", "window_no_sinks"})
+            if (json.find(std::string("\"kept\":\"") + k + "\"", at) != std::string::npos) kept = k;
         EXPECT_GT(positions, 100);
         EXPECT_GT(mix, 0.0);
-        EXPECT_EQ(kept_window, win < mix);
+        // The smallest KL measured was kept (a tie keeps the earlier of mix, window, no sinks).
+        double best = mix;
+        std::string want = "mix";
+        if (win >= 0 && win < best) best = win, want = "window";
+        if (plain >= 0 && plain < best) best = plain, want = "window_no_sinks";
+        EXPECT_EQ(kept, want) << json;
         if (*window) {
-            EXPECT_FALSE(kept_window);
+            // Explicit --sinks 0: no no-sinks candidate; 1-token windows lose by a wide margin.
+            EXPECT_LT(plain, 0.0);
+            EXPECT_EQ(kept, "mix");
             EXPECT_GT(win, 1.5 * mix) << "a 1-token window should be far worse than trained heads";
+        } else {
+            // Default sinks: the no-sinks windows are always tried.
+            EXPECT_GT(plain, 0.0) << json;
         }
-        // The file holds what was kept: all windows, or at least one trained group.
-        if (kept_window) EXPECT_EQ(trained, 0);
-        else EXPECT_GT(trained, 0);
+        // The file holds what was kept.
+        if (kept == "mix") {
+            EXPECT_GT(trained, 0);
+        } else {
+            EXPECT_EQ(trained, 0);
+            for (auto &H : h->hybrid())
+                for (size_t i = 0; i < H.kinds.size(); ++i) {
+                    EXPECT_EQ(H.sinks[i], kept == "window" ? default_sinks : 0);
+                    EXPECT_EQ(H.windows[i] + H.sinks[i], default_windows(h->hparams()).window_equal_wr);
+                }
+        }
+        EXPECT_FALSE(std::ifstream(out + ".nosinks.part").good()) << "no candidate file is left behind";
         EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "the candidate file is not left behind";
     }
 }
