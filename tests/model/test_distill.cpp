@@ -617,6 +617,13 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
                     EXPECT_EQ(H.windows[i] + H.sinks[i], default_windows(h->hparams()).window_equal_wr);
                 }
         }
+        // The report's sinks are the file's.
+        const size_t top = json.find("\"wr_window_tokens\":");
+        ASSERT_NE(top, std::string::npos);
+        const size_t sk = json.find("\"sinks\":", top);
+        ASSERT_NE(sk, std::string::npos);
+        EXPECT_EQ(std::stoi(json.substr(sk + 8)), kept == "window_no_sinks" || *window ? 0 : default_sinks) << json;
+        EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "no candidate file is left behind";
         EXPECT_FALSE(std::ifstream(out + ".nosinks.part").good()) << "no candidate file is left behind";
         EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "the candidate file is not left behind";
     }
