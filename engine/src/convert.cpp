@@ -1,6 +1,7 @@
 #include "recur/convert.h"
 
 #include "recur/gguf_writer.h"
+#include "recur/logit_compare.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -23,16 +24,6 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
     const int V = orig.hparams().n_vocab;
     std::vector<double> sum(hybrids.size(), 0.0);
     int64_t positions = 0;
-    auto log_softmax = [V](const float *x, std::vector<double> &out) {
-        double mx = x[0];
-        for (int i = 1; i < V; ++i) mx = std::max(mx, double(x[i]));
-        double z = 0;
-        for (int i = 0; i < V; ++i) z += std::exp(double(x[i]) - mx);
-        const double lz = mx + std::log(z);
-        out.resize(size_t(V));
-        for (int i = 0; i < V; ++i) out[size_t(i)] = double(x[i]) - lz;
-    };
-    std::vector<double> lp, lq;
     for (const auto &seq : seqs) {
         context_params cp;
         cp.n_ctx = int32_t(seq.size());
@@ -47,13 +38,8 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
             std::vector<float> lh;
             context c(*hybrids[h], cp);
             c.eval(seq, lh, true);
-            for (size_t t = 0; t + 1 < seq.size(); ++t) {
-                log_softmax(lo.data() + t * size_t(V), lp);
-                log_softmax(lh.data() + t * size_t(V), lq);
-                double kl = 0;
-                for (int i = 0; i < V; ++i) kl += std::exp(lp[size_t(i)]) * (lp[size_t(i)] - lq[size_t(i)]);
-                sum[h] += kl;
-            }
+            for (size_t t = 0; t + 1 < seq.size(); ++t)
+                sum[h] += compare_logit_rows(lo.data() + t * size_t(V), lh.data() + t * size_t(V), V, seq[t + 1]).kl;
         }
         positions += int64_t(seq.size()) - 1;
     }
