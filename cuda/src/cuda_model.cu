@@ -628,6 +628,7 @@ struct cuda_model::impl {
             launch_wr_dt_ring(wa, stream);
             wr_recurrent(G, n, decode); // into wr_y, added to the window's output after attention
         }
+        if (!D.wr.empty()) op_done("window + recurrent");
 
         if (D.n_src > 0) {
             attn_args a;
@@ -671,7 +672,6 @@ struct cuda_model::impl {
         }
 
         for (size_t gi = 0; gi < D.wr.size(); ++gi) launch_wr_add(wr_args_of(D, gi, n, ldq), wr_y.get(), attn.get(), nq, stream);
-        if (!D.wr.empty()) op_done("window + recurrent");
         matmul(D.wo, attn.get(), n, x.get(), E, true); // x += W_o attn
         op_done("o_proj");
 
