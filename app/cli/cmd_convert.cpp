@@ -67,6 +67,7 @@ int cmd_convert(const options &o) {
     cp.wr_window = o.wr_window;
     cp.write_candidates = o.write_candidates;
     cp.compare_end_to_end = !o.per_group_only;
+    cp.distill.wr_gated = !o.wr_additive;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
     if (o.sinks < -1) throw error("--sinks must not be negative");
     if (o.sinks >= 0) cp.sinks = o.sinks;

@@ -46,6 +46,7 @@ struct options {
     int wr_window = 0;          // convert --wr-window W: window of window+recurrent groups (0: default)
     int sinks = -1;             // convert --sinks S: attention-sink rows of window groups (-1: default)
     bool write_candidates = false; // convert --write-candidates: auto also writes OUT-recurrent/-winrec.gguf
+    bool wr_additive = false;      // convert --wr-additive: window + recurrent heads add their read-out (no gate)
     bool per_group_only = false;   // convert --per-group-only: auto skips its end-to-end comparison with all windows
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q

@@ -759,6 +759,12 @@ struct cuda_model::impl {
 
 cuda_model::cuda_model(const model &m, const cuda_params &p) {
     if (p.n_ctx <= 0 || p.n_batch <= 0) throw error("cuda_model: n_ctx and n_batch must be positive");
+    // Not served here yet: the gated read-out needs the window attention's log-sum-exp per query,
+    // which the prefill and decode attention kernels do not write out.
+    for (const hybrid_layer &H : m.hybrid())
+        if (!H.gate_b.empty())
+            throw error("cuda_model: this hybrid's window + recurrent groups use the gated read-out (rec.gate_w/gate_b, "
+                        "docs/FORMAT.md), which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
     const cuda_device dev = cuda_device_info(p.device);
     if (!dev.available) throw error("cuda_model: " + dev.error);
     const cuda_memory_plan plan_ = plan(m, p);

@@ -106,6 +106,9 @@ struct context::impl {
     std::vector<float> dt_ring;
     std::vector<std::vector<size_t>> dt_ring_off;
     std::vector<float> q_raw; // [n_batch][n_head*hd] unrotated q of a layer with window + recurrent groups
+    // [n_batch][n_head] log-sum-exp of the window's scores (sinks included) per query head of a
+    // window + recurrent group, for the gated (shared-normaliser) read-out.
+    std::vector<float> wr_lse;
     // RoPE cos/sin of positions [evict_pos0, pos0 + n) for rotating evicted keys back, computed
     // once per forward (the widest window + recurrent window back from the batch), [pos][rope_dim/2].
     int32_t wr_wmax = 0;
@@ -310,6 +313,7 @@ struct context::impl {
         groups.insert(groups.end(), H.window_groups.begin(), H.window_groups.end());
         const int n_att = int(groups.size());
         const bool f32_cache = kv_type == tensor_type::F32;
+        const bool gated_wr = !H.gate_b.empty();
         pool.parallel_for(int64_t(n) * n_att, [&](int64_t task, int thread) {
             const int t = int(task / n_att), kvh = groups[size_t(task % n_att)];
             const int64_t i = int64_t(pos0) + t; // absolute position of this query
@@ -389,6 +393,9 @@ struct context::impl {
             float *out = attn_out.data() + (size_t(t) * hp.n_head + size_t(kvh) * g) * hd;
             for (int h = 0; h < g; ++h)
                 for (int d = 0; d < hd; ++d) out[size_t(h) * hd + d] = acc[size_t(h) * hd + d] / run_sum[h];
+            if (gated_wr && H.group_is(kvh, replacement_kind::window_recurrent))
+                for (int h = 0; h < g; ++h)
+                    wr_lse[size_t(t) * hp.n_head + size_t(kvh) * g + h] = run_max[h] + std::log(run_sum[h]);
             if (collect_here) {
                 double *tot = stats_scratch.data() + (size_t(thread) * hp.n_head + size_t(kvh) * g) * stat_stride;
                 for (int h = 0; h < g; ++h)
@@ -641,9 +648,22 @@ struct context::impl {
             recurrent_step(w, qq, kq, vq, dt_e[0], state, yr);
         else
             recurrent_scan_chunked(w, mm, qq, kq, vq, size_t(hd), dt_e, state, yr, size_t(hd), recurrent_chunk, scratch);
+        if (H.gate_b.empty()) { // additive read-out
+            for (int j = 0; j < mm; ++j) {
+                float *out = attn_out.data() + size_t(e0 + j + W - pos0) * nq + size_t(head) * hd;
+                for (int d = 0; d < hd; ++d) out[d] += yr[size_t(j) * hd + d];
+            }
+            return;
+        }
+        // Shared normaliser: g = Z_out / (Z_window + Z_out) with log Z_out = gate_w·xn_i + gate_b
+        // learned and log Z_window the window's own log-sum-exp.
+        const float *gw = H.gate_w.data() + size_t(r) * hp.n_embd;
         for (int j = 0; j < mm; ++j) {
-            float *out = attn_out.data() + size_t(e0 + j + W - pos0) * nq + size_t(head) * hd;
-            for (int d = 0; d < hd; ++d) out[d] += yr[size_t(j) * hd + d];
+            const int64_t ti = e0 + j + W - pos0;
+            float *out = attn_out.data() + size_t(ti) * nq + size_t(head) * hd;
+            const float gate = wr_gate(gw, H.gate_b[size_t(r)], xn.data() + size_t(ti) * hp.n_embd, hp.n_embd,
+                                       wr_lse[size_t(ti) * hp.n_head + size_t(head)]);
+            for (int d = 0; d < hd; ++d) out[d] = (1.0f - gate) * out[d] + gate * yr[size_t(j) * hd + d];
         }
     }
 
@@ -794,7 +814,10 @@ context::context(const model &m, const context_params &p) : model_(m), params_(p
     s.v_cache.reset(new uint8_t[std::max<size_t>(s.kv_cache_bytes, 1)]);
     s.rec_state.assign(rec_heads * recurrent_state_floats(hp.head_dim), 0.0f);
     s.dt_ring.assign(dt_ring_floats, 0.0f);
-    if (dt_ring_floats > 0) s.q_raw.resize(size_t(params_.n_batch) * hp.n_head * hp.head_dim);
+    if (dt_ring_floats > 0) {
+        s.q_raw.resize(size_t(params_.n_batch) * hp.n_head * hp.head_dim);
+        s.wr_lse.resize(size_t(params_.n_batch) * hp.n_head);
+    }
     if (rec_heads > 0) {
         // Recurrent heads need dt + q/k/v [n_batch][hd]; window + recurrent heads two dt rows,
         // q/k/v/y [n_batch][hd] and one row [hd].

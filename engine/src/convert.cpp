@@ -216,6 +216,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         wr_layers = initial_layers(replacement_kind::window_recurrent);
         if (p.steps > 0 || automatic) {
             distill_params d = dp;
+            // Untrained, a window + recurrent group stays exactly its window (additive, v_proj = 0).
+            if (p.steps == 0) d.wr_gated = false;
             if (automatic && !d.checkpoint_path.empty()) {
                 d.checkpoint_path += ".winrec";
                 d.resume = d.resume && std::ifstream(d.checkpoint_path).good();
@@ -318,7 +320,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             }
             if (src.empty()) continue; // window groups use the layer's own attention rows: no tensors
             const int64_t R = int64_t(src.size());
-            std::vector<float> q_proj, k_proj, v_proj, final_loss;
+            std::vector<float> q_proj, k_proj, v_proj, final_loss, gate_w, gate_b;
+            const bool gated = std::any_of(src.begin(), src.end(), [](const auto &sr) { return !sr.first->gate_b.empty(); });
             for (auto &[S, r] : src) {
                 out.dt_w.insert(out.dt_w.end(), S->dt_w.begin() + int64_t(r) * E, S->dt_w.begin() + int64_t(r + 1) * E);
                 out.dt_b.push_back(S->dt_b[size_t(r)]);
@@ -337,6 +340,11 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     }
                 }
                 final_loss.push_back(S->final_loss.empty() ? 0.0f : S->final_loss[size_t(r)]);
+                if (gated) { // rows of heads without a gate (plain recurrent groups) are unused: zeros
+                    const bool has = !S->gate_b.empty();
+                    for (int i = 0; i < E; ++i) gate_w.push_back(has ? S->gate_w[size_t(r) * E + size_t(i)] : 0.0f);
+                    gate_b.push_back(has ? S->gate_b[size_t(r)] : 0.0f);
+                }
             }
             auto f32_bytes = [](const std::vector<float> &v) {
                 std::vector<uint8_t> b(v.size() * sizeof(float));
@@ -352,6 +360,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 w.add_tensor(t + "q_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(q_proj));
                 w.add_tensor(t + "k_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(k_proj));
                 w.add_tensor(t + "v_proj", tensor_type::F32, {hd, hd, R}, f32_bytes(v_proj));
+            }
+            if (gated) {
+                w.add_tensor(t + "gate_w", tensor_type::F32, {E, R}, f32_bytes(gate_w));
+                w.add_tensor(t + "gate_b", tensor_type::F32, {R}, f32_bytes(gate_b));
             }
             if (any_loss) w.set_float32_array(key + "final_loss", final_loss);
         }

@@ -72,6 +72,7 @@ struct capture_store {
     std::vector<int64_t> xn_off;        // [n_layer], -1 where no recurrent head
     std::vector<int64_t> k_off, v_off;  // [head] (the head's group's arrays)
     std::vector<int64_t> q_off, o_off;  // [head]
+    std::vector<int64_t> ow_off, lse_off; // [head]: a gated window + recurrent head's window output [N][hd] and lse [N]; -1 otherwise
     int fd = -1;
     size_t bytes = 0;
     std::atomic<bool> failed{false};    // an I/O error inside a worker (reported after the job)
@@ -133,7 +134,7 @@ struct capture_store {
 
 // One head's chunk read from the capture (per thread).
 struct chunk_buffers {
-    std::vector<float> xn, q, k, v, o;
+    std::vector<float> xn, q, k, v, o, xq, ow, lse;
 };
 
 // The layer's projection rows [row0, row0 + n_rows) for one normed input row, as the engine's
@@ -286,6 +287,7 @@ std::vector<float> lr_factors(const head_layout &L) {
     std::vector<float> f(L.size(), 1.0f);
     f[L.dt_b()] = lr_factor_decay;
     f[L.a_log()] = lr_factor_decay;
+    if (L.gated) f[L.gate_b()] = lr_factor_decay; // the gate's offset, likewise one scalar that sets a scale
     return f;
 }
 
@@ -323,6 +325,11 @@ void head_params_from_layer(const hybrid_layer &H, int32_t r, const head_layout 
                 mt[size_t(i) * hd + o] =
                     proj[j]->empty() ? float(i == o) : (*proj[j])[size_t(r) * hh + size_t(o) * hd + i];
     }
+    if (L.gated) {
+        const bool have = H.gate_b.size() > size_t(r) && H.gate_w.size() >= size_t(r + 1) * size_t(E);
+        for (int i = 0; i < E; ++i) theta[L.gate_w() + size_t(i)] = have ? H.gate_w[size_t(r) * E + size_t(i)] : 0.0f;
+        theta[L.gate_b()] = have ? H.gate_b[size_t(r)] : 0.0f;
+    }
 }
 
 void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, int32_t n_heads, hybrid_layer &H) {
@@ -345,6 +352,12 @@ void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, i
         for (int o = 0; o < hd; ++o)
             for (int i = 0; i < hd; ++i) (*proj[j])[size_t(r) * hh + size_t(o) * hd + i] = mt[size_t(i) * hd + o];
     }
+    if (L.gated) {
+        if (H.gate_w.size() != size_t(n_heads) * size_t(E)) H.gate_w.assign(size_t(n_heads) * size_t(E), 0.0f);
+        if (H.gate_b.size() != size_t(n_heads)) H.gate_b.assign(size_t(n_heads), 0.0f);
+        std::copy_n(theta + L.gate_w(), E, H.gate_w.data() + size_t(r) * E);
+        H.gate_b[size_t(r)] = theta[L.gate_b()];
+    }
 }
 
 // ---- one chunk: forward, loss, backward ------------------------------------------------------------
@@ -361,11 +374,14 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     // transposed raw input [hd][n]; the chunked scan's own scratch.
     thread_local std::vector<float> ws;
     const size_t scan_floats = recurrent_scan_scratch_floats(hd, scan_chunk);
-    const size_t need = 8 * nh + 2 * size_t(n) + hh + nh + scan_floats;
+    const size_t need = 8 * nh + 3 * size_t(n) + hh + nh + scan_floats;
     if (ws.size() < need) ws.resize(need);
     float *qp = ws.data(), *kp = qp + nh, *vp = kp + nh, *y = vp + nh, *dy = y + nh;
     float *dqp = dy + nh, *dkp = dqp + nh, *dvp = dkp + nh;
     float *dt = dvp + nh, *ddt = dt + n, *state0 = ddt + n, *tr = state0 + hh, *scan = tr + nh;
+    float *gate = scan + scan_floats; // [n], gated heads
+    if (L.gated && (!c.xq || !c.ow || !c.lse))
+        throw error("distill: a gated window + recurrent chunk needs xq, ow and lse");
 
     recurrent_head_weights w;
     w.head_dim = hd;
@@ -383,10 +399,23 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     std::copy_n(state, hh, state0);
     recurrent_scan_chunked(w, n, qp, kp, vp, size_t(hd), dt, state, y, size_t(hd), scan_chunk, scan);
 
-    for (size_t i = 0; i < nh; ++i) {
-        const float e = y[i] - c.o[i];
-        loss.sq_target += double(c.o[i]) * c.o[i];
-        dy[i] = e;
+    if (L.gated) {
+        // y holds the read-out r; the group's output is (1 − g)·ow + g·r.
+        for (int t = 0; t < n; ++t) {
+            gate[t] = wr_gate(theta + L.gate_w(), theta[L.gate_b()], c.xq + size_t(t) * E, E, c.lse[t]);
+            const float *rt = y + size_t(t) * hd, *owt = c.ow + size_t(t) * hd, *ot = c.o + size_t(t) * hd;
+            float *et = dy + size_t(t) * hd;
+            for (int i = 0; i < hd; ++i) {
+                et[i] = (1.0f - gate[t]) * owt[i] + gate[t] * rt[i] - ot[i];
+                loss.sq_target += double(ot[i]) * ot[i];
+            }
+        }
+    } else {
+        for (size_t i = 0; i < nh; ++i) {
+            const float e = y[i] - c.o[i];
+            loss.sq_target += double(c.o[i]) * c.o[i];
+            dy[i] = e;
+        }
     }
     if (c.metric) {
         // e ← G e per token (G symmetric): loss eᵀGe, gradient 2·G e.
@@ -403,6 +432,25 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
         }
     }
     if (!grad) return loss;
+
+    if (L.gated) {
+        // dL/dg_t = dy_t·(r_t − ow_t); through g = sigmoid(gate_w·xq + gate_b − lse) into the gate's
+        // parameters (lse is data); dL/dr_t = g_t·dy_t continues into the recurrence.
+        float *gw = grad + L.gate_w();
+        for (int t = 0; t < n; ++t) {
+            const float *rt = y + size_t(t) * hd, *owt = c.ow + size_t(t) * hd;
+            float *dyt = dy + size_t(t) * hd;
+            double dg = 0;
+            for (int i = 0; i < hd; ++i) dg += double(dyt[i]) * (rt[i] - owt[i]);
+            const float dz = float(dg) * gate[t] * (1.0f - gate[t]);
+            if (dz != 0.0f) {
+                const float *xq = c.xq + size_t(t) * E;
+                for (int i = 0; i < E; ++i) gw[i] += dz * xq[i];
+                grad[L.gate_b()] += dz;
+            }
+            for (int i = 0; i < hd; ++i) dyt[i] *= gate[t];
+        }
+    }
 
     std::fill(dqp, dqp + 3 * nh, 0.0f);
     std::fill(ddt, ddt + n, 0.0f);
@@ -482,8 +530,9 @@ void rope_rows(const model_hparams &hp, const std::vector<float> &cs, const std:
 
 // o_win[t] = softmax_{j in [0, S) ∪ [t-W+1, t]}(qr_t·kr_j/√hd) v_j for t < len: the exact window
 // of W tokens plus S sink rows over one sequence (qr, kr: RoPE'd [len][hd]; v, out: [len][hd]).
+// lse (optional, [len]): each query's log-sum-exp of its window scores.
 void window_attention(int64_t len, int hd, int32_t W, int32_t S, const float *qr, const float *kr, const float *v,
-                      float *out) {
+                      float *out, float *lse = nullptr) {
     const float scale = 1.0f / std::sqrt(float(hd));
     std::vector<float> sc(static_cast<size_t>(W) + size_t(S));
     std::vector<int64_t> pos(sc.size());
@@ -502,6 +551,7 @@ void window_attention(int64_t len, int hd, int32_t W, int32_t S, const float *qr
         }
         float sum = 0;
         for (int j = 0; j < n; ++j) sum += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
+        if (lse) lse[t] = mx + std::log(sum);
         float *o = out + size_t(t) * hd;
         std::fill(o, o + hd, 0.0f);
         for (int j = 0; j < n; ++j) {
@@ -510,6 +560,35 @@ void window_attention(int64_t len, int hd, int32_t W, int32_t S, const float *qr
         }
     }
 }
+
+// lse[t] = log Σ_{j<=t} exp(qr_t·kr_j/√hd): the full causal attention's normaliser (the window's
+// plus what left it), in double.
+void causal_lse(int64_t len, int hd, const float *qr, const float *kr, double *lse) {
+    const float scale = 1.0f / std::sqrt(float(hd));
+    std::vector<float> sc(static_cast<size_t>(len));
+    for (int64_t t = 0; t < len; ++t) {
+        const float *qt = qr + size_t(t) * hd;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j <= t; ++j) {
+            const float *kj = kr + size_t(j) * hd;
+            float d = 0;
+            for (int i = 0; i < hd; ++i) d += qt[i] * kj[i];
+            sc[size_t(j)] = d * scale;
+            mx = std::max(mx, sc[size_t(j)]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= t; ++j) sum += std::exp(double(sc[size_t(j)] - mx));
+        lse[t] = double(mx) + std::log(sum);
+    }
+}
+
+// The value a gated head's lse takes at queries where nothing has left the window: the gate is 0
+// there (exp(lse − z) overflows to infinity).
+constexpr float no_outside_lse = 1e30f;
+
+// Sequences whose full attention normaliser initialises the gates (their mean log-mass outside
+// the window): a few suffice for one scalar per head, and each costs O(len²·hd) per head.
+constexpr size_t gate_init_sequences = 4;
 
 double metric_sq(const float *G, const float *e, int hd) {
     if (!G) {
@@ -552,8 +631,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     if (p.seq_len < 2 || p.chunk < 1 || p.batch < 1) throw error("distill: seq_len >= 2, chunk >= 1 and batch >= 1 needed");
     if (m.is_hybrid()) throw error("distill: the teacher must be the original model, not a hybrid");
     const float lr = p.lr > 0 ? p.lr : distill_params::default_lr;
-    const head_layout L(E, hd);
-    const size_t P = L.size(), hh = L.hh();
+    const size_t hh = size_t(hd) * size_t(hd);
 
     std::vector<head_ref> heads;
     for (int32_t l = 0; l < hp.n_layer; ++l) {
@@ -569,6 +647,9 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     distill_report rep;
     rep.steps = p.steps;
     if (heads.empty()) return rep;
+    // Per head: recurrent and additive window + recurrent heads share one layout, gated ones add the gate.
+    std::vector<head_layout> Ls;
+    for (auto &h : heads) Ls.emplace_back(E, hd, p.wr_gated && h.window > 0);
 
     std::vector<std::vector<int32_t>> seq_tokens = calibration_sequences(m, tokens, p.seq_len);
     if (seq_tokens.empty()) throw error("distill: the calibration text needs at least 2 tokens");
@@ -610,6 +691,11 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         floats += N * hd;
         cap.o_off.push_back(floats);
         floats += N * hd;
+        const bool gated = p.wr_gated && h.window > 0;
+        cap.ow_off.push_back(gated ? floats : -1);
+        floats += gated ? N * hd : 0;
+        cap.lse_off.push_back(gated ? floats : -1);
+        floats += gated ? N : 0;
     }
     std::string dir = p.scratch_dir;
     if (dir.empty()) {
@@ -653,6 +739,10 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     // Per head: Σ‖o_t‖² over all tokens and over the held-out ones; a plain window's error there.
     std::vector<double> o_sq(heads.size(), 0.0), o_sq_eval(heads.size(), 0.0);
     std::vector<double> win_err(heads.size(), 0.0), win_err_metric(heads.size(), 0.0);
+    // Gated heads: Σ and count of log Z_out (the log attention mass outside the window) over the
+    // first training sequences, for the gate's initial offset.
+    std::vector<double> log_out_sum(heads.size(), 0.0);
+    std::vector<int64_t> log_out_n(heads.size(), 0);
 
     // ---- 1. capture ----
     auto t_capture = clock_type::now();
@@ -727,8 +817,10 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                     const size_t i = size_t(ii);
                     const bool cmp = p.compare_window > 0 && eval_seq;
                     if (heads[i].window == 0 && !cmp) return;
-                    thread_local std::vector<float> q, k, v, o, qr, kr, ow;
+                    thread_local std::vector<float> q, k, v, o, qr, kr, ow, lse;
+                    thread_local std::vector<double> lse_full;
                     for (auto *a : {&q, &k, &v, &o, &qr, &kr, &ow}) a->resize(size_t(len) * hd);
+                    lse.resize(size_t(len));
                     cap.read(cap.q_off[i], seq_start, hd, q.data(), len);
                     cap.read(cap.k_off[i], seq_start, hd, k.data(), len);
                     cap.read(cap.v_off[i], seq_start, hd, v.data(), len);
@@ -754,9 +846,29 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                     }
                     if (heads[i].window > 0) {
                         window_attention(len, hd, heads[i].window, heads[i].sinks, qr.data(), kr.data(), v.data(),
-                                         ow.data());
-                        for (size_t j = 0; j < size_t(len) * hd; ++j) o[j] -= ow[j];
-                        cap.write(cap.o_off[i], seq_start, hd, o.data(), len);
+                                         ow.data(), lse.data());
+                        if (cap.ow_off[i] < 0) { // additive: the head's target is the residual
+                            for (size_t j = 0; j < size_t(len) * hd; ++j) o[j] -= ow[j];
+                            cap.write(cap.o_off[i], seq_start, hd, o.data(), len);
+                        } else {
+                            // Gated: o stays the target; the window's output and normaliser are
+                            // inputs. Queries before W + S have nothing outside the window.
+                            const int64_t first = std::min<int64_t>(len, int64_t(heads[i].window) + heads[i].sinks);
+                            if (s < std::min(gate_init_sequences, n_train)) {
+                                lse_full.resize(size_t(len));
+                                causal_lse(len, hd, qr.data(), kr.data(), lse_full.data());
+                                for (int64_t t = first; t < len; ++t) {
+                                    const double frac_in = std::exp(double(lse[size_t(t)]) - lse_full[size_t(t)]);
+                                    if (frac_in < 1.0 - 1e-6) {
+                                        log_out_sum[i] += lse_full[size_t(t)] + std::log1p(-frac_in);
+                                        ++log_out_n[i];
+                                    }
+                                }
+                            }
+                            std::fill(lse.begin(), lse.begin() + first, no_outside_lse);
+                            cap.write(cap.ow_off[i], seq_start, hd, ow.data(), len);
+                            cap.write(cap.lse_off[i], seq_start, 1, lse.data(), len);
+                        }
                     }
                 });
                 cap.check();
@@ -799,6 +911,17 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         cap.read(cap.q_off[i], s.start + t0, hd, b.q.data(), n);
         cap.read(cap.o_off[i], s.start + t0, hd, b.o.data(), n);
         head_chunk c;
+        if (cap.ow_off[i] >= 0) {
+            b.xq.resize(std::max(b.xq.size(), size_t(n) * E));
+            b.ow.resize(std::max(b.ow.size(), size_t(n) * hd));
+            b.lse.resize(std::max(b.lse.size(), size_t(n)));
+            cap.read(cap.xn_off[size_t(heads[i].layer)], s.start + t0, E, b.xq.data(), n);
+            cap.read(cap.ow_off[i], s.start + t0, hd, b.ow.data(), n);
+            cap.read(cap.lse_off[i], s.start + t0, 1, b.lse.data(), n);
+            c.xq = b.xq.data();
+            c.ow = b.ow.data();
+            c.lse = b.lse.data();
+        }
         c.n_tokens = n;
         c.xn = b.xn.data();
         c.q = b.q.data();
@@ -826,7 +949,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                 for (int64_t t0 = 0; t0 < s.length; t0 += 256) {
                     const int32_t n = int32_t(std::min<int64_t>(256, s.length - t0));
                     head_chunk c = chunk_of(size_t(i), s, t0, n);
-                    const chunk_loss cl = head_chunk_loss_grad(L, hs[size_t(i)].theta.data(), c, st.data(), nullptr, 0.0f);
+                    const chunk_loss cl =
+                        head_chunk_loss_grad(Ls[size_t(i)], hs[size_t(i)].theta.data(), c, st.data(), nullptr, 0.0f);
                     err[size_t(i)] += cl.sq_err;
                     tgt[size_t(i)] += cl.sq_target;
                     if (si < eval_first) continue;
@@ -835,7 +959,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                     if (p.output_metric) {
                         c.metric = metrics[size_t(i)].data();
                         ev_metric[size_t(i)] +=
-                            head_chunk_loss_grad(L, hs[size_t(i)].theta.data(), c, st2.data(), nullptr, 0.0f).sq_err;
+                            head_chunk_loss_grad(Ls[size_t(i)], hs[size_t(i)].theta.data(), c, st2.data(), nullptr, 0.0f)
+                                .sq_err;
                     } else {
                         ev_metric[size_t(i)] += cl.sq_err;
                     }
@@ -861,10 +986,24 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     cfg.add_value(p.batch);
     cfg.add_value(p.output_metric);
     if (p.holdout_sequences > 0) cfg.add_value(p.holdout_sequences); // absent: hashes of older runs stay valid
+    rep.train_state_bytes = 0;
     for (size_t i = 0; i < heads.size(); ++i) {
         head_state &h = hs[i];
+        const head_layout &L = Ls[i];
+        const size_t P = L.size();
         h.theta.resize(P);
-        head_params_from_layer(layers[size_t(heads[i].layer)], heads[i].r, L, h.theta.data());
+        const hybrid_layer &H0 = layers[size_t(heads[i].layer)];
+        head_params_from_layer(H0, heads[i].r, L, h.theta.data());
+        if (L.gated && H0.gate_b.empty()) {
+            // A fresh gated head: the read-out estimates the attention output of what left the
+            // window, a weighted mean of values, so it starts from v' = v (convert's initial
+            // window + recurrent heads have v_proj = 0, for the additive form); the gate starts
+            // at the measured mean log-mass outside the window, independent of the input.
+            for (int a = 0; a < hd; ++a)
+                for (int b = 0; b < hd; ++b) h.theta[L.mv() + size_t(a) * hd + b] = float(a == b);
+            std::fill_n(h.theta.begin() + int64_t(L.gate_w()), E, 0.0f);
+            h.theta[L.gate_b()] = log_out_n[i] > 0 ? float(log_out_sum[i] / double(log_out_n[i])) : 0.0f;
+        }
         h.m.assign(P, 0.0f);
         h.v.assign(P, 0.0f);
         h.grad.assign(P, 0.0f);
@@ -873,9 +1012,10 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         cfg.add_value(heads[i].head);
         if (heads[i].window > 0) cfg.add_value(heads[i].window);
         if (heads[i].sinks > 0) cfg.add_value(heads[i].sinks); // absent: hashes of older runs stay valid
+        if (L.gated) cfg.add_value(int32_t(-1));                 // likewise
         cfg.add(h.theta.data(), P * sizeof(float));
+        rep.train_state_bytes += (4 * P + seqs.size() * hh) * sizeof(float);
     }
-    rep.train_state_bytes = heads.size() * (4 * P + seqs.size() * hh) * sizeof(float);
 
     auto t_eval0 = clock_type::now();
     std::vector<double> err0, tgt0;
@@ -909,7 +1049,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     int64_t block = 1;
     const int64_t start_step = step;
     std::vector<double> block_rel(heads.size());
-    const std::vector<float> mults = lr_factors(L);
+    const std::vector<float> mults[2] = {lr_factors(head_layout(E, hd, false)), lr_factors(head_layout(E, hd, true))};
     while (step < p.steps) {
         const int64_t k_steps = std::min<int64_t>(block, p.steps - step);
         std::vector<chunk_item> items;
@@ -940,11 +1080,11 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                     head_chunk c = chunk_of(size_t(i), sq, t0, n);
                     if (p.output_metric) c.metric = metrics[size_t(i)].data();
                     const chunk_loss cl =
-                        head_chunk_loss_grad(L, h.theta.data(), c, st, h.grad.data(), 1.0f / float(step_tokens));
+                        head_chunk_loss_grad(Ls[size_t(i)], h.theta.data(), c, st, h.grad.data(), 1.0f / float(step_tokens));
                     tot.sq_err += cl.sq_err;
                     tot.sq_target += cl.sq_target;
                 }
-                adam_step(h, step + s + 1, lr_at(step + s, p.steps, lr), mults);
+                adam_step(h, step + s + 1, lr_at(step + s, p.steps, lr), mults[Ls[size_t(i)].gated ? 1 : 0]);
                 rel += tot.sq_target > 0 ? tot.sq_err / tot.sq_target : 0;
             }
             block_rel[size_t(i)] = rel / double(k_steps);
@@ -954,7 +1094,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         step += k_steps;
         tokens_per_step_sum += block_tokens;
         for (size_t i = 0; i < heads.size(); ++i)
-            if (!std::isfinite(block_rel[i]) || !std::isfinite(hs[i].theta[L.dt_b()]))
+            if (!std::isfinite(block_rel[i]) || !std::isfinite(hs[i].theta[Ls[i].dt_b()]))
                 throw error("distill: the loss of layer " + std::to_string(heads[i].layer) + " head " +
                             std::to_string(heads[i].head) + " diverged (not finite); try a smaller --lr");
         // Blocks of about a second, and at most 5% of the run: progress, cancellation and
@@ -1001,7 +1141,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     for (size_t i = 0; i < heads.size(); ++i) {
         const head_ref &h = heads[i];
         hybrid_layer &H = layers[size_t(h.layer)];
-        head_params_to_layer(L, hs[i].theta.data(), h.r, int32_t(H.recurrent_groups.size()) * g, H);
+        head_params_to_layer(Ls[i], hs[i].theta.data(), h.r, int32_t(H.recurrent_groups.size()) * g, H);
         distill_head_result r;
         r.layer = h.layer;
         r.group = h.group;

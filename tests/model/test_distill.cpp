@@ -38,12 +38,13 @@ std::vector<int32_t> text_tokens(const model &m, size_t offset, size_t n_chars, 
     return ids;
 }
 
-// Random chunk data and parameters for a head of size hd with inputs of n_embd.
+// Random chunk data and parameters for a head of size hd with inputs of n_embd; gated: a window +
+// recurrent head with the shared-normaliser gate (its first 5 rows have nothing outside the window).
 struct random_head {
     head_layout L;
     int n;
-    std::vector<float> xn, q, k, v, o, theta, state0, metric;
-    random_head(int E, int hd, int n_tokens, uint32_t seed) : L(E, hd), n(n_tokens) {
+    std::vector<float> xn, q, k, v, o, theta, state0, metric, xq, ow, lse;
+    random_head(int E, int hd, int n_tokens, uint32_t seed, bool gated = false) : L(E, hd, gated), n(n_tokens) {
         std::mt19937 rng(seed);
         std::normal_distribution<float> nd(0.0f, 1.0f);
         auto fill = [&](std::vector<float> &a, size_t size, float s) {
@@ -64,6 +65,14 @@ struct random_head {
         for (size_t off : {L.mq(), L.mk(), L.mv()})
             for (int i = 0; i < hd; ++i)
                 for (int j = 0; j < hd; ++j) theta[off + size_t(i) * hd + j] = float(i == j) + 0.2f * nd(rng);
+        if (gated) {
+            fill(xq, size_t(n) * E, 1.0f);
+            fill(ow, size_t(n) * hd, 0.5f);
+            fill(lse, size_t(n), 1.0f);
+            for (int t = 0; t < n; ++t) lse[size_t(t)] = t < 5 ? 1e30f : 2.0f + lse[size_t(t)];
+            for (int i = 0; i < E; ++i) theta[L.gate_w() + i] = 0.2f * nd(rng);
+            theta[L.gate_b()] = 1.5f; // g spans (0, 1) over the rows, not saturated
+        }
         // A random symmetric positive semi-definite metric G = AᵀA.
         std::vector<float> a;
         fill(a, L.hh(), 0.4f);
@@ -82,6 +91,7 @@ struct random_head {
         c.v = v.data();
         c.o = o.data();
         if (use_metric) c.metric = metric.data();
+        if (L.gated) c.xq = xq.data(), c.ow = ow.data(), c.lse = lse.data();
         return c;
     }
     double loss(const std::vector<float> &th) const {
@@ -149,12 +159,12 @@ bool same_params(const std::vector<hybrid_layer> &a, const std::vector<hybrid_la
 
 // The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
 // non-zero incoming state, and the squared error (plain, and in a metric), against central
-// differences.
+// differences; rounds 3 and 4 with the gated window + recurrent read-out (gate_w, gate_b too).
 TEST(Distill, GradientMatchesFiniteDifferences) {
-    for (int round = 0; round < 3; ++round) {
-        const int hd = round == 0 ? 8 : 16;
-        random_head h(24, hd, 45, 7u + uint32_t(round));
-        h.use_metric = round == 2; // the last round trains in a metric (output_metric)
+    for (int round = 0; round < 5; ++round) {
+        const int hd = round == 0 || round == 3 ? 8 : 16;
+        random_head h(24, hd, 45, 7u + uint32_t(round), round >= 3);
+        h.use_metric = round == 2 || round == 4; // trains in a metric (output_metric)
         std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
         const float scale = 0.5f; // grad_scale is honoured
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
@@ -168,6 +178,10 @@ TEST(Distill, GradientMatchesFiniteDifferences) {
         for (int i = 0; i < hd; ++i) idx.push_back(h.L.d() + size_t(i));
         for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
             for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
+        if (h.L.gated) {
+            for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
+            idx.push_back(h.L.gate_b());
+        }
         int bad = 0;
         for (size_t i : idx) {
             const float eps = 2e-3f * std::max(1.0f, std::fabs(h.theta[i]));
@@ -216,6 +230,18 @@ TEST(Distill, ParametersRoundTripThroughAHybridLayer) {
     EXPECT_EQ(back[h.L.dt_b()], 0.5f);
     EXPECT_EQ(back[h.L.mk() + 9], 1.0f);
     EXPECT_EQ(back[h.L.mk() + 1], 0.0f);
+    // A gated head's gate goes to gate_w/gate_b and back; a layer without them reads as zeros.
+    const random_head hg(24, 8, 4, 5u, true);
+    head_params_to_layer(hg.L, hg.theta.data(), 2, R, H);
+    ASSERT_EQ(H.gate_w.size(), size_t(R) * 24);
+    ASSERT_EQ(H.gate_b.size(), size_t(R));
+    EXPECT_EQ(H.gate_b[2], hg.theta[hg.L.gate_b()]);
+    EXPECT_EQ(H.gate_w[2 * 24 + 7], hg.theta[hg.L.gate_w() + 7]);
+    std::vector<float> back_g(hg.L.size());
+    head_params_from_layer(H, 2, hg.L, back_g.data());
+    EXPECT_EQ(back_g, hg.theta);
+    head_params_from_layer(U, 0, hg.L, back_g.data());
+    EXPECT_EQ(back_g[hg.L.gate_b()], 0.0f);
 }
 
 // Training on a generated test model cuts the loss by a large factor, and is bit-for-bit
@@ -309,10 +335,12 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
 // error of what the engine computes for the group (ring, dt ring, rotation back, scan), so the
 // training objective is the engine's function. F32 cache: the engine's ring holds exact rows.
 // With S sink rows (the second pass) the window's softmax also covers tokens 0..S-1 and the head's
-// stream starts at token S: the reported loss must still be the engine's error.
+// stream starts at token S: the reported loss must still be the engine's error. Both read-outs:
+// gated (the default: shared normaliser, the window's log-sum-exp from the engine's attention) and
+// additive (--wr-additive).
 TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
-  for (const int32_t sinks : {0, 3}) {
-    SCOPED_TRACE("sinks " + std::to_string(sinks));
+  for (const auto [sinks, gated] : {std::pair<int32_t, bool>{0, true}, {3, true}, {3, false}}) {
+    SCOPED_TRACE("sinks " + std::to_string(sinks) + (gated ? ", gated" : ", additive"));
     auto m = model::load(stories);
     const auto tokens = text_tokens(*m, 0, 4000, 300);
     const auto &hp = m->hparams();
@@ -325,11 +353,13 @@ TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
     cp.steps = 40;
     cp.distill.seq_len = 512; // one sequence: the whole text
     cp.distill.chunk = 32;
+    cp.distill.wr_gated = gated;
     cp.n_threads = 2;
     const auto res = convert_to_hybrid(*m, tokens, cp, tmp("distill_wr.gguf"));
     ASSERT_FALSE(res.distill.heads.empty());
     auto h = model::load(tmp("distill_wr.gguf"));
     const int l0 = res.distill.heads[0].layer;
+    EXPECT_EQ(h->hybrid()[size_t(l0)].gate_b.empty(), !gated);
     for (int32_t grp : h->hybrid()[size_t(l0)].recurrent_groups) {
         EXPECT_TRUE(h->hybrid()[size_t(l0)].group_is(grp, replacement_kind::window_recurrent));
         EXPECT_EQ(h->hybrid()[size_t(l0)].group_window[size_t(grp)], 7 - sinks);

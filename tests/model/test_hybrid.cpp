@@ -360,6 +360,56 @@ TEST(Hybrid, WindowRecurrentBatchDecodeAndStateAgree) {
               1e-3f);
 }
 
+// The gated (shared-normaliser) window + recurrent read-out: batches, decode and state agree as
+// for the additive one; the gate matters (without rec.gate_* the logits differ); a file with one
+// of the two tensors, with a gate on a layer without window + recurrent groups, or with a
+// non-finite gate value is refused. The golden test compares hybrid-gated with the numpy reference.
+TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
+    auto m = model::load(models_dir + "/hybrid-gated.gguf");
+    ASSERT_FALSE(m->hybrid()[0].gate_b.empty());
+    const int n_vocab = m->hparams().n_vocab;
+    const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("gated.state"), true);
+    auto base = gguf_file::open(models_dir + "/hybrid-gated.gguf");
+    write_variant(*base, tmp("ungated.gguf"), [](gguf_writer &) {}, "blk.0.rec.gate_w");
+    EXPECT_NE(load_error(tmp("ungated.gguf")).find("only one of rec.gate_w/gate_b"), std::string::npos)
+        << load_error(tmp("ungated.gguf"));
+    {
+        gguf_writer w;
+        w.copy_metadata(*base);
+        for (auto &t : base->tensors())
+            if (t.name.find(".rec.gate_") == std::string::npos) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
+        w.write(tmp("additive.gguf"));
+        auto a = model::load(tmp("additive.gguf"));
+        context_params cp;
+        cp.n_ctx = 64;
+        cp.kv_type = tensor_type::F32;
+        context ctx(*a, cp);
+        std::vector<float> lg;
+        ctx.eval(tokens, lg, true);
+        EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab,
+                                 n_vocab),
+                  1e-2f);
+    }
+    write_variant(*base, tmp("nan_gate.gguf"), [&](gguf_writer &w) {
+        const gguf_tensor_info *t = base->find_tensor("blk.0.rec.gate_b");
+        std::vector<uint8_t> b(t->n_bytes);
+        std::memcpy(b.data(), t->data, b.size());
+        const float nan = std::nanf("");
+        std::memcpy(b.data(), &nan, sizeof nan);
+        w.add_tensor("blk.0.rec.gate_b", tensor_type::F32, t->ne, b);
+    }, "blk.0.rec.gate_b");
+    EXPECT_NE(load_error(tmp("nan_gate.gguf")).find("not finite"), std::string::npos) << load_error(tmp("nan_gate.gguf"));
+    auto winrec = gguf_file::open(models_dir + "/hybrid-partial.gguf");
+    write_variant(*winrec, tmp("gate_on_rec.gguf"), [&](gguf_writer &w) {
+        const gguf_tensor_info *dtb = winrec->find_tensor("blk.0.rec.dt_b");
+        const gguf_tensor_info *dtw = winrec->find_tensor("blk.0.rec.dt_w");
+        w.add_tensor("blk.0.rec.gate_b", tensor_type::F32, dtb->ne, std::vector<uint8_t>(dtb->n_bytes, 0));
+        w.add_tensor("blk.0.rec.gate_w", tensor_type::F32, dtw->ne, std::vector<uint8_t>(dtw->n_bytes, 0));
+    });
+    EXPECT_NE(load_error(tmp("gate_on_rec.gguf")).find("no window + recurrent group to gate"), std::string::npos)
+        << load_error(tmp("gate_on_rec.gguf"));
+}
+
 // The recurrent part matters: with the recurrent tensors' d and transforms the logits differ from
 // the same groups served as plain windows (kind 1), so a window-only engine path would fail the
 // golden test.

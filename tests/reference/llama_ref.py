@@ -234,11 +234,13 @@ def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d):
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windows=None, sinks=None) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windows=None, sinks=None,
+              lse_out=None) -> np.ndarray:
     """Causal softmax attention with GQA; windows {kv_group: W} limit a group to the last W keys,
     and sinks {kv_group: S} give such a group keys 0..S-1 as well (attention sinks).
 
-    q: [T, n_head, hd], k/v: [T, n_head_kv, hd] -> [T, n_head*hd]"""
+    q: [T, n_head, hd], k/v: [T, n_head_kv, hd] -> [T, n_head*hd]
+    lse_out: optional [T, n_head] array that receives each query's log-sum-exp of its scores."""
     T, n_head, hd = q.shape
     group = n_head // n_head_kv  # query heads per kv head
     scale = 1.0 / np.sqrt(hd)
@@ -255,8 +257,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head_kv: int, windo
             out = np.empty_like(q)
         s = (q[:, h, :] @ k[:, kvh, :].T) * scale     # [T, T]
         s = np.where(mask, -np.inf, s)
-        s = s - s.max(axis=-1, keepdims=True)
+        mx = s.max(axis=-1, keepdims=True)
+        s = s - mx
         p = np.exp(s)
+        if lse_out is not None:
+            lse_out[:, h] = mx[:, 0] + np.log(p.sum(axis=-1))
         p /= p.sum(axis=-1, keepdims=True)
         out[:, h, :] = p @ v[:, kvh, :]
     return out.reshape(T, n_head * hd)
@@ -290,7 +295,8 @@ def forward(m: Model, tokens) -> np.ndarray:
         q = rope(q_raw, positions, m)
         k = rope(k_raw, positions, m)
         v = v.reshape(T, m.n_head_kv, hd)
-        a = attention(q, k, v, m.n_head_kv, m.windows.get(l), m.sinks.get(l)).reshape(T, m.n_head, hd)
+        lse = np.empty((T, m.n_head))
+        a = attention(q, k, v, m.n_head_kv, m.windows.get(l), m.sinks.get(l), lse).reshape(T, m.n_head, hd)
         # Hybrid: the query heads of replaced groups are recurrent heads on the unrotated q/k.
         group = m.n_head // m.n_head_kv
         rec_groups = m.rec_groups.get(l, m.replaced.get(l, []))
@@ -310,7 +316,15 @@ def forward(m: Model, tokens) -> np.ndarray:
                 # Sink tokens 0..S-1 never leave the window: the evicted stream starts at e = S.
                 S = m.sinks.get(l, {}).get(g, 0)
                 if T > W + S:
-                    a[W + S:, head, :] += recurrent_head(qh[W + S:], kh[S:T - W], vh[S:T - W], h[S:T - W], *args)
+                    r_out = recurrent_head(qh[W + S:], kh[S:T - W], vh[S:T - W], h[S:T - W], *args)
+                    if m.has(p + "rec.gate_w"):
+                        # Shared normaliser: the read-out stands for the mass outside the window,
+                        # g = sigmoid(gate_w . xn_t + gate_b - lse_window_t) of it.
+                        z = h[W + S:] @ m.w(p + "rec.gate_w")[r] + m.w(p + "rec.gate_b")[r] - lse[W + S:, head]
+                        gate = (1.0 / (1.0 + np.exp(-z)))[:, None]
+                        a[W + S:, head, :] = (1.0 - gate) * a[W + S:, head, :] + gate * r_out
+                    else:
+                        a[W + S:, head, :] += r_out
             else:
                 a[:, head, :] = recurrent_head(qh, kh, vh, h, *args)
         a = a.reshape(T, m.n_head * hd)

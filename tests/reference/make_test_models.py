@@ -270,6 +270,10 @@ def write_model(path: str, spec: dict, seed: int) -> None:
             w.add_tensor(p + "dt_b", hrng.uniform(-3.0, 0.0, R).astype(np.float32))
             w.add_tensor(p + "a_log", hrng.uniform(-1.0, 1.0, R).astype(np.float32))
             w.add_tensor(p + "d", (0.5 * hrng.standard_normal((R, head_dim))).astype(np.float32))
+            if spec.get("gate"):  # shared-normaliser gate of window + recurrent heads
+                # gate_b near the window's log-sum-exp, so g spans (0, 1) rather than saturating.
+                w.add_tensor(p + "gate_w", (hrng.standard_normal((R, n_embd)) * 1.0 / np.sqrt(n_embd)).astype(np.float32))
+                w.add_tensor(p + "gate_b", hrng.uniform(0.0, 3.0, R).astype(np.float32))
             if spec.get("proj"):  # trained transforms q' = Mq q etc.: numpy [R, out, in]
                 for nm in ("q_proj", "k_proj", "v_proj"):
                     mtx = np.eye(head_dim)[None] + 0.3 * hrng.standard_normal((R, head_dim, head_dim)) / np.sqrt(head_dim)
@@ -375,6 +379,10 @@ MODELS.append(dict(_base, name="qwen2-winrec", arch="qwen2", dtype="f32", n_head
 MODELS.append(dict(_base, name="hybrid-sinks", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
                    windows={0: {0: 5}, 1: {1: 4}}, winrec={0: {1: 4}, 1: {0: 6}},
                    sinks={0: {0: 2, 1: 3}, 1: {0: 1, 1: 7}}, proj=True))
+# Window + recurrent with the shared-normaliser gate (docs/FORMAT.md "Window + recurrent"), with
+# and without sinks; layer 1 also has a plain recurrent group (its gate rows are unused).
+MODELS.append(dict(_base, name="hybrid-gated", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
+                   winrec={0: {0: 4, 1: 9}, 1: {0: 6}}, sinks={0: {1: 2}}, proj=True, gate=True))
 MODELS.append(dict(_base, name="qwen2-sinks", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [0, 1]}, windows={1: {1: 4}}, winrec={1: {0: 5}},
                    sinks={1: {0: 2, 1: 3}}))

@@ -29,6 +29,7 @@
 // decays; when a_t is within a few float ulps of 1 (dt·exp(a_log) < ~1e-6) the token-by-token
 // forms lose up to ~2e-5 (a_t rounds to 1, tiny increments round away) while the chunked form,
 // which applies decays once per chunk, stays at ~5e-7.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -125,6 +126,16 @@ void recurrent_scan_backward(const recurrent_head_weights &w, int n_tokens, cons
 // grads.dt_b, and dxn [n_tokens][dxn_stride] += dL/dxn through dt (dxn may be null).
 void recurrent_dt_backward(const recurrent_head_weights &w, int n_tokens, const float *xn, size_t xn_stride,
                            const float *ddt, recurrent_head_grads &grads, float *dxn, size_t dxn_stride);
+
+// The gate of a window + recurrent head with a shared normaliser (docs/FORMAT.md "Window +
+// recurrent"): the share of the query's attention mass estimated to lie outside the window,
+//   g = Z_out / (Z_window + Z_out) = sigmoid(log Z_out − lse_window),  log Z_out = gate_w·xn + gate_b.
+// gate_w, xn: [n_embd]. The engine and distillation both call this, so they gate identically.
+inline float wr_gate(const float *gate_w, float gate_b, const float *xn, int n_embd, float lse_window) {
+    float z = gate_b;
+    for (int i = 0; i < n_embd; ++i) z += gate_w[i] * xn[i];
+    return 1.0f / (1.0f + std::exp(lse_window - z)); // exp overflow gives g = 0, as it should
+}
 
 // The state's size in floats: fixed, independent of the sequence length.
 inline size_t recurrent_state_floats(int hd) {
