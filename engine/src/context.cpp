@@ -656,12 +656,15 @@ struct context::impl {
             return;
         }
         // Shared normaliser: g = Z_out / (Z_window + Z_out) with log Z_out = gate_w·xn_i + gate_b
-        // learned and log Z_window the window's own log-sum-exp.
+        // + gate_n·log(n_out) learned and log Z_window the window's own log-sum-exp. At query
+        // i = e + W the tokens S..e have left: n_out = e − S + 1.
         const float *gw = H.gate_w.data() + size_t(r) * hp.n_embd;
         for (int j = 0; j < mm; ++j) {
             const int64_t ti = e0 + j + W - pos0;
             float *out = attn_out.data() + size_t(ti) * nq + size_t(head) * hd;
-            const float gate = wr_gate(gw, H.gate_b[size_t(r)], xn.data() + size_t(ti) * hp.n_embd, hp.n_embd,
+            const float log_n_out = std::log(float(e0 + j - S + 1));
+            const float gate = wr_gate(gw, H.gate_b[size_t(r)], H.gate_n[size_t(r)], log_n_out,
+                                       xn.data() + size_t(ti) * hp.n_embd, hp.n_embd,
                                        wr_lse[size_t(ti) * hp.n_head + size_t(head)]);
             for (int d = 0; d < hd; ++d) out[d] = (1.0f - gate) * out[d] + gate * yr[size_t(j) * hd + d];
         }

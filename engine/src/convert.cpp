@@ -320,7 +320,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             }
             if (src.empty()) continue; // window groups use the layer's own attention rows: no tensors
             const int64_t R = int64_t(src.size());
-            std::vector<float> q_proj, k_proj, v_proj, final_loss, gate_w, gate_b;
+            std::vector<float> q_proj, k_proj, v_proj, final_loss, gate_w, gate_b, gate_n;
             const bool gated = std::any_of(src.begin(), src.end(), [](const auto &sr) { return !sr.first->gate_b.empty(); });
             for (auto &[S, r] : src) {
                 out.dt_w.insert(out.dt_w.end(), S->dt_w.begin() + int64_t(r) * E, S->dt_w.begin() + int64_t(r + 1) * E);
@@ -344,6 +344,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     const bool has = !S->gate_b.empty();
                     for (int i = 0; i < E; ++i) gate_w.push_back(has ? S->gate_w[size_t(r) * E + size_t(i)] : 0.0f);
                     gate_b.push_back(has ? S->gate_b[size_t(r)] : 0.0f);
+                    gate_n.push_back(has ? S->gate_n[size_t(r)] : 0.0f);
                 }
             }
             auto f32_bytes = [](const std::vector<float> &v) {
@@ -364,6 +365,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             if (gated) {
                 w.add_tensor(t + "gate_w", tensor_type::F32, {E, R}, f32_bytes(gate_w));
                 w.add_tensor(t + "gate_b", tensor_type::F32, {R}, f32_bytes(gate_b));
+                w.add_tensor(t + "gate_n", tensor_type::F32, {R}, f32_bytes(gate_n));
             }
             if (any_loss) w.set_float32_array(key + "final_loss", final_loss);
         }

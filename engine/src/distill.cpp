@@ -134,7 +134,7 @@ struct capture_store {
 
 // One head's chunk read from the capture (per thread).
 struct chunk_buffers {
-    std::vector<float> xn, q, k, v, o, xq, ow, lse;
+    std::vector<float> xn, q, k, v, o, xq, ow, lse, log_n_out;
 };
 
 // The layer's projection rows [row0, row0 + n_rows) for one normed input row, as the engine's
@@ -287,7 +287,7 @@ std::vector<float> lr_factors(const head_layout &L) {
     std::vector<float> f(L.size(), 1.0f);
     f[L.dt_b()] = lr_factor_decay;
     f[L.a_log()] = lr_factor_decay;
-    if (L.gated) f[L.gate_b()] = lr_factor_decay; // the gate's offset, likewise one scalar that sets a scale
+    if (L.gated) f[L.gate_b()] = f[L.gate_n()] = lr_factor_decay; // the gate's offset and count slope: scalars that set a scale
     return f;
 }
 
@@ -329,6 +329,7 @@ void head_params_from_layer(const hybrid_layer &H, int32_t r, const head_layout 
         const bool have = H.gate_b.size() > size_t(r) && H.gate_w.size() >= size_t(r + 1) * size_t(E);
         for (int i = 0; i < E; ++i) theta[L.gate_w() + size_t(i)] = have ? H.gate_w[size_t(r) * E + size_t(i)] : 0.0f;
         theta[L.gate_b()] = have ? H.gate_b[size_t(r)] : 0.0f;
+        theta[L.gate_n()] = have && H.gate_n.size() > size_t(r) ? H.gate_n[size_t(r)] : 0.0f;
     }
 }
 
@@ -355,8 +356,10 @@ void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, i
     if (L.gated) {
         if (H.gate_w.size() != size_t(n_heads) * size_t(E)) H.gate_w.assign(size_t(n_heads) * size_t(E), 0.0f);
         if (H.gate_b.size() != size_t(n_heads)) H.gate_b.assign(size_t(n_heads), 0.0f);
+        if (H.gate_n.size() != size_t(n_heads)) H.gate_n.assign(size_t(n_heads), 0.0f);
         std::copy_n(theta + L.gate_w(), E, H.gate_w.data() + size_t(r) * E);
         H.gate_b[size_t(r)] = theta[L.gate_b()];
+        H.gate_n[size_t(r)] = theta[L.gate_n()];
     }
 }
 
@@ -380,8 +383,8 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     float *dqp = dy + nh, *dkp = dqp + nh, *dvp = dkp + nh;
     float *dt = dvp + nh, *ddt = dt + n, *state0 = ddt + n, *tr = state0 + hh, *scan = tr + nh;
     float *gate = scan + scan_floats; // [n], gated heads
-    if (L.gated && (!c.xq || !c.ow || !c.lse))
-        throw error("distill: a gated window + recurrent chunk needs xq, ow and lse");
+    if (L.gated && (!c.xq || !c.ow || !c.lse || !c.log_n_out))
+        throw error("distill: a gated window + recurrent chunk needs xq, ow, lse and log_n_out");
 
     recurrent_head_weights w;
     w.head_dim = hd;
@@ -402,7 +405,8 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     if (L.gated) {
         // y holds the read-out r; the group's output is (1 − g)·ow + g·r.
         for (int t = 0; t < n; ++t) {
-            gate[t] = wr_gate(theta + L.gate_w(), theta[L.gate_b()], c.xq + size_t(t) * E, E, c.lse[t]);
+            gate[t] = wr_gate(theta + L.gate_w(), theta[L.gate_b()], theta[L.gate_n()], c.log_n_out[t],
+                              c.xq + size_t(t) * E, E, c.lse[t]);
             const float *rt = y + size_t(t) * hd, *owt = c.ow + size_t(t) * hd, *ot = c.o + size_t(t) * hd;
             float *et = dy + size_t(t) * hd;
             for (int i = 0; i < hd; ++i) {
@@ -447,6 +451,7 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
                 const float *xq = c.xq + size_t(t) * E;
                 for (int i = 0; i < E; ++i) gw[i] += dz * xq[i];
                 grad[L.gate_b()] += dz;
+                grad[L.gate_n()] += dz * c.log_n_out[t];
             }
             for (int i = 0; i < hd; ++i) dyt[i] *= gate[t];
         }
@@ -739,8 +744,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     // Per head: Σ‖o_t‖² over all tokens and over the held-out ones; a plain window's error there.
     std::vector<double> o_sq(heads.size(), 0.0), o_sq_eval(heads.size(), 0.0);
     std::vector<double> win_err(heads.size(), 0.0), win_err_metric(heads.size(), 0.0);
-    // Gated heads: Σ and count of log Z_out (the log attention mass outside the window) over the
-    // first training sequences, for the gate's initial offset.
+    // Gated heads: Σ and count of log Z_out − log n_out (the log attention mass outside the window
+    // per token outside) over the first training sequences, for the gate's initial offset.
     std::vector<double> log_out_sum(heads.size(), 0.0);
     std::vector<int64_t> log_out_n(heads.size(), 0);
 
@@ -859,8 +864,9 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                                 causal_lse(len, hd, qr.data(), kr.data(), lse_full.data());
                                 for (int64_t t = first; t < len; ++t) {
                                     const double frac_in = std::exp(double(lse[size_t(t)]) - lse_full[size_t(t)]);
-                                    if (frac_in < 1.0 - 1e-6) {
-                                        log_out_sum[i] += lse_full[size_t(t)] + std::log1p(-frac_in);
+                                    if (frac_in < 1.0 - 1e-6) { // log Z_out − log n_out
+                                        log_out_sum[i] += lse_full[size_t(t)] + std::log1p(-frac_in) -
+                                                          std::log(double(t - first + 1));
                                         ++log_out_n[i];
                                     }
                                 }
@@ -918,9 +924,16 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             cap.read(cap.xn_off[size_t(heads[i].layer)], s.start + t0, E, b.xq.data(), n);
             cap.read(cap.ow_off[i], s.start + t0, hd, b.ow.data(), n);
             cap.read(cap.lse_off[i], s.start + t0, 1, b.lse.data(), n);
+            // At query t the tokens S..t−W have left: t − W − S + 1 of them.
+            b.log_n_out.resize(std::max(b.log_n_out.size(), size_t(n)));
+            for (int32_t j = 0; j < n; ++j) {
+                const int64_t n_out = t0 + j - sh - heads[i].sinks + 1;
+                b.log_n_out[size_t(j)] = n_out > 0 ? std::log(float(n_out)) : 0.0f;
+            }
             c.xq = b.xq.data();
             c.ow = b.ow.data();
             c.lse = b.lse.data();
+            c.log_n_out = b.log_n_out.data();
         }
         c.n_tokens = n;
         c.xn = b.xn.data();
@@ -998,11 +1011,13 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             // A fresh gated head: the read-out estimates the attention output of what left the
             // window, a weighted mean of values, so it starts from v' = v (convert's initial
             // window + recurrent heads have v_proj = 0, for the additive form); the gate starts
-            // at the measured mean log-mass outside the window, independent of the input.
+            // at the measured mean log-mass outside the window, independent of the input, as if
+            // every token outside carried the same mass (gate_n = 1).
             for (int a = 0; a < hd; ++a)
                 for (int b = 0; b < hd; ++b) h.theta[L.mv() + size_t(a) * hd + b] = float(a == b);
             std::fill_n(h.theta.begin() + int64_t(L.gate_w()), E, 0.0f);
             h.theta[L.gate_b()] = log_out_n[i] > 0 ? float(log_out_sum[i] / double(log_out_n[i])) : 0.0f;
+            h.theta[L.gate_n()] = 1.0f;
         }
         h.m.assign(P, 0.0f);
         h.v.assign(P, 0.0f);

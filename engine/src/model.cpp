@@ -227,7 +227,7 @@ void model::load_hybrid() {
         const int64_t R = int64_t(H.recurrent_groups.size()) * g;
         const std::string t = "blk." + std::to_string(l) + ".rec.";
         if (R == 0) {
-            for (const char *n : {"dt_w", "dt_b", "a_log", "d", "q_proj", "k_proj", "v_proj", "gate_w", "gate_b"})
+            for (const char *n : {"dt_w", "dt_b", "a_log", "d", "q_proj", "k_proj", "v_proj", "gate_w", "gate_b", "gate_n"})
                 if (f.find_tensor(t + n))
                     throw format_error("hybrid: tensor '" + t + n + "' exists but layer " + std::to_string(l) +
                                        " has no recurrent group");
@@ -260,21 +260,24 @@ void model::load_hybrid() {
             H.k_proj = f32(t + "k_proj", {hd, hd, R});
             H.v_proj = f32(t + "v_proj", {hd, hd, R});
         }
-        // The gate of window + recurrent heads: both tensors or neither, and only where there is
-        // such a head to gate.
-        const int n_gate = int(bool(f.find_tensor(t + "gate_w"))) + int(bool(f.find_tensor(t + "gate_b")));
-        if (n_gate == 1) throw format_error("hybrid: layer " + std::to_string(l) + " has only one of rec.gate_w/gate_b");
-        if (n_gate == 2) {
+        // The gate of window + recurrent heads: all three tensors or none, and only where there
+        // is such a head to gate.
+        const int n_gate = int(bool(f.find_tensor(t + "gate_w"))) + int(bool(f.find_tensor(t + "gate_b"))) +
+                           int(bool(f.find_tensor(t + "gate_n")));
+        if (n_gate == 1 || n_gate == 2)
+            throw format_error("hybrid: layer " + std::to_string(l) + " has only some of rec.gate_w/gate_b/gate_n");
+        if (n_gate == 3) {
             if (std::none_of(H.recurrent_groups.begin(), H.recurrent_groups.end(),
                              [&](int32_t grp) { return H.group_is(grp, replacement_kind::window_recurrent); }))
                 throw format_error("hybrid: layer " + std::to_string(l) +
-                                   " has rec.gate_w/gate_b but no window + recurrent group to gate");
+                                   " has rec.gate_w/gate_b/gate_n but no window + recurrent group to gate");
             H.gate_w = f32(t + "gate_w", {E, R});
             H.gate_b = f32(t + "gate_b", {R});
-            for (float x : H.gate_w)
-                if (!std::isfinite(x)) throw format_error("hybrid: tensor '" + t + "gate_w' holds a value that is not finite");
-            for (float x : H.gate_b)
-                if (!std::isfinite(x)) throw format_error("hybrid: tensor '" + t + "gate_b' holds a value that is not finite");
+            H.gate_n = f32(t + "gate_n", {R});
+            for (auto [name, v] : {std::pair{"gate_w", &H.gate_w}, {"gate_b", &H.gate_b}, {"gate_n", &H.gate_n}})
+                for (float x : *v)
+                    if (!std::isfinite(x))
+                        throw format_error("hybrid: tensor '" + t + name + "' holds a value that is not finite");
         }
         for (double x : f.get_float_array(key + "final_loss")) H.final_loss.push_back(float(x));
     }

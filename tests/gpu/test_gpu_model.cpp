@@ -251,6 +251,7 @@ TEST(GpuModelFeatures, RefusesGatedWindowRecurrentWithAMessage) {
             const std::string t = "blk." + std::to_string(l) + ".rec.";
             w.add_tensor(t + "gate_w", tensor_type::F32, {E, R}, std::vector<uint8_t>(size_t(E * R) * 4, 0));
             w.add_tensor(t + "gate_b", tensor_type::F32, {R}, std::vector<uint8_t>(size_t(R) * 4, 0));
+            w.add_tensor(t + "gate_n", tensor_type::F32, {R}, std::vector<uint8_t>(size_t(R) * 4, 0));
             ++gated_layers;
         }
         ASSERT_GT(gated_layers, 0);

@@ -43,7 +43,7 @@ std::vector<int32_t> text_tokens(const model &m, size_t offset, size_t n_chars, 
 struct random_head {
     head_layout L;
     int n;
-    std::vector<float> xn, q, k, v, o, theta, state0, metric, xq, ow, lse;
+    std::vector<float> xn, q, k, v, o, theta, state0, metric, xq, ow, lse, log_n_out;
     random_head(int E, int hd, int n_tokens, uint32_t seed, bool gated = false) : L(E, hd, gated), n(n_tokens) {
         std::mt19937 rng(seed);
         std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -69,9 +69,11 @@ struct random_head {
             fill(xq, size_t(n) * E, 1.0f);
             fill(ow, size_t(n) * hd, 0.5f);
             fill(lse, size_t(n), 1.0f);
-            for (int t = 0; t < n; ++t) lse[size_t(t)] = t < 5 ? 1e30f : 2.0f + lse[size_t(t)];
+            for (int t = 0; t < n; ++t) lse[size_t(t)] = t < 5 ? 1e30f : 3.5f + lse[size_t(t)];
+            for (int t = 0; t < n; ++t) log_n_out.push_back(t < 5 ? 0.0f : std::log(float(t - 4)));
             for (int i = 0; i < E; ++i) theta[L.gate_w() + i] = 0.2f * nd(rng);
-            theta[L.gate_b()] = 1.5f; // g spans (0, 1) over the rows, not saturated
+            theta[L.gate_b()] = 1.0f; // g spans (0, 1) over the rows, not saturated
+            theta[L.gate_n()] = 0.8f;
         }
         // A random symmetric positive semi-definite metric G = AᵀA.
         std::vector<float> a;
@@ -91,7 +93,7 @@ struct random_head {
         c.v = v.data();
         c.o = o.data();
         if (use_metric) c.metric = metric.data();
-        if (L.gated) c.xq = xq.data(), c.ow = ow.data(), c.lse = lse.data();
+        if (L.gated) c.xq = xq.data(), c.ow = ow.data(), c.lse = lse.data(), c.log_n_out = log_n_out.data();
         return c;
     }
     double loss(const std::vector<float> &th) const {
@@ -181,6 +183,7 @@ TEST(Distill, GradientMatchesFiniteDifferences) {
         if (h.L.gated) {
             for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
             idx.push_back(h.L.gate_b());
+            idx.push_back(h.L.gate_n());
         }
         int bad = 0;
         for (size_t i : idx) {
@@ -237,6 +240,7 @@ TEST(Distill, ParametersRoundTripThroughAHybridLayer) {
     ASSERT_EQ(H.gate_b.size(), size_t(R));
     EXPECT_EQ(H.gate_b[2], hg.theta[hg.L.gate_b()]);
     EXPECT_EQ(H.gate_w[2 * 24 + 7], hg.theta[hg.L.gate_w() + 7]);
+    EXPECT_EQ(H.gate_n[2], hg.theta[hg.L.gate_n()]);
     std::vector<float> back_g(hg.L.size());
     head_params_from_layer(H, 2, hg.L, back_g.data());
     EXPECT_EQ(back_g, hg.theta);

@@ -371,7 +371,7 @@ TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
     const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("gated.state"), true);
     auto base = gguf_file::open(models_dir + "/hybrid-gated.gguf");
     write_variant(*base, tmp("ungated.gguf"), [](gguf_writer &) {}, "blk.0.rec.gate_w");
-    EXPECT_NE(load_error(tmp("ungated.gguf")).find("only one of rec.gate_w/gate_b"), std::string::npos)
+    EXPECT_NE(load_error(tmp("ungated.gguf")).find("only some of rec.gate_w/gate_b/gate_n"), std::string::npos)
         << load_error(tmp("ungated.gguf"));
     {
         gguf_writer w;
@@ -405,6 +405,7 @@ TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
         const gguf_tensor_info *dtw = winrec->find_tensor("blk.0.rec.dt_w");
         w.add_tensor("blk.0.rec.gate_b", tensor_type::F32, dtb->ne, std::vector<uint8_t>(dtb->n_bytes, 0));
         w.add_tensor("blk.0.rec.gate_w", tensor_type::F32, dtw->ne, std::vector<uint8_t>(dtw->n_bytes, 0));
+        w.add_tensor("blk.0.rec.gate_n", tensor_type::F32, dtb->ne, std::vector<uint8_t>(dtb->n_bytes, 0));
     });
     EXPECT_NE(load_error(tmp("gate_on_rec.gguf")).find("no window + recurrent group to gate"), std::string::npos)
         << load_error(tmp("gate_on_rec.gguf"));

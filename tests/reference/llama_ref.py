@@ -319,8 +319,11 @@ def forward(m: Model, tokens) -> np.ndarray:
                     r_out = recurrent_head(qh[W + S:], kh[S:T - W], vh[S:T - W], h[S:T - W], *args)
                     if m.has(p + "rec.gate_w"):
                         # Shared normaliser: the read-out stands for the mass outside the window,
-                        # g = sigmoid(gate_w . xn_t + gate_b - lse_window_t) of it.
-                        z = h[W + S:] @ m.w(p + "rec.gate_w")[r] + m.w(p + "rec.gate_b")[r] - lse[W + S:, head]
+                        # g = sigmoid(gate_w . xn_t + gate_b + gate_n log(n_out_t) - lse_window_t)
+                        # of it, n_out_t = t - W - S + 1 tokens having left the window at t.
+                        n_out = np.arange(W + S, T) - W - S + 1
+                        z = (h[W + S:] @ m.w(p + "rec.gate_w")[r] + m.w(p + "rec.gate_b")[r]
+                             + m.w(p + "rec.gate_n")[r] * np.log(n_out) - lse[W + S:, head])
                         gate = (1.0 / (1.0 + np.exp(-z)))[:, None]
                         a[W + S:, head, :] = (1.0 - gate) * a[W + S:, head, :] + gate * r_out
                     else:

@@ -273,7 +273,8 @@ def write_model(path: str, spec: dict, seed: int) -> None:
             if spec.get("gate"):  # shared-normaliser gate of window + recurrent heads
                 # gate_b near the window's log-sum-exp, so g spans (0, 1) rather than saturating.
                 w.add_tensor(p + "gate_w", (hrng.standard_normal((R, n_embd)) * 1.0 / np.sqrt(n_embd)).astype(np.float32))
-                w.add_tensor(p + "gate_b", hrng.uniform(0.0, 3.0, R).astype(np.float32))
+                w.add_tensor(p + "gate_b", hrng.uniform(0.0, 2.0, R).astype(np.float32))
+                w.add_tensor(p + "gate_n", hrng.uniform(0.3, 1.2, R).astype(np.float32))
             if spec.get("proj"):  # trained transforms q' = Mq q etc.: numpy [R, out, in]
                 for nm in ("q_proj", "k_proj", "v_proj"):
                     mtx = np.eye(head_dim)[None] + 0.3 * hrng.standard_normal((R, head_dim, head_dim)) / np.sqrt(head_dim)

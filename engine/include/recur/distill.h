@@ -37,7 +37,7 @@ namespace recur {
 // One head's trainable parameters as a flat float vector (Adam runs over it):
 //   [dt_w: n_embd][dt_b][a_log][d: hd][mq_t: hd·hd][mk_t: hd·hd][mv_t: hd·hd]
 // and for a gated window + recurrent head (docs/FORMAT.md "Window + recurrent") also
-//   [gate_w: n_embd][gate_b].
+//   [gate_w: n_embd][gate_b][gate_n].
 // The transforms are held transposed (mq_t[i][o] = Mq[o][i]) so that a chunk's q' = q Mqᵀ is one
 // row-major product [n][hd]·[hd][hd]; hybrid files store Mq itself.
 struct head_layout {
@@ -55,13 +55,14 @@ struct head_layout {
     size_t mv() const { return mk() + hh(); }
     size_t gate_w() const { return mv() + hh(); }
     size_t gate_b() const { return gate_w() + size_t(n_embd); }
-    size_t size() const { return gated ? gate_b() + 1 : mv() + hh(); }
+    size_t gate_n() const { return gate_b() + 1; }
+    size_t size() const { return gated ? gate_n() + 1 : mv() + hh(); }
 };
 
 // Head r of a hybrid layer (its dt_w, dt_b, a_log, d and, when present, q/k/v_proj; identity
-// transforms when absent; with L.gated gate_w/gate_b, zero when absent) into the flat form, and
-// back (the layer's arrays must be sized for R heads; q/k/v_proj are resized to R·hd·hd and
-// gate_w/gate_b to R·n_embd / R when they do not fit).
+// transforms when absent; with L.gated gate_w/gate_b/gate_n, zero when absent) into the flat
+// form, and back (the layer's arrays must be sized for R heads; q/k/v_proj are resized to
+// R·hd·hd and gate_w/gate_b/gate_n to R·n_embd / R / R when they do not fit).
 void head_params_from_layer(const hybrid_layer &H, int32_t r, const head_layout &L, float *theta);
 void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, int32_t n_heads, hybrid_layer &H);
 
@@ -72,11 +73,12 @@ struct head_chunk {
     const float *q = nullptr, *k = nullptr, *v = nullptr; // [n][hd] raw projections (before Mq, Mk, Mv)
     const float *o = nullptr;                       // [n][hd] the attention head's true output (target)
     // Gated window + recurrent heads (head_layout::gated) only: the group's output is
-    //   y_t = (1 − g_t)·ow_t + g_t·r_t,  g_t = wr_gate(gate_w, gate_b, xq_t, lse_t)
+    //   y_t = (1 − g_t)·ow_t + g_t·r_t,  g_t = wr_gate(gate_w, gate_b, gate_n, log_n_out_t, xq_t, lse_t)
     // with r_t the recurrent read-out, and o is the true output (not a residual).
     const float *xq = nullptr;  // [n][n_embd] the query rows' normed input (xn is the evicted tokens')
     const float *ow = nullptr;  // [n][hd] the window's softmax output at each query
     const float *lse = nullptr; // [n] its log-sum-exp; a huge value where nothing has left the window (g = 0)
+    const float *log_n_out = nullptr; // [n] log of the number of tokens that have left the window (0 where none)
     // Optional error metric G [hd][hd] (symmetric, positive semi-definite): the loss becomes
     // Σ_t (y_t − o_t)ᵀ G (y_t − o_t). nullptr: G = I, the plain squared error.
     const float *metric = nullptr;

@@ -94,11 +94,13 @@ struct hybrid_layer {
     std::vector<float> q_proj, k_proj, v_proj; // [R][head_dim out][head_dim in]
     // Optional shared-normaliser gate of window + recurrent heads (docs/FORMAT.md "Window +
     // recurrent"): with it the read-out r_i replaces the mass that left the window,
-    //   y_i = (1 − g_i)·o_window_i + g_i·r_i,  g_i = sigmoid(gate_w·xn_i + gate_b − lse_window_i),
-    // instead of being added to o_window. Empty (both) in files without rec.gate_w/gate_b; rows of
-    // heads of plain recurrent groups are unused.
+    //   y_i = (1 − g_i)·o_window_i + g_i·r_i,
+    //   g_i = sigmoid(gate_w·xn_i + gate_b + gate_n·log(n_out_i) − lse_window_i),
+    // n_out_i the number of tokens that have left the window at query i, instead of being added
+    // to o_window. Empty (all three) in files without rec.gate_w/gate_b/gate_n; rows of heads of
+    // plain recurrent groups are unused.
     std::vector<float> gate_w;              // [R][n_embd]
-    std::vector<float> gate_b;              // [R]
+    std::vector<float> gate_b, gate_n;      // [R]
     std::vector<float> final_loss;          // [R] distillation loss per head, empty when untrained
 
     bool group_is(int32_t grp, replacement_kind k) const {

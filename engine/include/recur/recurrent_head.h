@@ -129,10 +129,14 @@ void recurrent_dt_backward(const recurrent_head_weights &w, int n_tokens, const 
 
 // The gate of a window + recurrent head with a shared normaliser (docs/FORMAT.md "Window +
 // recurrent"): the share of the query's attention mass estimated to lie outside the window,
-//   g = Z_out / (Z_window + Z_out) = sigmoid(log Z_out − lse_window),  log Z_out = gate_w·xn + gate_b.
-// gate_w, xn: [n_embd]. The engine and distillation both call this, so they gate identically.
-inline float wr_gate(const float *gate_w, float gate_b, const float *xn, int n_embd, float lse_window) {
-    float z = gate_b;
+//   g = Z_out / (Z_window + Z_out) = sigmoid(log Z_out − lse_window),
+//   log Z_out ≈ gate_w·xn + gate_b + gate_n·log_n_out
+// where log_n_out is the log of the number of tokens that have left the window (a sum over more
+// tokens is larger: gate_n = 1 would be "each adds the same mass"). gate_w, xn: [n_embd]. The
+// engine and distillation both call this, so they gate identically.
+inline float wr_gate(const float *gate_w, float gate_b, float gate_n, float log_n_out, const float *xn, int n_embd,
+                     float lse_window) {
+    float z = gate_b + gate_n * log_n_out;
     for (int i = 0; i < n_embd; ++i) z += gate_w[i] * xn[i];
     return 1.0f / (1.0f + std::exp(lse_window - z)); // exp overflow gives g = 0, as it should
 }
