@@ -744,8 +744,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     // Per head: Σ‖o_t‖² over all tokens and over the held-out ones; a plain window's error there.
     std::vector<double> o_sq(heads.size(), 0.0), o_sq_eval(heads.size(), 0.0);
     std::vector<double> win_err(heads.size(), 0.0), win_err_metric(heads.size(), 0.0);
-    // Gated heads: Σ and count of log Z_out − log n_out (the log attention mass outside the window
-    // per token outside) over the first training sequences, for the gate's initial offset.
+    // Gated heads: Σ and count of log Z_out (the log attention mass outside the window) over the
+    // first training sequences, for the gate's initial offset.
     std::vector<double> log_out_sum(heads.size(), 0.0);
     std::vector<int64_t> log_out_n(heads.size(), 0);
 
@@ -864,9 +864,8 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                                 causal_lse(len, hd, qr.data(), kr.data(), lse_full.data());
                                 for (int64_t t = first; t < len; ++t) {
                                     const double frac_in = std::exp(double(lse[size_t(t)]) - lse_full[size_t(t)]);
-                                    if (frac_in < 1.0 - 1e-6) { // log Z_out − log n_out
-                                        log_out_sum[i] += lse_full[size_t(t)] + std::log1p(-frac_in) -
-                                                          std::log(double(t - first + 1));
+                                    if (frac_in < 1.0 - 1e-6) {
+                                        log_out_sum[i] += lse_full[size_t(t)] + std::log1p(-frac_in);
                                         ++log_out_n[i];
                                     }
                                 }
@@ -1011,13 +1010,14 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             // A fresh gated head: the read-out estimates the attention output of what left the
             // window, a weighted mean of values, so it starts from v' = v (convert's initial
             // window + recurrent heads have v_proj = 0, for the additive form); the gate starts
-            // at the measured mean log-mass outside the window, independent of the input, as if
-            // every token outside carried the same mass (gate_n = 1).
+            // at the measured mean log-mass outside the window, independent of the input and of
+            // how many tokens have left (gate_n = 0: starting it at 1, "every token outside adds
+            // the same mass", measured worse on SmolLM2-135M, docs/quality.md).
             for (int a = 0; a < hd; ++a)
                 for (int b = 0; b < hd; ++b) h.theta[L.mv() + size_t(a) * hd + b] = float(a == b);
             std::fill_n(h.theta.begin() + int64_t(L.gate_w()), E, 0.0f);
             h.theta[L.gate_b()] = log_out_n[i] > 0 ? float(log_out_sum[i] / double(log_out_n[i])) : 0.0f;
-            h.theta[L.gate_n()] = 1.0f;
+            h.theta[L.gate_n()] = 0.0f;
         }
         h.m.assign(P, 0.0f);
         h.v.assign(P, 0.0f);
