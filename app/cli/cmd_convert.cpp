@@ -176,6 +176,11 @@ int cmd_convert(const options &o) {
             if (r.end_to_end.window_kl >= 0) j.field("window_kl", r.end_to_end.window_kl);
             if (r.end_to_end.window_no_sinks_kl >= 0) j.field("window_no_sinks_kl", r.end_to_end.window_no_sinks_kl);
             j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept);
+            if (r.end_to_end.retrieval_trials > 0) {
+                j.field("retrieval_trials", int64_t(r.end_to_end.retrieval_trials));
+                j.field("retrieval_agree_mix", int64_t(r.end_to_end.retrieval_agree_mix));
+                j.field("retrieval_agree_window", int64_t(r.end_to_end.retrieval_agree_window));
+            }
             j.field("seconds", r.end_to_end.seconds);
             j.end_object();
         }
@@ -264,6 +269,9 @@ int cmd_convert(const options &o) {
             printf("end to end on %lld held-out positions, mean KL: %.5f (per-group choice)", (long long)e.positions, e.mix_kl);
             if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
             if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
+            if (e.retrieval_trials > 0)
+                printf("; passkey answers as the original's: %d/%d (per-group choice), %d/%d (best windows)",
+                       e.retrieval_agree_mix, e.retrieval_trials, e.retrieval_agree_window, e.retrieval_trials);
             printf(": kept %s\n", e.kept == "mix" ? "the per-group choice" : e.kept == "window" ? "all windows" : "all windows without sinks");
         }
         if (cp.steps > 0 && !d.heads.empty()) {

@@ -127,26 +127,12 @@ int cmd_passkey(const options &o) {
     }
     auto m = load_model(o);
     const tokenizer &vocab = m->vocab();
-    const int32_t n_vocab = m->hparams().n_vocab;
     const int32_t n_ctx_train = m->hparams().n_ctx_train;
     const uint64_t seed = o.sampling.seed == random_seed ? default_passkey_seed : o.sampling.seed;
 
-    // Pieces after the preamble continue running text, so they start with a space; a
-    // sentencepiece vocabulary that prefixes one by itself gets none added.
-    auto words = [&](const std::string &s) {
-        return vocab.encode(vocab.adds_space_prefix() ? s : " " + s, false, false);
-    };
-    quality::passkey_parts parts;
-    parts.bos = vocab.adds_bos() && !o.no_bos ? vocab.bos() : -1;
-    parts.preamble = vocab.encode(quality::passkey_preamble(), false, false);
-    parts.question = words(quality::passkey_question());
-    parts.filler = vocab.encode(read_file(filler_path), false, false);
+    quality::passkey_parts parts = recur::make_passkey_parts(vocab, vocab.encode(read_file(filler_path), false, false),
+                                                             vocab.adds_bos() && !o.no_bos);
     if (parts.filler.empty()) throw error("the filler text '" + filler_path + "' has no tokens");
-    parts.word_start.resize(parts.filler.size());
-    for (size_t i = 0; i < parts.filler.size(); ++i) {
-        const std::string piece = vocab.token_to_piece(parts.filler[i]);
-        parts.word_start[i] = !piece.empty() && (piece[0] == ' ' || piece[0] == '\n' || piece[0] == '\t');
-    }
 
     struct trial_result {
         double depth;
@@ -162,10 +148,6 @@ int cmd_passkey(const options &o) {
         std::vector<trial_result> trials;
     };
     std::vector<length_result> results;
-    sampling_params greedy;
-    greedy.temperature = 0;
-    greedy.repeat_penalty = 1.0f;
-    sampler pick(greedy);
     auto t_all = clock_type::now();
     for (const int64_t len : lengths) {
         if (len + passkey_max_new > int64_t(INT32_MAX)) throw error("--lengths: " + std::to_string(len) + " is too long");
@@ -178,7 +160,7 @@ int cmd_passkey(const options &o) {
         std::vector<float> logits;
         for (int t = 0; t < o.trials; ++t) {
             const quality::passkey_trial tr = quality::make_passkey_trial(seed, len, t);
-            parts.needle = words(quality::passkey_needle(tr.passkey));
+            parts.needle = recur::passkey_needle_tokens(vocab, tr.passkey);
             const quality::passkey_prompt p = quality::build_passkey_prompt(parts, size_t(len), tr.depth, tr.filler_start);
             ctx.truncate(0);
             auto t0 = clock_type::now();
@@ -186,17 +168,7 @@ int cmd_passkey(const options &o) {
             lr.prefill_s += seconds_since(t0);
             lr.prefill_tokens += double(p.tokens.size());
             // Greedy continuation, stopped once a run of digits has ended.
-            std::vector<int32_t> generated;
-            std::string text;
-            for (int step = 0; step < passkey_max_new; ++step) {
-                const int32_t tok = pick.sample(logits.data(), n_vocab);
-                if (vocab.is_end_of_generation(tok)) break;
-                generated.push_back(tok);
-                text = vocab.decode(generated);
-                const std::string run = quality::first_digit_run(text);
-                if (!run.empty() && text.find(run) + run.size() < text.size()) break;
-                if (step + 1 < passkey_max_new) ctx.eval({tok}, logits);
-            }
+            const std::string text = recur::passkey_continuation(ctx, vocab, logits, passkey_max_new);
             trial_result r;
             r.depth = p.depth;
             r.passkey = tr.passkey;

@@ -4,15 +4,9 @@
 //
 //  * compare_logit_rows (recur/logit_compare.h): one position's next-token distributions of two
 //    models.
-//  * The passkey prompt, laid out in tokens so that every length is exact:
-//        [BOS] preamble  filler[s, s+k)  needle  filler[s+k, s+budget)  question
-//    The filler is a cyclic token stream (a short file repeats); `s` and the insertion point k
-//    are moved forward to the next word start so neither the needle nor the excerpt begins
-//    inside a word.
-//  * Randomness is splitmix64 arithmetic only (no std:: distribution, whose output is
-//    implementation-defined), so a seed gives the same passkeys and depths everywhere, and each
-//    (length, trial) pair draws from its own stream: adding a length changes no other length.
+//  * The passkey prompt (recur/passkey.h, in the engine: convert's end-to-end check uses it too).
 #include "recur/logit_compare.h"
+#include "recur/passkey.h"
 
 #include <cmath>
 #include <cstdint>
@@ -31,115 +25,18 @@ using recur::row_comparison;
 
 // ---------------------------------------------------------------- passkey prompts
 
-inline uint64_t splitmix64(uint64_t &state) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-// What one trial hides and where; a pure function of (seed, length, trial).
-struct passkey_trial {
-    int passkey = 0;           // 10000..99999
-    double depth = 0;          // requested fraction of the filler before the needle, [0, 1)
-    uint64_t filler_start = 0; // requested start in the cyclic filler stream (reduced mod its size)
-};
-
-inline passkey_trial make_passkey_trial(uint64_t seed, int64_t length, int trial) {
-    uint64_t s = seed;
-    uint64_t t = uint64_t(length);
-    uint64_t u = uint64_t(trial) + 1;
-    s ^= splitmix64(t) ^ (splitmix64(u) << 1);
-    passkey_trial r;
-    r.passkey = 10000 + int(splitmix64(s) % 90000);
-    r.depth = double(splitmix64(s) >> 11) * 0x1.0p-53;
-    r.filler_start = splitmix64(s);
-    return r;
-}
-
-inline std::string passkey_needle(int passkey) {
-    const std::string k = std::to_string(passkey);
-    return "The pass key is " + k + ". Remember it. " + k + " is the pass key.";
-}
-// The instruction llama.cpp's passkey example opens with, so an instruction-following model
-// knows what is asked; plain completion, no chat template.
-inline const char *passkey_preamble() {
-    return "There is an important piece of information hidden inside a lot of irrelevant text. "
-           "Find it and memorize it. I will quiz you about it.";
-}
-inline const char *passkey_question() { return "What is the pass key? The pass key is"; }
-
-// Token ids of the pieces, tokenised by the caller (each without BOS).
-struct passkey_parts {
-    int32_t bos = -1; // prepended when >= 0
-    std::vector<int32_t> preamble, needle, question;
-    std::vector<int32_t> filler;     // the filler text's tokens, used cyclically
-    std::vector<uint8_t> word_start; // [filler.size()] 1 where a filler token begins a word
-};
-
-struct passkey_prompt {
-    std::vector<int32_t> tokens;  // exactly the requested length
-    size_t filler_begin = 0;      // index in tokens of the first filler token
-    size_t needle_begin = 0;      // needle occupies [needle_begin, needle_begin + needle.size())
-    size_t question_begin = 0;    // the question runs to the end
-    size_t filler_tokens = 0;     // filler tokens in the prompt (before + after the needle)
-    size_t filler_start = 0;      // where in the filler stream the excerpt starts (after snapping)
-    double depth = 0;             // filler before the needle / filler_tokens (after snapping)
-};
-
-// Fixed tokens around the filler: what a prompt of n_tokens leaves for filler is n_tokens minus this.
-inline size_t passkey_overhead(const passkey_parts &p) {
-    return (p.bos >= 0 ? 1 : 0) + p.preamble.size() + p.needle.size() + p.question.size();
-}
-
-// Throws std::invalid_argument when n_tokens cannot hold the fixed parts or the filler is empty.
-inline passkey_prompt build_passkey_prompt(const passkey_parts &p, size_t n_tokens, double depth,
-                                           uint64_t filler_start) {
-    if (p.filler.empty()) throw std::invalid_argument("the filler text has no tokens");
-    if (p.word_start.size() != p.filler.size())
-        throw std::invalid_argument("passkey: word_start must have one flag per filler token");
-    const size_t overhead = passkey_overhead(p);
-    if (n_tokens < overhead)
-        throw std::invalid_argument("a passkey prompt of " + std::to_string(n_tokens) + " tokens cannot hold the " +
-                                    std::to_string(overhead) + " tokens of instruction, needle and question");
-    const size_t n = p.filler.size();
-    const size_t budget = n_tokens - overhead;
-    // The first word start at or after `from` in the cyclic stream (from itself when none).
-    auto next_word = [&](size_t from) {
-        for (size_t i = 0; i < n; ++i)
-            if (p.word_start[(from + i) % n]) return (from + i) % n;
-        return from % n;
-    };
-    passkey_prompt r;
-    r.filler_start = next_word(size_t(filler_start % n));
-    depth = depth < 0 ? 0 : depth > 1 ? 1 : depth;
-    size_t k = size_t(std::llround(depth * double(budget)));
-    if (k > budget) k = budget;
-    while (k > 0 && k < budget && !p.word_start[(r.filler_start + k) % n]) ++k; // to a word start
-    r.filler_tokens = budget;
-    r.depth = budget ? double(k) / double(budget) : 0.0;
-
-    r.tokens.reserve(n_tokens);
-    if (p.bos >= 0) r.tokens.push_back(p.bos);
-    r.tokens.insert(r.tokens.end(), p.preamble.begin(), p.preamble.end());
-    r.filler_begin = r.tokens.size();
-    for (size_t i = 0; i < k; ++i) r.tokens.push_back(p.filler[(r.filler_start + i) % n]);
-    r.needle_begin = r.tokens.size();
-    r.tokens.insert(r.tokens.end(), p.needle.begin(), p.needle.end());
-    for (size_t i = k; i < budget; ++i) r.tokens.push_back(p.filler[(r.filler_start + i) % n]);
-    r.question_begin = r.tokens.size();
-    r.tokens.insert(r.tokens.end(), p.question.begin(), p.question.end());
-    return r;
-}
-
-// The first run of ASCII digits in text ("" when there is none): the model's answer.
-inline std::string first_digit_run(const std::string &text) {
-    size_t i = 0;
-    while (i < text.size() && !(text[i] >= '0' && text[i] <= '9')) ++i;
-    size_t j = i;
-    while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
-    return text.substr(i, j - i);
-}
+// In the engine (recur/passkey.h), shared with convert's retrieval check.
+using recur::build_passkey_prompt;
+using recur::first_digit_run;
+using recur::make_passkey_trial;
+using recur::passkey_needle;
+using recur::passkey_overhead;
+using recur::passkey_parts;
+using recur::passkey_preamble;
+using recur::passkey_prompt;
+using recur::passkey_question;
+using recur::passkey_trial;
+using recur::splitmix64;
 
 // "1k,2k,4k,3000" -> {1024, 2048, 4096, 3000} (k = 1024). Throws std::invalid_argument.
 inline std::vector<int64_t> parse_lengths(const std::string &spec) {

@@ -2,6 +2,8 @@
 
 #include "recur/gguf_writer.h"
 #include "recur/logit_compare.h"
+#include "recur/passkey.h"
+#include "recur/tokenizer.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -45,6 +47,41 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
     }
     for (double &v : sum) v /= double(std::max<int64_t>(1, positions));
     return {sum, positions};
+}
+
+// Passkey prompts for the retrieval check of convert --kind auto (recur/passkey.h): how many
+// trials, and the seed (fixed, so reruns compare the same prompts).
+constexpr int32_t retrieval_trials = 16;
+constexpr uint64_t retrieval_seed = 42;
+constexpr int passkey_answer_tokens = 12;
+
+// Each model's greedy answers (the first run of digits, "" when none) to the same passkey prompts
+// of `length` tokens hiding needles in `filler`; empty when the prompts would not fit.
+std::vector<std::vector<std::string>> passkey_answers(const std::vector<const model *> &models,
+                                                      const std::vector<int32_t> &filler, int32_t length,
+                                                      int n_threads, int n_batch) {
+    const tokenizer &vocab = models[0]->vocab();
+    passkey_parts parts = make_passkey_parts(vocab, filler, vocab.adds_bos() && vocab.bos() >= 0);
+    parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
+    std::vector<std::vector<std::string>> answers(models.size());
+    if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16) return {};
+    for (size_t mi = 0; mi < models.size(); ++mi) {
+        context_params cp;
+        cp.n_ctx = length + passkey_answer_tokens;
+        cp.n_batch = std::max(1, n_batch);
+        cp.n_threads = n_threads;
+        context ctx(*models[mi], cp);
+        std::vector<float> logits;
+        for (int32_t t = 0; t < retrieval_trials; ++t) {
+            const passkey_trial tr = make_passkey_trial(retrieval_seed, length, t);
+            parts.needle = passkey_needle_tokens(vocab, tr.passkey);
+            const passkey_prompt pr = build_passkey_prompt(parts, size_t(length), tr.depth, tr.filler_start);
+            ctx.truncate(0);
+            ctx.eval(pr.tokens, logits);
+            answers[mi].push_back(first_digit_run(passkey_continuation(ctx, vocab, logits, passkey_answer_tokens)));
+        }
+    }
+    return answers;
 }
 
 } // namespace
@@ -420,6 +457,33 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         for (size_t i = 1; i < kl.size(); ++i) {
             (cands[i - 1].name == "window" ? e2e.window_kl : e2e.window_no_sinks_kl) = kl[i];
             if (kl[i] < kl[best]) best = i;
+        }
+        if (best == 0 && kl.size() > 1) {
+            // The mix wins on KL: check it still retrieves as the original does, against the
+            // best window candidate (measured on SmolLM2-135M: mixes with lower KL answered
+            // passkeys worse than all windows, docs/quality.md).
+            size_t win = 1;
+            for (size_t i = 2; i < kl.size(); ++i)
+                if (kl[i] < kl[win]) win = i;
+            std::vector<int32_t> filler;
+            for (int32_t tok : calib_tokens)
+                if (tok != m.vocab().bos()) filler.push_back(tok);
+            try {
+                std::unique_ptr<model> mix = model::load(out_path), alt = model::load(cands[win - 1].path);
+                const auto ans = passkey_answers({&m, mix.get(), alt.get()}, filler, dp.seq_len, p.n_threads, p.n_batch);
+                if (!ans.empty()) {
+                    e2e.retrieval_trials = int32_t(ans[0].size());
+                    e2e.retrieval_agree_mix = e2e.retrieval_agree_window = 0;
+                    for (size_t t = 0; t < ans[0].size(); ++t) {
+                        e2e.retrieval_agree_mix += ans[1][t] == ans[0][t] ? 1 : 0;
+                        e2e.retrieval_agree_window += ans[2][t] == ans[0][t] ? 1 : 0;
+                    }
+                    if (e2e.retrieval_agree_mix < e2e.retrieval_agree_window) best = win;
+                }
+            } catch (...) {
+                remove_all();
+                throw;
+            }
         }
         if (best > 0) {
             const candidate &c = cands[best - 1];

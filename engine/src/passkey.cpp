@@ -1,0 +1,54 @@
+// Passkey prompts for a vocabulary and greedy answers (recur/passkey.h).
+#include "recur/passkey.h"
+
+#include "recur/model.h"
+#include "recur/sampling.h"
+#include "recur/tokenizer.h"
+
+namespace recur {
+
+namespace {
+std::vector<int32_t> words(const tokenizer &vocab, const std::string &s) {
+    return vocab.encode(vocab.adds_space_prefix() ? s : " " + s, false, false);
+}
+} // namespace
+
+passkey_parts make_passkey_parts(const tokenizer &vocab, std::vector<int32_t> filler, bool with_bos) {
+    passkey_parts parts;
+    parts.bos = with_bos ? vocab.bos() : -1;
+    parts.preamble = vocab.encode(passkey_preamble(), false, false);
+    parts.question = words(vocab, passkey_question());
+    parts.filler = std::move(filler);
+    parts.word_start.resize(parts.filler.size());
+    for (size_t i = 0; i < parts.filler.size(); ++i) {
+        const std::string piece = vocab.token_to_piece(parts.filler[i]);
+        parts.word_start[i] = !piece.empty() && (piece[0] == ' ' || piece[0] == '\n' || piece[0] == '\t');
+    }
+    return parts;
+}
+
+std::vector<int32_t> passkey_needle_tokens(const tokenizer &vocab, int passkey) {
+    return words(vocab, passkey_needle(passkey));
+}
+
+std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new) {
+    sampling_params greedy;
+    greedy.temperature = 0;
+    greedy.repeat_penalty = 1.0f;
+    sampler pick(greedy);
+    const int32_t n_vocab = int32_t(logits.size());
+    std::vector<int32_t> generated;
+    std::string text;
+    for (int step = 0; step < max_new; ++step) {
+        const int32_t tok = pick.sample(logits.data(), n_vocab);
+        if (vocab.is_end_of_generation(tok)) break;
+        generated.push_back(tok);
+        text = vocab.decode(generated);
+        const std::string run = first_digit_run(text);
+        if (!run.empty() && text.find(run) + run.size() < text.size()) break;
+        if (step + 1 < max_new) ctx.eval({tok}, logits);
+    }
+    return text;
+}
+
+} // namespace recur
