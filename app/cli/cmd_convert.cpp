@@ -178,8 +178,9 @@ int cmd_convert(const options &o) {
             j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept);
             if (r.end_to_end.retrieval_trials > 0) {
                 j.field("retrieval_trials", int64_t(r.end_to_end.retrieval_trials));
-                j.field("retrieval_agree_mix", int64_t(r.end_to_end.retrieval_agree_mix));
-                j.field("retrieval_agree_window", int64_t(r.end_to_end.retrieval_agree_window));
+                j.field("retrieval_original", int64_t(r.end_to_end.retrieval_original));
+                j.field("retrieval_lost_mix", int64_t(r.end_to_end.retrieval_lost_mix));
+                j.field("retrieval_lost_window", int64_t(r.end_to_end.retrieval_lost_window));
             }
             j.field("seconds", r.end_to_end.seconds);
             j.end_object();
@@ -270,8 +271,8 @@ int cmd_convert(const options &o) {
             if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
             if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
             if (e.retrieval_trials > 0)
-                printf("; passkey answers as the original's: %d/%d (per-group choice), %d/%d (best windows)",
-                       e.retrieval_agree_mix, e.retrieval_trials, e.retrieval_agree_window, e.retrieval_trials);
+                printf("; of %d passkeys the original finds (of %d), lost: %d (per-group choice), %d (best windows)",
+                       e.retrieval_original, e.retrieval_trials, e.retrieval_lost_mix, e.retrieval_lost_window);
             printf(": kept %s\n", e.kept == "mix" ? "the per-group choice" : e.kept == "window" ? "all windows" : "all windows without sinks");
         }
         if (cp.steps > 0 && !d.heads.empty()) {

@@ -633,15 +633,17 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         if (win >= 0) best_window = "window", best_window_kl = win;
         if (plain >= 0 && plain < best_window_kl) best_window = "window_no_sinks", best_window_kl = plain;
         std::string want = best_window.empty() || mix <= best_window_kl ? "mix" : best_window;
-        const double r_trials = optional("retrieval_trials"), r_mix = optional("retrieval_agree_mix"),
-                     r_win = optional("retrieval_agree_window");
+        const double r_trials = optional("retrieval_trials"), r_orig = optional("retrieval_original"),
+                     r_mix = optional("retrieval_lost_mix"), r_win = optional("retrieval_lost_window");
         if (want == "mix" && !best_window.empty()) {
             EXPECT_EQ(r_trials, 16.0) << "the per-group choice won on KL, so retrieval was checked: " << json;
+            EXPECT_GE(r_orig, 0.0);
+            EXPECT_LE(r_orig, r_trials);
             EXPECT_GE(r_mix, 0.0);
-            EXPECT_LE(r_mix, r_trials);
+            EXPECT_LE(r_mix, r_orig);
             EXPECT_GE(r_win, 0.0);
-            EXPECT_LE(r_win, r_trials);
-            if (r_mix < r_win) want = best_window;
+            EXPECT_LE(r_win, r_orig);
+            if (r_mix > r_win) want = best_window;
         } else {
             EXPECT_LT(r_trials, 0.0) << "no retrieval check unless the per-group choice wins on KL: " << json;
         }
@@ -649,7 +651,7 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         if (*window) {
             // Explicit --sinks 0: no no-sinks candidate; 1-token windows lose by a wide margin.
             EXPECT_LT(plain, 0.0);
-            if (r_mix >= r_win) {
+            if (r_mix <= r_win) {
                 EXPECT_EQ(kept, "mix");
             }
             EXPECT_GT(win, 1.5 * mix) << "a 1-token window should be far worse than trained heads";

@@ -81,11 +81,12 @@ struct end_to_end_choice {
     int64_t positions = 0;     // held-out positions compared
     std::string kept = "mix";  // the candidate written (a tie keeps the earlier: mix, window, ...)
     // Retrieval check, run when the per-group choice has the lowest KL: passkey prompts of
-    // seq_len tokens with the calibration text as filler, greedy; how many of them each hybrid
-    // answers as the original does. The per-group choice is kept only if it agrees at least as
-    // often as the best window candidate (else that candidate is: a mean KL can hide a lost
-    // ability to retrieve). retrieval_trials = 0: not run.
-    int32_t retrieval_trials = 0, retrieval_agree_mix = -1, retrieval_agree_window = -1;
+    // seq_len tokens with the calibration text as filler, greedy. retrieval_original: how many
+    // the original answers correctly; retrieval_lost_*: how many of those a hybrid gets wrong.
+    // The per-group choice is kept only if it loses no more than the best window candidate
+    // (else that candidate is: a mean KL can hide a lost ability to retrieve).
+    // retrieval_trials = 0: not run.
+    int32_t retrieval_trials = 0, retrieval_original = -1, retrieval_lost_mix = -1, retrieval_lost_window = -1;
     double seconds = 0;
 };
 
