@@ -61,9 +61,8 @@ struct passkey_run {
     std::vector<std::string> keys;
     std::vector<std::vector<std::string>> answers; // [model][trial]
 };
-passkey_run passkey_answers(const std::vector<const model *> &models,
-                                                      const std::vector<int32_t> &filler, int32_t length,
-                                                      int n_threads, int n_batch) {
+passkey_run passkey_answers(const std::vector<const model *> &models, const std::vector<int32_t> &filler,
+                            int32_t length, int n_threads, int n_batch) {
     const tokenizer &vocab = models[0]->vocab();
     passkey_parts parts = make_passkey_parts(vocab, filler, vocab.adds_bos() && vocab.bos() >= 0);
     parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
