@@ -36,7 +36,6 @@ using recur::passkey_preamble;
 using recur::passkey_prompt;
 using recur::passkey_question;
 using recur::passkey_trial;
-using recur::splitmix64;
 
 // "1k,2k,4k,3000" -> {1024, 2048, 4096, 3000} (k = 1024). Throws std::invalid_argument.
 inline std::vector<int64_t> parse_lengths(const std::string &spec) {

@@ -7,6 +7,7 @@
 #include "recur/quants.h"
 #include "recur/recurrent_head.h"
 #include "recur/sampling.h"
+#include "recur/splitmix64.h"
 #include "recur/thread_pool.h"
 #include "recur/tokenizer.h"
 #include "recurrent_head_kernels.h"
@@ -35,13 +36,6 @@ constexpr double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
 using clock_type = std::chrono::steady_clock;
 double seconds_since(clock_type::time_point t0) {
     return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-uint64_t splitmix64(uint64_t &s) {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 // FNV-1a, 64-bit: the checkpoint's configuration hash and checksum.

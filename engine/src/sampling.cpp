@@ -1,5 +1,6 @@
 // Sampling chain (see recur/sampling.h for the semantics and why the order is what it is).
 #include "recur/sampling.h"
+#include "recur/splitmix64.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,15 +11,6 @@
 namespace recur {
 
 namespace {
-
-// splitmix64: expands one 64-bit seed into the xoshiro state; recommended by xoshiro's authors
-// because it never yields the all-zero state from any seed.
-uint64_t splitmix64(uint64_t &x) {
-    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 inline uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));

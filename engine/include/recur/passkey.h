@@ -11,6 +11,8 @@
 //  * Randomness is splitmix64 arithmetic only (no std:: distribution, whose output is
 //    implementation-defined), so a seed gives the same passkeys and depths everywhere, and each
 //    (length, trial) pair draws from its own stream: adding a length changes no other length.
+#include "recur/splitmix64.h"
+
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -21,13 +23,6 @@ namespace recur {
 
 class context;
 class tokenizer;
-
-inline uint64_t splitmix64(uint64_t &state) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 // What one trial hides and where; a pure function of (seed, length, trial).
 struct passkey_trial {
