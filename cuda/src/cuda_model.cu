@@ -763,7 +763,7 @@ cuda_model::cuda_model(const model &m, const cuda_params &p) {
     // which the prefill and decode attention kernels do not write out.
     for (const hybrid_layer &H : m.hybrid())
         if (!H.gate_b.empty())
-            throw error("cuda_model: this hybrid's window + recurrent groups use the gated read-out (rec.gate_w/gate_b, "
+            throw error("cuda_model: this hybrid's window + recurrent groups use the gated read-out (rec.gate_w/gate_b/gate_n, "
                         "docs/FORMAT.md), which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
     const cuda_device dev = cuda_device_info(p.device);
     if (!dev.available) throw error("cuda_model: " + dev.error);
