@@ -16,7 +16,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     // The bytes parse as GGUF: also run the full model validation, which reads the file from
     // disk (model::load maps a path).
-    static const std::string path = "/tmp/recur-fuzz-gguf-" + std::to_string(getpid()) + ".gguf";
+    // Removed when the fuzzer exits normally (libFuzzer ends -max_total_time runs with exit()),
+    // so repeated runs leave nothing behind; after a crash it stays, next to the reproducer.
+    static const struct scratch_file {
+        std::string path = "/tmp/recur-fuzz-gguf-" + std::to_string(getpid()) + ".gguf";
+        ~scratch_file() { std::remove(path.c_str()); }
+    } scratch;
+    const std::string &path = scratch.path;
     FILE *out = fopen(path.c_str(), "wb");
     if (!out) return 0;
     fwrite(data, 1, size, out);

@@ -52,7 +52,13 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     recur::context &ctx = the_context();
-    static const std::string path = "/tmp/recur-fuzz-state-" + std::to_string(getpid());
+    // Removed when the fuzzer exits normally (libFuzzer ends -max_total_time runs with exit()),
+    // so repeated runs leave nothing behind; after a crash it stays, next to the reproducer.
+    static const struct scratch_file {
+        std::string path = "/tmp/recur-fuzz-state-" + std::to_string(getpid());
+        ~scratch_file() { std::remove(path.c_str()); }
+    } scratch;
+    const std::string &path = scratch.path;
     FILE *out = std::fopen(path.c_str(), "wb");
     if (!out) return 0;
     std::fwrite(data, 1, size, out);

@@ -6,6 +6,7 @@
 // ../app/recur (a build tree), or at $RECUR_CLI. Every test skips without a GPU, and without
 // the CLI (tests/gpu/run.sh builds with RECUR_BUILD_APP=OFF where the app's libraries are absent).
 #include "gpu_test_util.h"
+#include "../scratch.h"
 
 #include <gtest/gtest.h>
 
@@ -55,7 +56,7 @@ std::string slurp(const std::string &path) {
 }
 
 run_result run_cli(const std::string &args) {
-    const std::string dir = ::testing::TempDir() + "/recur-gpu-cli-" + std::to_string(getpid());
+    const std::string dir = recur_test::scratch("cli");
     std::system(("mkdir -p " + dir).c_str());
     const std::string cmd = cli_path() + " " + args + " >" + dir + "/out 2>" + dir + "/err";
     const int status = std::system(cmd.c_str());
@@ -103,7 +104,7 @@ TEST(GpuCli, PerplexityAgreesWithCpu) {
     const run_result text = run_cli("generate -m " + stories() + " -p \"Once upon a time\" -n 400 --temp 0 --json --device cpu");
     ASSERT_EQ(text.exit_code, 0) << text.err;
     const size_t b = text.out.find("\"text\":\"") + 8;
-    const std::string path = ::testing::TempDir() + "/gpu-cli-text-" + std::to_string(getpid()) + ".txt";
+    const std::string path = recur_test::scratch("text.txt");
     std::ofstream(path) << text.out.substr(b, text.out.find("\",\"", b) - b);
     const std::string args = "perplexity -m " + stories() + " -f " + path + " -c 128 --json --device ";
     const run_result gpu = run_cli(args + "cuda"), cpu = run_cli(args + "cpu");

@@ -7,6 +7,7 @@
 #include "gpu_test_util.h"
 #include "recur/error.h"
 #include "recur/tokenizer.h"
+#include "../scratch.h"
 
 #include <gtest/gtest.h>
 
@@ -53,7 +54,7 @@ std::string variant_path(const variant &v) {
     if (!v.hybrid) return stories_path();
     // Per process: ctest runs these tests as parallel processes in one folder, and a file
     // another process is still writing must not be read.
-    const std::string path = ::testing::TempDir() + "/gpu_stories_" + std::to_string(getpid()) + "-" + v.name + ".gguf";
+    const std::string path = recur_test::scratch("stories-" + v.name + ".gguf");
     if (!gpu_test::file_exists(path)) {
         auto base = model::load(stories_path());
         gpu_test::write_hybrid(*base, path, v.spec);
@@ -234,7 +235,7 @@ TEST(GpuModelFeatures, RecencyStatisticsMatchCpu) {
 TEST(GpuModelFeatures, RefusesGatedWindowRecurrentWithAMessage) {
     if (!gpu_test::file_exists(stories_path())) GTEST_SKIP() << stories_path() << " not found";
     const std::string additive = variant_path(variant{"winrec", true, {0.75, 5, 2, true, 8, 2, true}});
-    const std::string gated = ::testing::TempDir() + "/gpu_stories_" + std::to_string(getpid()) + "-gated.gguf";
+    const std::string gated = recur_test::scratch("stories-gated.gguf");
     {
         auto a = model::load(additive);
         auto f = gguf_file::open(additive);

@@ -4,6 +4,7 @@
 #include "recur/gguf_writer.h"
 #include "recur/model.h"
 #include "recur/tokenizer.h"
+#include "../scratch.h"
 
 #include <gtest/gtest.h>
 
@@ -45,7 +46,7 @@ std::vector<int32_t> greedy(context &ctx, const std::vector<int32_t> &prompt, in
 }
 
 // Per process: ctest runs the tests of this file as parallel processes (-j2) in one folder.
-std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + std::to_string(getpid()) + "-" + name; }
+std::string tmp(const std::string &name) { return recur_test::scratch(name); }
 
 float max_logit_diff(const float *a, const float *b, int n_vocab) {
     float d = 0;

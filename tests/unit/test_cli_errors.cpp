@@ -1,4 +1,5 @@
 // The recur CLI on bad input: one clear error line on stderr, a non-zero exit, never a crash.
+#include "../scratch.h"
 #include <gtest/gtest.h>
 
 #ifdef RECUR_CLI_PATH
@@ -25,7 +26,7 @@ std::string slurp(const std::string &path) {
 
 run_result run_cli(const std::string &args) {
     // Output files unique to this process: ctest runs tests in parallel.
-    const std::string dir = ::testing::TempDir() + "/recur-cli-" + std::to_string(getpid());
+    const std::string dir = recur_test::scratch("cli");
     std::system(("mkdir -p " + dir).c_str());
     const std::string cmd = std::string(RECUR_CLI_PATH) + " " + args + " >" + dir + "/cli.out 2>" + dir + "/cli.err";
     const int status = std::system(cmd.c_str());
@@ -57,13 +58,13 @@ const std::string stories = std::string(RECUR_SHARED_DIR) + "/models/stories260K
 TEST(CliErrors, MissingFile) { expect_clean_error(run_cli("info -m /nonexistent/model.gguf"), "cannot open"); }
 
 TEST(CliErrors, WrongMagic) {
-    const std::string p = ::testing::TempDir() + "/magic-" + std::to_string(getpid()) + ".gguf";
+    const std::string p = recur_test::scratch("magic.gguf");
     write_bytes(p, std::string("NOPE") + std::string(100, '\0'));
     expect_clean_error(run_cli("info -m " + p), "wrong magic");
 }
 
 TEST(CliErrors, EmptyFile) {
-    const std::string p = ::testing::TempDir() + "/empty-" + std::to_string(getpid()) + ".gguf";
+    const std::string p = recur_test::scratch("empty.gguf");
     write_bytes(p, "");
     expect_clean_error(run_cli("info -m " + p), "empty");
 }
@@ -71,7 +72,7 @@ TEST(CliErrors, EmptyFile) {
 TEST(CliErrors, TruncatedModelEverySixteenth) {
     const std::string bytes = slurp(stories);
     ASSERT_GT(bytes.size(), 100000u);
-    const std::string p = ::testing::TempDir() + "/trunc-" + std::to_string(getpid()) + ".gguf";
+    const std::string p = recur_test::scratch("trunc.gguf");
     for (int k = 1; k < 16; ++k) {
         write_bytes(p, bytes.substr(0, bytes.size() * size_t(k) / 16));
         expect_clean_error(run_cli("generate -n 4 -p hi -m " + p), "GGUF");

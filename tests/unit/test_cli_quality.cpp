@@ -1,6 +1,7 @@
 // recur kl and recur passkey (issue 4 item 4): the engine-independent pieces in app/cli/quality.h
 // against hand-worked values, then the commands themselves on stories260K.
 #include "../../app/cli/quality.h"
+#include "../scratch.h"
 
 #include <gtest/gtest.h>
 
@@ -206,7 +207,7 @@ std::string slurp(const std::string &path) {
 // Runs the CLI with args, in the directory cwd when given.
 run_result run_cli(const std::string &args, const std::string &cwd = "") {
     // Per-process names: ctest runs several of these tests at once, all in the same TempDir.
-    const std::string dir = ::testing::TempDir() + "/" + std::to_string(getpid());
+    const std::string dir = recur_test::scratch("run");
     const std::string cmd = (cwd.empty() ? "" : "cd " + cwd + " && ") + std::string(RECUR_CLI_PATH) + " " + args +
                             " >" + dir + "-quality.out 2>" + dir + "-quality.err";
     const int status = std::system(cmd.c_str());
@@ -252,7 +253,7 @@ TEST(CliQuality, KlOfAModelAgainstItselfIsZero) {
 }
 
 TEST(CliQuality, KlAgainstAnUntrainedHybridIsPositiveAndMatchesPerplexity) {
-    const std::string hybrid = ::testing::TempDir() + "/" + std::to_string(getpid()) + "-stories_half.gguf";
+    const std::string hybrid = recur_test::scratch("stories_half.gguf");
     const run_result conv = run_cli("convert -m " + stories + " -f " + novel + " -c 256 --fraction 0.5 --steps 0 -o " +
                                     hybrid + " --json");
     ASSERT_EQ(conv.exit_code, 0) << conv.err;
@@ -279,7 +280,7 @@ TEST(CliQuality, KlBadInput) {
     expect_clean_error(run_cli("kl -m " + stories + " -f " + novel), "--hybrid");
     expect_clean_error(run_cli("kl -m " + stories + " --hybrid " + stories), "-f FILE");
     expect_clean_error(run_cli("kl -m " + stories + " --hybrid /nonexistent.gguf -f " + novel), "cannot open");
-    const std::string tiny = ::testing::TempDir() + "/" + std::to_string(getpid()) + "-tiny.txt";
+    const std::string tiny = recur_test::scratch("tiny.txt");
     std::ofstream(tiny) << "Once upon a time.";
     expect_clean_error(run_cli("kl -m " + stories + " --hybrid " + stories + " -f " + tiny), "fewer than one chunk");
 }
@@ -332,7 +333,7 @@ TEST(CliQuality, PasskeyBadInput) {
     expect_clean_error(run_cli("passkey -m " + stories + " -f /nonexistent/filler.txt"), "filler");
     // Without -f the default filler is looked up relative to the current directory.
     expect_clean_error(run_cli("passkey -m " + stories + " --lengths 256", "/"), "-f FILE");
-    const std::string empty = ::testing::TempDir() + "/" + std::to_string(getpid()) + "-empty_filler.txt";
+    const std::string empty = recur_test::scratch("empty_filler.txt");
     std::ofstream(empty) << "";
     expect_clean_error(run_cli("passkey -m " + stories + " -f " + empty + " --lengths 256"), "no tokens");
 }

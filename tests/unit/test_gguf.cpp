@@ -2,6 +2,7 @@
 // Hostile files are built byte by byte here, independently of the reader.
 #include "recur/gguf.h"
 #include "recur/model.h"
+#include "../scratch.h"
 
 #include <gtest/gtest.h>
 
@@ -100,7 +101,7 @@ TEST(Gguf, TruncatedAtEverySixteenthFailsCleanly) {
 
 TEST(Gguf, TruncatedFileOnDiskFailsInModelLoad) {
     const auto bytes = read_bytes(stories);
-    const std::string path = ::testing::TempDir() + "/" + std::to_string(getpid()) + "-truncated.gguf";
+    const std::string path = recur_test::scratch("truncated.gguf");
     for (int k : {1, 5, 9, 15}) {
         std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char *>(bytes.data()), long(bytes.size() * k / 16));
         EXPECT_THROW(model::load(path), error) << k << "/16";
@@ -181,7 +182,7 @@ TEST(Gguf, UnknownArchitectureIsRejectedByModelLoad) {
     gguf_builder g;
     g.header(0, 1);
     g.kv_string("general.architecture", "mamba9000");
-    const std::string path = ::testing::TempDir() + "/" + std::to_string(getpid()) + "-unknown_arch.gguf";
+    const std::string path = recur_test::scratch("unknown_arch.gguf");
     std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char *>(g.b.data()), long(g.b.size()));
     try {
         model::load(path);
@@ -213,7 +214,7 @@ TEST(Gguf, RandomCorruptionNeverCrashes) {
 
 namespace {
 std::string copy_to_temp(const std::string &src, const std::string &name) {
-    const std::string dst = ::testing::TempDir() + std::to_string(getpid()) + "-" + name;
+    const std::string dst = recur_test::scratch(name);
     const auto bytes = read_bytes(src);
     std::ofstream(dst, std::ios::binary).write(reinterpret_cast<const char *>(bytes.data()), std::streamsize(bytes.size()));
     return dst;
