@@ -37,6 +37,14 @@ constexpr int default_steps_at_25pct = 8000;
 constexpr int default_calib_tokens = 32768; // tokens of -f used for distillation
 constexpr uint64_t default_seed = 1234;     // distillation is reproducible without --seed
 
+// The progress line's name for a phase of distill_progress.
+const char *phase_label(const char *phase) {
+    const std::string p = phase;
+    if (p == "compare") return "end-to-end KL";
+    if (p == "retrieval") return "retrieval check";
+    return phase; // capture, evaluate
+}
+
 std::string fmt_duration(double s) {
     char buf[32];
     if (s >= 60)
@@ -148,8 +156,9 @@ int cmd_convert(const options &o) {
                                 (long long)pr.done, (long long)pr.total, pr.tokens_per_s, pr.rel_loss,
                                 fmt_duration(pr.eta_s).c_str());
                     else
-                        fprintf(stderr, "\r%s %lld/%lld tokens  %.0f tok/s  ETA %s     ", pr.phase, (long long)pr.done,
-                                (long long)pr.total, pr.tokens_per_s, fmt_duration(pr.eta_s).c_str());
+                        fprintf(stderr, "\r%s %lld/%lld tokens  %.0f tok/s  ETA %s     ", phase_label(pr.phase),
+                                (long long)pr.done, (long long)pr.total, pr.tokens_per_s,
+                                fmt_duration(pr.eta_s).c_str());
                     if (last) fprintf(stderr, "\n");
                 }
                 return !g_interrupted.load();

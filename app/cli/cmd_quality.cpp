@@ -160,8 +160,7 @@ int cmd_passkey(const options &o) {
         std::vector<float> logits;
         for (int t = 0; t < o.trials; ++t) {
             const quality::passkey_trial tr = quality::make_passkey_trial(seed, len, t);
-            parts.needle = recur::passkey_needle_tokens(vocab, tr.passkey);
-            const quality::passkey_prompt p = quality::build_passkey_prompt(parts, size_t(len), tr.depth, tr.filler_start);
+            const quality::passkey_prompt p = recur::passkey_trial_prompt(vocab, parts, tr, size_t(len));
             ctx.truncate(0);
             auto t0 = clock_type::now();
             ctx.eval(p.tokens, logits);

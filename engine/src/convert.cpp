@@ -19,11 +19,45 @@ namespace recur {
 
 namespace {
 
+// Progress of the checks after training (phases "compare" and "retrieval" of distill_progress,
+// counted in evaluated tokens): a line for the user, and the place where a cancel takes effect.
+class phase_meter {
+  public:
+    phase_meter(const distill_callback &cb, const char *phase, const char *what, int64_t total)
+        : cb_(cb), what_(what), total_(total), t0_(std::chrono::steady_clock::now()) {
+        pr_.phase = phase;
+        pr_.total = total;
+        report();
+    }
+    // Throws cancelled_error when the callback asks to stop.
+    void advance(int64_t tokens) {
+        pr_.done = std::min(total_, pr_.done + tokens);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+        pr_.tokens_per_s = s > 0 ? double(pr_.done) / s : 0.0;
+        pr_.eta_s = pr_.tokens_per_s > 0 ? double(total_ - pr_.done) / pr_.tokens_per_s : 0.0;
+        report();
+    }
+
+  private:
+    void report() {
+        if (cb_ && !cb_(pr_)) throw cancelled_error(std::string("convert cancelled during the ") + what_);
+    }
+    const distill_callback &cb_;
+    const char *what_;
+    int64_t total_;
+    std::chrono::steady_clock::time_point t0_;
+    distill_progress pr_;
+};
+
 // Mean over every predicted position of KL(original ‖ hybrid) of the next-token distributions,
 // for each hybrid; and the number of positions.
 std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::vector<const model *> &hybrids,
-                                                const std::vector<std::vector<int32_t>> &seqs, int n_threads, int n_batch) {
+                                                const std::vector<std::vector<int32_t>> &seqs, int n_threads, int n_batch,
+                                                const distill_callback &progress) {
     const int V = orig.hparams().n_vocab;
+    int64_t total = 0;
+    for (const auto &seq : seqs) total += int64_t(seq.size()) * int64_t(1 + hybrids.size());
+    phase_meter meter(progress, "compare", "end-to-end comparison", total);
     std::vector<double> sum(hybrids.size(), 0.0);
     int64_t positions = 0;
     for (const auto &seq : seqs) {
@@ -36,12 +70,14 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
             context c(orig, cp);
             c.eval(seq, lo, true);
         }
+        meter.advance(int64_t(seq.size()));
         for (size_t h = 0; h < hybrids.size(); ++h) {
             std::vector<float> lh;
             context c(*hybrids[h], cp);
             c.eval(seq, lh, true);
             for (size_t t = 0; t + 1 < seq.size(); ++t)
                 sum[h] += compare_logit_rows(lo.data() + t * size_t(V), lh.data() + t * size_t(V), V, seq[t + 1]).kl;
+            meter.advance(int64_t(seq.size()));
         }
         positions += int64_t(seq.size()) - 1;
     }
@@ -62,13 +98,14 @@ struct passkey_run {
     std::vector<std::vector<std::string>> answers; // [model][trial]
 };
 passkey_run passkey_answers(const std::vector<const model *> &models, const std::vector<int32_t> &filler,
-                            int32_t length, int n_threads, int n_batch) {
+                            int32_t length, int n_threads, int n_batch, const distill_callback &progress) {
     const tokenizer &vocab = models[0]->vocab();
     passkey_parts parts = make_passkey_parts(vocab, filler, vocab.adds_bos() && vocab.bos() >= 0);
     parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
     passkey_run run;
     if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16) return run;
     run.answers.resize(models.size());
+    phase_meter meter(progress, "retrieval", "retrieval check", int64_t(models.size()) * retrieval_trials * length);
     for (size_t mi = 0; mi < models.size(); ++mi) {
         context_params cp;
         cp.n_ctx = length + passkey_answer_tokens;
@@ -79,11 +116,11 @@ passkey_run passkey_answers(const std::vector<const model *> &models, const std:
         for (int32_t t = 0; t < retrieval_trials; ++t) {
             const passkey_trial tr = make_passkey_trial(retrieval_seed, length, t);
             if (mi == 0) run.keys.push_back(std::to_string(tr.passkey));
-            parts.needle = passkey_needle_tokens(vocab, tr.passkey);
-            const passkey_prompt pr = build_passkey_prompt(parts, size_t(length), tr.depth, tr.filler_start);
+            const passkey_prompt pr = passkey_trial_prompt(vocab, parts, tr, size_t(length));
             ctx.truncate(0);
             ctx.eval(pr.tokens, logits);
             run.answers[mi].push_back(first_digit_run(passkey_continuation(ctx, vocab, logits, passkey_answer_tokens)));
+            meter.advance(length);
         }
     }
     return run;
@@ -436,6 +473,13 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         auto remove_all = [&] {
             for (auto &c : cands) std::remove(c.path.c_str());
         };
+        // A check that fails or is cancelled leaves no output: the file at out_path holds a choice
+        // not yet made. (The distillation checkpoints stay, at their last step: --resume
+        // captures again but does not train again.)
+        auto abandon = [&] {
+            remove_all();
+            std::remove(out_path.c_str());
+        };
         std::vector<double> kl;
         try {
             for (auto &c : cands)
@@ -449,11 +493,11 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             loaded.push_back(model::load(out_path));
             for (auto &c : cands) loaded.push_back(model::load(c.path));
             for (auto &h : loaded) hybrids.push_back(h.get());
-            const auto r = mean_kl(m, hybrids, held, p.n_threads, p.n_batch);
+            const auto r = mean_kl(m, hybrids, held, p.n_threads, p.n_batch, distill_progress);
             kl = r.first;
             e2e.positions = r.second;
         } catch (...) {
-            remove_all();
+            abandon();
             throw;
         }
         e2e.measured = true;
@@ -477,7 +521,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 if (tok != m.vocab().bos()) filler.push_back(tok);
             try {
                 std::unique_ptr<model> mix = model::load(out_path), alt = model::load(cands[win - 1].path);
-                const passkey_run r = passkey_answers({&m, mix.get(), alt.get()}, filler, dp.seq_len, p.n_threads, p.n_batch);
+                const passkey_run r = passkey_answers({&m, mix.get(), alt.get()}, filler, dp.seq_len, p.n_threads,
+                                                          p.n_batch, distill_progress);
                 if (!r.keys.empty()) {
                     e2e.retrieval_trials = int32_t(r.keys.size());
                     e2e.retrieval_original = e2e.retrieval_lost_mix = e2e.retrieval_lost_window = 0;
@@ -490,7 +535,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     if (e2e.retrieval_lost_mix > e2e.retrieval_lost_window) best = win;
                 }
             } catch (...) {
-                remove_all();
+                abandon();
                 throw;
             }
         }

@@ -31,6 +31,12 @@ std::vector<int32_t> passkey_needle_tokens(const tokenizer &vocab, int passkey) 
     return words(vocab, passkey_needle(passkey));
 }
 
+passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts, const passkey_trial &trial,
+                                    size_t length) {
+    parts.needle = passkey_needle_tokens(vocab, trial.passkey);
+    return build_passkey_prompt(parts, length, trial.depth, trial.filler_start);
+}
+
 std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new) {
     sampling_params greedy;
     greedy.temperature = 0;

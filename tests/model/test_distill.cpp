@@ -6,6 +6,7 @@
 #include "recur/distill.h"
 #include "recur/model.h"
 #include "recur/tokenizer.h"
+#include "../scratch.h"
 
 #include <gtest/gtest.h>
 
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sys/wait.h>
 
@@ -27,7 +29,7 @@ const std::string stories = std::string(RECUR_SHARED_DIR) + "/models/stories260K
 const std::string models_dir = RECUR_TEST_MODELS_DIR;
 
 // Per process: ctest runs the tests of this file as parallel processes (-j2) in one folder.
-std::string tmp(const std::string &name) { return ::testing::TempDir() + "/" + std::to_string(getpid()) + "-" + name; }
+std::string tmp(const std::string &name) { return recur_test::scratch(name); }
 
 std::vector<int32_t> text_tokens(const model &m, size_t offset, size_t n_chars, size_t n_tokens) {
     std::ifstream in(std::string(RECUR_SHARED_DIR) + "/data/prideprejudice.txt");
@@ -678,7 +680,65 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         EXPECT_EQ(std::stoi(json.substr(sk + 8)), kept == "window_no_sinks" || *window ? 0 : default_sinks) << json;
         EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "no candidate file is left behind";
         EXPECT_FALSE(std::ifstream(out + ".nosinks.part").good()) << "no candidate file is left behind";
-        EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "the candidate file is not left behind";
     }
 }
 #endif
+
+// The checks after training (end-to-end KL, then the retrieval check) report progress in tokens
+// and stop when asked; a stopped or failed check leaves no output file (its choice was not
+// made) and no candidate file.
+TEST(Distill, ConvertAutoChecksReportProgressAndStopWhenCancelled) {
+    auto m = model::load(stories);
+    const auto calib = text_tokens(*m, 0, 20000, 3000);
+    convert_params cp;
+    cp.fraction = 0.5;
+    cp.n_threads = 2;
+    cp.steps = 20;
+    cp.automatic = true;
+    cp.distill.seq_len = 256;
+    cp.window_tokens = 1; // 1-token windows: the trained mix wins on KL, so retrieval is checked too
+    cp.sinks = 0;
+    const std::string out = tmp("checks_cancel.gguf");
+    struct seen {
+        int64_t reports = 0, last_done = 0, total = 0;
+        bool monotonic = true;
+    };
+    // A full run first: both phases report, done never goes back, and the last report is complete.
+    std::map<std::string, seen> phases;
+    auto record = [&](const distill_progress &pr) {
+        seen &s = phases[pr.phase];
+        if (s.reports > 0 && (pr.done < s.last_done || pr.total != s.total)) s.monotonic = false;
+        if (pr.done > pr.total || pr.total <= 0) s.monotonic = false;
+        ++s.reports, s.last_done = pr.done, s.total = pr.total;
+    };
+    const auto res = convert_to_hybrid(*m, calib, cp, out, {}, [&](const distill_progress &pr) {
+        record(pr);
+        return true;
+    });
+    ASSERT_TRUE(res.end_to_end.measured);
+    ASSERT_GT(res.end_to_end.retrieval_trials, 0) << "the mix should win on KL against 1-token windows";
+    for (const char *phase : {"compare", "retrieval"}) {
+        ASSERT_TRUE(phases.count(phase)) << phase;
+        const seen &s = phases[phase];
+        EXPECT_TRUE(s.monotonic) << phase;
+        EXPECT_GE(s.reports, 3) << phase; // the start, at least one step, the end
+        EXPECT_EQ(s.last_done, s.total) << phase;
+    }
+    // Cancelled in either check: cancelled_error, and nothing left behind.
+    for (const std::string cancel_in : {"compare", "retrieval"}) {
+        std::ofstream(out) << "a file from before";
+        bool asked = false;
+        EXPECT_THROW(convert_to_hybrid(*m, calib, cp, out, {},
+                                       [&](const distill_progress &pr) {
+                                           if (pr.phase != cancel_in || pr.done == 0) return true;
+                                           asked = true;
+                                           return false;
+                                       }),
+                     cancelled_error)
+            << cancel_in;
+        EXPECT_TRUE(asked) << cancel_in;
+        EXPECT_FALSE(std::ifstream(out).good()) << "cancelled in " << cancel_in << ": no unchecked output";
+        EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << cancel_in;
+        EXPECT_FALSE(std::ifstream(out + ".nosinks.part").good()) << cancel_in;
+    }
+}

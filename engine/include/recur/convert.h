@@ -105,8 +105,9 @@ std::vector<bool> choose_groups(const std::vector<double> &group_recency, double
 // Runs the analysis over calib_tokens (BOS first where the vocabulary adds it), initialises the
 // chosen groups' recurrent heads, distils them on all of calib_tokens when p.steps > 0
 // (recur/distill.h), and writes the hybrid file to out_path. progress(done, total) (analysis) and
-// distill_progress (distillation) may cancel by returning false. After a successful write the
-// distillation checkpoint, if any, is removed.
+// distill_progress (distillation, then the automatic choice's checks) may cancel by returning
+// false (cancelled_error); a check that is cancelled or fails leaves no file at out_path. After
+// a successful write the distillation checkpoint, if any, is removed.
 convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &calib_tokens, const convert_params &p,
                                  const std::string &out_path, const progress_callback &progress = {},
                                  const distill_callback &distill_progress = {});

@@ -130,8 +130,10 @@ struct distill_params {
 };
 
 struct distill_progress {
-    const char *phase = "";   // "capture", "train" or "evaluate"
-    int64_t done = 0, total = 0; // tokens (capture, evaluate) or steps (train)
+    // "capture", "train" or "evaluate"; convert_to_hybrid --kind auto adds its checks after
+    // training: "compare" (end-to-end KL) and "retrieval" (passkey prompts).
+    const char *phase = "";
+    int64_t done = 0, total = 0; // tokens (capture, evaluate, compare, retrieval) or steps (train)
     double tokens_per_s = 0;  // captured tokens/s, or trained head-independent tokens/s (step tokens)
     double rel_loss = 0;      // train: mean over heads of Σ‖y−o‖²/Σ‖o‖² over the last block of steps
                               // (in the training metric when output_metric is on)

@@ -133,6 +133,9 @@ inline std::string first_digit_run(const std::string &text) {
 // vocabulary that prefixes one by itself gets none added). with_bos: prepend the vocabulary's BOS.
 passkey_parts make_passkey_parts(const tokenizer &vocab, std::vector<int32_t> filler, bool with_bos);
 std::vector<int32_t> passkey_needle_tokens(const tokenizer &vocab, int passkey);
+// One trial's prompt of `length` tokens: its needle tokenised into parts.needle, then laid out.
+passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts, const passkey_trial &trial,
+                                    size_t length);
 
 // Greedy continuation of a prompt already evaluated in ctx (logits: its last row), stopped at the
 // end of generation, after max_new tokens, or once a run of digits has ended. Returns the text.
