@@ -36,6 +36,9 @@ extern "C" void on_sigint(int) {
 constexpr int default_steps_at_25pct = 8000;
 constexpr int default_calib_tokens = 32768; // tokens of -f used for distillation
 constexpr uint64_t default_seed = 1234;     // distillation is reproducible without --seed
+// Copy drills per training sequence (distill_params::repeat_spans); chosen by measurement,
+// docs/quality.md.
+constexpr int default_repeat_spans = 0;
 
 // The progress line's name for a phase of distill_progress.
 const char *phase_label(const char *phase) {
@@ -76,6 +79,7 @@ int cmd_convert(const options &o) {
     cp.write_candidates = o.write_candidates;
     cp.compare_end_to_end = !o.per_group_only;
     cp.distill.wr_gated = !o.wr_additive;
+    cp.distill.repeat_spans = o.repeat_spans >= 0 ? o.repeat_spans : default_repeat_spans;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
     if (o.sinks < -1) throw error("--sinks must not be negative");
     if (o.sinks >= 0) cp.sinks = o.sinks;
@@ -190,6 +194,8 @@ int cmd_convert(const options &o) {
                 j.field("retrieval_original", int64_t(r.end_to_end.retrieval_original));
                 j.field("retrieval_lost_mix", int64_t(r.end_to_end.retrieval_lost_mix));
                 j.field("retrieval_lost_window", int64_t(r.end_to_end.retrieval_lost_window));
+                j.field("retrieval_mix", int64_t(r.end_to_end.retrieval_mix));
+                j.field("retrieval_window", int64_t(r.end_to_end.retrieval_window));
             }
             j.field("seconds", r.end_to_end.seconds);
             j.end_object();
@@ -211,6 +217,7 @@ int cmd_convert(const options &o) {
             j.field("trained_tokens", int64_t(d.trained_tokens)).field("resumed_from_step", int64_t(d.resumed_from_step));
             j.field("lr", double(cp.distill.lr > 0 ? cp.distill.lr : distill_params::default_lr));
             j.field("seed", uint64_t(seed));
+            j.field("repeat_spans", int64_t(cp.distill.repeat_spans));
             j.field("capture_seconds", d.capture_seconds).field("train_seconds", d.train_seconds);
             j.field("evaluate_seconds", d.evaluate_seconds);
             j.field("capture_file_bytes", uint64_t(d.capture_file_bytes));
@@ -280,8 +287,8 @@ int cmd_convert(const options &o) {
             if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
             if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
             if (e.retrieval_trials > 0)
-                printf("; of %d passkeys the original finds (of %d), lost: %d (per-group choice), %d (best windows)",
-                       e.retrieval_original, e.retrieval_trials, e.retrieval_lost_mix, e.retrieval_lost_window);
+                printf("; passkeys found of %d: %d (original), %d (per-group choice), %d (best windows)",
+                       e.retrieval_trials, e.retrieval_original, e.retrieval_mix, e.retrieval_window);
             printf(": kept %s\n", e.kept == "mix" ? "the per-group choice" : e.kept == "window" ? "all windows" : "all windows without sinks");
         }
         if (cp.steps > 0 && !d.heads.empty()) {

@@ -47,6 +47,7 @@ struct options {
     int sinks = -1;             // convert --sinks S: attention-sink rows of window groups (-1: default)
     bool write_candidates = false; // convert --write-candidates: auto also writes OUT-recurrent/-winrec.gguf
     bool wr_additive = false;      // convert --wr-additive: window + recurrent heads add their read-out (no gate)
+    int repeat_spans = -1;         // convert --repeat-spans N: copy drills per training sequence; -1: the default
     bool per_group_only = false;   // convert --per-group-only: auto skips its end-to-end comparison with all windows
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q

@@ -621,6 +621,22 @@ std::vector<std::vector<int32_t>> calibration_sequences(const model &m, const st
     return seqs;
 }
 
+void repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed) {
+    constexpr int32_t min_len = 8, max_len = 32;
+    uint64_t st = seed;
+    const int64_t n = int64_t(seq.size());
+    for (int32_t c = 0; c < count; ++c) {
+        const int64_t len = min_len + int64_t(splitmix64(st) % uint64_t(max_len - min_len + 1));
+        // Source [s, s + len) with s >= 1, copy at [d, d + len) with d >= s + len + min_gap and
+        // d + len <= n: d is drawn first from where a source fits before it, then s.
+        const int64_t d_lo = 1 + len + min_gap, d_hi = n - len;
+        if (d_hi < d_lo) return;
+        const int64_t d = d_lo + int64_t(splitmix64(st) % uint64_t(d_hi - d_lo + 1));
+        const int64_t s = 1 + int64_t(splitmix64(st) % uint64_t(d - len - min_gap));
+        std::copy(seq.begin() + s, seq.begin() + s + len, seq.begin() + d);
+    }
+}
+
 distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,
                              const distill_params &p, const distill_callback &cb) {
     const model_hparams &hp = m.hparams();
@@ -652,6 +668,18 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
 
     std::vector<std::vector<int32_t>> seq_tokens = calibration_sequences(m, tokens, p.seq_len);
     if (seq_tokens.empty()) throw error("distill: the calibration text needs at least 2 tokens");
+    if (p.repeat_spans < 0) throw error("distill: repeat_spans must not be negative");
+    if (p.repeat_spans > 0) {
+        // Copies land beyond the widest window + recurrent window trained here, where only the
+        // recurrent read-out (not the exact window) can see the source.
+        int32_t min_gap = 64;
+        for (auto &h : heads) min_gap = std::max(min_gap, h.window + h.sinks);
+        const size_t holdout = size_t(std::max(0, p.holdout_sequences));
+        for (size_t si = 0; si + holdout < seq_tokens.size(); ++si) {
+            uint64_t st = p.seed ^ (0x5eedULL << 32) ^ uint64_t(si);
+            repeat_spans(seq_tokens[si], p.repeat_spans, min_gap, splitmix64(st));
+        }
+    }
     std::vector<sequence> seqs;
     int64_t N = 0;
     for (auto &s : seq_tokens) {
@@ -992,6 +1020,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     cfg.add_value(p.batch);
     cfg.add_value(p.output_metric);
     if (p.holdout_sequences > 0) cfg.add_value(p.holdout_sequences); // absent: hashes of older runs stay valid
+    if (p.repeat_spans > 0) cfg.add_value(p.repeat_spans);
     rep.train_state_bytes = 0;
     for (size_t i = 0; i < heads.size(); ++i) {
         head_state &h = hs[i];

@@ -81,12 +81,12 @@ struct end_to_end_choice {
     int64_t positions = 0;     // held-out positions compared
     std::string kept = "mix";  // the candidate written (a tie keeps the earlier: mix, window, ...)
     // Retrieval check, run when the per-group choice has the lowest KL: passkey prompts of
-    // seq_len tokens with the calibration text as filler, greedy. retrieval_original: how many
-    // the original answers correctly; retrieval_lost_*: how many of those a hybrid gets wrong.
-    // The per-group choice is kept only if it loses no more than the best window candidate
-    // (else that candidate is: a mean KL can hide a lost ability to retrieve).
-    // retrieval_trials = 0: not run.
+    // seq_len tokens with the calibration text as filler, greedy. retrieval_original, _mix,
+    // _window: how many each answers correctly; retrieval_lost_*: how many of the original's
+    // correct answers a hybrid gets wrong. retrieval_keeps_mix decides (a mean KL can hide a lost
+    // ability to retrieve). retrieval_trials = 0: not run.
     int32_t retrieval_trials = 0, retrieval_original = -1, retrieval_lost_mix = -1, retrieval_lost_window = -1;
+    int32_t retrieval_mix = -1, retrieval_window = -1;
     double seconds = 0;
 };
 
@@ -98,6 +98,13 @@ struct convert_result {
     std::vector<group_choice> groups; // every (layer, group), in layer-major order
     distill_report distill;           // empty when steps == 0
 };
+
+// The retrieval check's rule: the per-group choice (lower KL) is kept when its passkey accuracy
+// is within retrieval_tolerance of the original's (issue 4's target: 5 points), or when it is
+// at least the best window candidate's; else that candidate is. Counts of correct answers out
+// of `trials`.
+constexpr double retrieval_tolerance = 0.05;
+bool retrieval_keeps_mix(int32_t trials, int32_t original, int32_t mix, int32_t window);
 
 // Picks groups from per-group recency (layer-major order). Ties keep the earlier group.
 std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold);

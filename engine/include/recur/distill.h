@@ -125,6 +125,12 @@ struct distill_params {
     // output replaces the attention mass outside the window) rather than the additive one (the
     // head's output is added to the window's). docs/FORMAT.md "Window + recurrent".
     bool wr_gated = true;
+    // Copy drills: in every training sequence (not the held-out ones), this many spans of 8..32
+    // tokens are written again further on, at least one window + recurrent window (or 64 tokens)
+    // after their source, so the original's heads make long-range copies (induction) during
+    // capture and the trained heads learn what to do there: natural text has few such events,
+    // and passkey retrieval is one. 0: the text as it is. Seeded by `seed`. docs/quality.md.
+    int32_t repeat_spans = 0;
 
     static constexpr float default_lr = 7e-3f;
 };
@@ -196,5 +202,10 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
 // distill_heads cuts them back into the same sequences. progress(done, total) may cancel.
 std::vector<int32_t> sample_calibration(const model &m, int64_t n_tokens, int32_t seq_len, uint64_t seed,
                                         int32_t n_threads, const progress_callback &progress = {});
+
+// Copy drills (distill_params::repeat_spans): writes `count` spans of 8..32 tokens of seq again
+// at least min_gap tokens after their source (position 0, BOS, stays). Deterministic in seed;
+// sequences too short for a span are left as they are.
+void repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed);
 
 } // namespace recur
