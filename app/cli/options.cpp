@@ -43,7 +43,7 @@ std::string usage() {
            "  convert    -m MODEL -f CALIB -o OUT (--fraction F | --threshold T) [--window K] [--steps 0]\n"
            "             [--steps S] [--lr LR] [--seed S] [--calib-self N] [--calib-tokens N] [--resume]\n"
            "             [--kind auto|recurrent|window|window+recurrent] [--window-tokens W] [--wr-window W]\n"
-           "             [--sinks S] [--wr-additive] [--repeat-spans N]\n"
+           "             [--sinks S] [--wr-additive] [--repeat-spans N] [--copy-probe N] [--copy-limit X]\n"
            "  ask        -m MODEL --doc FILE -q QUESTION [--session DB] [--new-session] [--no-session]\n"
            "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
            "  kl         -m ORIGINAL --hybrid H -f FILE [-c N] [--chunks K]  KL, perplexities, top-1 agreement\n"
@@ -110,6 +110,8 @@ options parse_options(int argc, char **argv) {
         else if (a == "--per-group-only") o.per_group_only = true;
         else if (a == "--wr-additive") o.wr_additive = true;
         else if (a == "--repeat-spans") o.repeat_spans = to_int(a, next());
+        else if (a == "--copy-probe") o.copy_probe = to_int(a, next());
+        else if (a == "--copy-limit") o.copy_limit = to_float(a, next());
         else if (a == "--doc") o.doc_path = next();
         else if (a == "-q" || a == "--question") o.question = next();
         else if (a == "--session") o.session_db = next();
@@ -145,6 +147,9 @@ options parse_options(int argc, char **argv) {
     if (o.steps < 0) throw recur::error("--steps must not be negative");
     if (o.calib_self < 0 || o.calib_tokens < 0) throw recur::error("--calib-self and --calib-tokens must not be negative");
     if (o.repeat_spans < -1 || o.repeat_spans > 1000) throw recur::error("--repeat-spans must be between 0 and 1000");
+    if (o.copy_probe < -1 || o.copy_probe > 100000) throw recur::error("--copy-probe must be between 0 and 100000");
+    if (o.copy_limit != -1 && !(o.copy_limit >= 0 && o.copy_limit <= 1))
+        throw recur::error("--copy-limit must be between 0 and 1");
     if (!(o.lr >= 0) || !std::isfinite(o.lr)) throw recur::error("--lr must be a positive number");
     if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
         throw recur::error("--device must be cpu, cuda or auto, got '" + o.device + "'");

@@ -126,7 +126,8 @@ struct context::impl {
     // Recency statistics: off when recency_window == 0.
     int32_t recency_window = 0;
     recency_stats stats;
-    std::vector<double> stats_scratch; // per thread: [n_head][2 + n_bins] sums for the current layer
+    std::vector<double> stats_scratch; // per thread: [n_head][3 + n_bins] sums for the current layer
+    std::vector<key_range> copy_targets; // [position] keys whose weights the copy mass adds
     context::layer_observer observer; // distillation hook (empty: off)
 
     impl(const model &mm, const context_params &p)
@@ -298,10 +299,10 @@ struct context::impl {
         const int n_bins = stats.n_bins;
         const bool collect = recency_window > 0;
         // Per head: running recency, sink and histogram mass, rescaled with the accumulator.
-        const size_t stat_floats = collect ? size_t(g) * (2 + n_bins) : 0;
+        const size_t stat_floats = collect ? size_t(g) * (3 + n_bins) : 0;
         const size_t per_thread = size_t(g) * attn_key_block + size_t(g) * hd + 2 * size_t(g) + stat_floats;
         attn_scratch.resize(per_thread * pool.n_threads());
-        const size_t stat_stride = 2 + size_t(n_bins);
+        const size_t stat_stride = 3 + size_t(n_bins); // recency, sink, hist[n_bins], copy
         if (collect) stats_scratch.assign(size_t(pool.n_threads()) * hp.n_head * stat_stride, 0.0);
         const hybrid_layer &H = m.hybrid()[size_t(layer)];
         std::vector<int32_t> groups;
@@ -358,7 +359,8 @@ struct context::impl {
             std::fill(run_max, run_max + g, -std::numeric_limits<float>::infinity());
             std::fill(run_sum, run_sum + g, 0.0f);
             const bool collect_here = collect && i >= recency_window;
-            float *stat = run_sum + g; // [g][2 + n_bins]: recency, sink, hist
+            float *stat = run_sum + g; // [g][3 + n_bins]: recency, sink, hist, copy
+            const key_range copy_keys = collect ? copy_target_of(i) : key_range{};
             if (collect_here) std::fill(stat, stat + stat_floats, 0.0f);
             for (int sidx = 0; sidx < n_segs; ++sidx) {
                 const key_segment &sg = segs[sidx];
@@ -380,7 +382,8 @@ struct context::impl {
                         if (correction != 1.0f)
                             for (int d = 0; d < hd; ++d) acc[size_t(h) * hd + d] *= correction;
                         if (collect_here)
-                            accumulate_recency(sh, nb, sg.first_pos + b0, i, correction, stat + size_t(h) * stat_stride);
+                            accumulate_recency(sh, nb, sg.first_pos + b0, i, copy_keys, correction,
+                                               stat + size_t(h) * stat_stride);
                     }
                     if (sg.f32)
                         attn_accum_f32(scores, g, hd, static_cast<const float *>(sg.v) + size_t(b0) * sg.stride,
@@ -406,6 +409,8 @@ struct context::impl {
         if (collect) {
             const int64_t first = std::max<int64_t>(pos0, recency_window);
             stats.n_queries[size_t(layer)] += std::max<int64_t>(0, int64_t(pos0) + n - first);
+            for (int64_t i = first; i < int64_t(pos0) + n && size_t(i) < copy_targets.size(); ++i)
+                stats.n_copy_queries[size_t(layer)] += copy_target_of(i).lo < copy_target_of(i).hi;
             for (int th = 0; th < pool.n_threads(); ++th)
                 for (int h = 0; h < hp.n_head; ++h) {
                     const double *tot = stats_scratch.data() + (size_t(th) * hp.n_head + h) * stat_stride;
@@ -413,6 +418,7 @@ struct context::impl {
                     stats.recency_sum[lh] += tot[0];
                     stats.sink_sum[lh] += tot[1];
                     for (int b = 0; b < n_bins; ++b) stats.hist_sum[lh * n_bins + b] += tot[2 + b];
+                    stats.copy_sum[lh] += tot[2 + n_bins];
                 }
         }
     }
@@ -670,12 +676,24 @@ struct context::impl {
         }
     }
 
-    // Adds one key block's unnormalised weights p[0..nb) (keys j0.., query at position i) to a
-    // head's running sums, after rescaling them by the block's softmax correction.
-    void accumulate_recency(const float *p, int nb, int j0, int64_t i, float correction, float *stat) const {
+    // The copy-mass target keys of the query at position i, clipped to the keys it sees
+    // (empty when it has none).
+    key_range copy_target_of(int64_t i) const {
+        if (size_t(i) >= copy_targets.size()) return {};
+        key_range r = copy_targets[size_t(i)];
+        r.lo = std::max(r.lo, 0);
+        r.hi = int32_t(std::min<int64_t>(r.hi, i + 1));
+        return r.lo < r.hi ? r : key_range{};
+    }
+
+    // Adds one key block's unnormalised weights p[0..nb) (keys j0.., query at position i, copy
+    // target keys copy_keys) to a head's running sums, after rescaling them by the block's
+    // softmax correction.
+    void accumulate_recency(const float *p, int nb, int j0, int64_t i, key_range copy_keys, float correction,
+                            float *stat) const {
         const int n_bins = stats.n_bins;
         if (correction != 1.0f)
-            for (int s2 = 0; s2 < 2 + n_bins; ++s2) stat[s2] *= correction;
+            for (int s2 = 0; s2 < 3 + n_bins; ++s2) stat[s2] *= correction;
         auto range_sum = [&](int64_t lo, int64_t hi) { // keys [lo, hi] clipped to the block
             lo = std::max<int64_t>(lo, j0);
             hi = std::min<int64_t>(hi, int64_t(j0) + nb - 1);
@@ -684,6 +702,7 @@ struct context::impl {
             return sum;
         };
         stat[0] += range_sum(i - recency_window + 1, i);
+        if (copy_keys.lo < copy_keys.hi) stat[2 + n_bins] += range_sum(copy_keys.lo, copy_keys.hi - 1);
         if (j0 == 0) stat[1] += p[0];
         const int64_t d_min = i - (int64_t(j0) + nb - 1), d_max = i - j0;
         for (int b = recency_bin(d_min); b <= recency_bin(d_max) && b < n_bins; ++b) {
@@ -950,6 +969,8 @@ void context::collect_recency(int32_t window) {
     if (window > 0)
         impl_->stats.reset(model_.hparams().n_layer, model_.hparams().n_head, recency_bin(params_.n_ctx) + 1, window);
 }
+
+void context::set_copy_targets(std::vector<key_range> targets) { impl_->copy_targets = std::move(targets); }
 
 const recency_stats &context::recency() const { return impl_->stats; }
 

@@ -1,5 +1,6 @@
 #include "recur/convert.h"
 
+#include "recur/distill.h"
 #include "recur/gguf_writer.h"
 #include "recur/logit_compare.h"
 #include "recur/passkey.h"
@@ -90,6 +91,7 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
 constexpr int32_t retrieval_trials = 32;
 constexpr uint64_t retrieval_seed = 42;
 constexpr int passkey_answer_tokens = 12;
+constexpr uint64_t copy_probe_seed = 0xc0b1e5; // fixed: the same text gives the same probe
 
 // Each model's greedy answers (the first run of digits, "" when none) to the same passkey prompts
 // of `length` tokens hiding needles in `filler`, and the keys; empty when the prompts would not fit.
@@ -152,12 +154,15 @@ default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window)
     return d;
 }
 
-std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold) {
+std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold,
+                                const std::vector<bool> &exclude) {
     const size_t n = group_recency.size();
     std::vector<bool> chosen(n, false);
     if ((fraction >= 0) == (threshold >= 0)) throw error("convert: give exactly one of --fraction and --threshold");
+    if (!exclude.empty() && exclude.size() != n) throw error("convert: one exclusion flag per group expected");
+    auto excluded = [&](size_t i) { return !exclude.empty() && exclude[i]; };
     if (threshold >= 0) {
-        for (size_t i = 0; i < n; ++i) chosen[i] = group_recency[i] >= threshold;
+        for (size_t i = 0; i < n; ++i) chosen[i] = group_recency[i] >= threshold && !excluded(i);
         return chosen;
     }
     if (fraction > 1) throw error("convert: --fraction must be between 0 and 1");
@@ -166,7 +171,9 @@ std::vector<bool> choose_groups(const std::vector<double> &group_recency, double
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
                      [&](size_t a, size_t b) { return group_recency[a] > group_recency[b]; });
-    for (size_t i = 0; i < count; ++i) chosen[order[i]] = true;
+    size_t picked = 0;
+    for (size_t i = 0; i < n && picked < count; ++i)
+        if (!excluded(order[i])) chosen[order[i]] = true, ++picked;
     return chosen;
 }
 
@@ -185,7 +192,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         throw error("convert: the calibration text has " + std::to_string(analysed.size()) +
                     " tokens; it needs more than the recency window (" + std::to_string(p.window) + ")");
 
-    recency_stats stats;
+    recency_stats stats, copy_stats;
     {
         context_params cp;
         cp.n_ctx = int32_t(analysed.size());
@@ -196,14 +203,45 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         std::vector<float> logits;
         ctx.eval(analysed, logits, false, progress);
         stats = ctx.recency(); // a copy: the context (and its KV cache) goes before distillation
+        if (p.copy_probe_spans > 0) {
+            // The copy probe (convert_params::copy_probe_spans): the same text with spans written
+            // again beyond every window this conversion may give, so that only a head that
+            // retrieves from far back can find the earlier copy.
+            std::vector<int32_t> probe = analysed;
+            const int32_t min_gap = std::max(default_windows(hp, p.wr_window).window_equal_wr, p.window_tokens);
+            const auto spans = repeat_spans(probe, p.copy_probe_spans, min_gap, copy_probe_seed);
+            std::vector<key_range> targets(probe.size());
+            for (const auto &sp : spans)
+                for (int64_t j = 0; j + 1 < sp.len; ++j) {
+                    // Position dst+j holds the copy of src+j; its induction target is src+j+1,
+                    // valid while a later span has not overwritten either side.
+                    const int64_t i = sp.dst + j, s0 = sp.src + j;
+                    if (probe[size_t(i)] == probe[size_t(s0)] && probe[size_t(i + 1)] == probe[size_t(s0 + 1)])
+                        targets[size_t(i)] = {int32_t(s0 + 1), int32_t(s0 + 2)};
+                }
+            ctx.truncate(0);
+            ctx.collect_recency(p.window);
+            ctx.set_copy_targets(std::move(targets));
+            ctx.eval(probe, logits, false);
+            copy_stats = ctx.recency();
+        }
     }
 
     convert_result res;
     res.calib_tokens = int64_t(analysed.size());
-    std::vector<double> recency;
+    std::vector<double> recency, copy;
+    std::vector<bool> exclude;
     for (int32_t l = 0; l < hp.n_layer; ++l)
-        for (int32_t g = 0; g < hp.n_head_kv; ++g) recency.push_back(stats.group_recency(l, g, hp.group_size()));
-    const std::vector<bool> chosen = choose_groups(recency, p.fraction, p.threshold);
+        for (int32_t g = 0; g < hp.n_head_kv; ++g) {
+            recency.push_back(stats.group_recency(l, g, hp.group_size()));
+            if (p.copy_probe_spans > 0) {
+                copy.push_back(copy_stats.group_copy(l, g, hp.group_size()));
+                exclude.push_back(copy.back() >= p.copy_limit);
+            }
+        }
+    const std::vector<bool> chosen = choose_groups(recency, p.fraction, p.threshold, exclude);
+    const std::vector<bool> by_recency_only =
+        exclude.empty() ? chosen : choose_groups(recency, p.fraction, p.threshold);
     res.total_groups = int32_t(recency.size());
 
     const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;
@@ -314,7 +352,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     for (int32_t l = 0; l < hp.n_layer; ++l)
         for (int32_t grp = 0; grp < hp.n_head_kv; ++grp) {
             const size_t i = size_t(l) * hp.n_head_kv + grp;
-            group_choice c{l, grp, recency[i], bool(chosen[i])};
+            group_choice c;
+            c.layer = l, c.group = grp, c.recency = recency[i], c.replaced = chosen[i];
+            if (!copy.empty()) c.copy = copy[i], c.copy_excluded = by_recency_only[i] && !chosen[i];
             if (c.replaced) {
                 c.kind = automatic ? replacement_kind::recurrent : p.kind;
                 if (automatic) {

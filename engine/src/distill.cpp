@@ -621,20 +621,23 @@ std::vector<std::vector<int32_t>> calibration_sequences(const model &m, const st
     return seqs;
 }
 
-void repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed) {
+std::vector<repeated_span> repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed) {
     constexpr int32_t min_len = 8, max_len = 32;
     uint64_t st = seed;
     const int64_t n = int64_t(seq.size());
+    std::vector<repeated_span> spans;
     for (int32_t c = 0; c < count; ++c) {
         const int64_t len = min_len + int64_t(splitmix64(st) % uint64_t(max_len - min_len + 1));
         // Source [s, s + len) with s >= 1, copy at [d, d + len) with d >= s + len + min_gap and
         // d + len <= n: d is drawn first from where a source fits before it, then s.
         const int64_t d_lo = 1 + len + min_gap, d_hi = n - len;
-        if (d_hi < d_lo) return;
+        if (d_hi < d_lo) break;
         const int64_t d = d_lo + int64_t(splitmix64(st) % uint64_t(d_hi - d_lo + 1));
         const int64_t s = 1 + int64_t(splitmix64(st) % uint64_t(d - len - min_gap));
         std::copy(seq.begin() + s, seq.begin() + s + len, seq.begin() + d);
+        spans.push_back({s, d, len});
     }
+    return spans;
 }
 
 distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,

@@ -508,8 +508,9 @@ TEST(Distill, RepeatSpansCopiesSpansFarEnoughBack) {
     std::set<int32_t> lengths;
     for (uint64_t seed = 0; seed < 200; ++seed) {
         std::vector<int32_t> s = base;
-        repeat_spans(s, 1, min_gap, seed);
+        const auto spans = repeat_spans(s, 1, min_gap, seed);
         ASSERT_EQ(s.size(), base.size());
+        ASSERT_EQ(spans.size(), 1u);
         int32_t d = -1, e = -1; // the changed run [d, e)
         for (int32_t i = 0; i < n; ++i)
             if (s[size_t(i)] != i) {
@@ -525,6 +526,9 @@ TEST(Distill, RepeatSpansCopiesSpansFarEnoughBack) {
         EXPECT_GE(src, 1) << "BOS is never copied";
         for (int32_t j = 0; j < len; ++j) EXPECT_EQ(s[size_t(d + j)], src + j);
         EXPECT_GE(d - (src + len), min_gap) << "seed " << seed;
+        EXPECT_EQ(spans[0].src, src);
+        EXPECT_EQ(spans[0].dst, d);
+        EXPECT_EQ(spans[0].len, len);
     }
     EXPECT_GT(lengths.size(), 10u) << "span lengths vary";
     std::vector<int32_t> a = base, b = base, c = base;
@@ -537,7 +541,7 @@ TEST(Distill, RepeatSpansCopiesSpansFarEnoughBack) {
     std::vector<int32_t> short_seq(8 + min_gap + 8, 5);
     std::iota(short_seq.begin(), short_seq.end(), 0);
     const std::vector<int32_t> before = short_seq;
-    repeat_spans(short_seq, 3, min_gap, 1);
+    EXPECT_TRUE(repeat_spans(short_seq, 3, min_gap, 1).empty());
     EXPECT_EQ(short_seq, before);
 }
 

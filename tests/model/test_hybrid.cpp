@@ -151,6 +151,54 @@ TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
     EXPECT_EQ(f, (std::vector<bool>{true, false, false, true, false}));
     EXPECT_THROW(choose_groups(rec, 0.4, 0.5), error);
     EXPECT_THROW(choose_groups(rec, -1, -1), error);
+    // Excluded groups are never picked; a fraction still picks its count from the others.
+    const std::vector<bool> ex = {false, false, false, true, false};
+    EXPECT_EQ(choose_groups(rec, 0.4, -1, ex), (std::vector<bool>{true, false, true, false, false}));
+    EXPECT_EQ(choose_groups(rec, -1, 0.5, ex), (std::vector<bool>{true, false, true, false, true}));
+    EXPECT_THROW(choose_groups(rec, 0.4, -1, std::vector<bool>(3, false)), error);
+}
+
+// The copy probe scores every group; with a limit, the groups at or above it stay whole and the
+// next most recency-aware groups are replaced instead, the count unchanged.
+TEST(Hybrid, CopyProbeKeepsHighScoringGroupsWhole) {
+    auto m = model::load(stories);
+    convert_params p;
+    p.fraction = 0.5;
+    p.copy_probe_spans = 32;
+    const auto calib = calibration_tokens(*m, 1500);
+    const auto scored = convert_to_hybrid(*m, calib, p, tmp("copy_scored.gguf"));
+    convert_params no_probe;
+    no_probe.fraction = 0.5;
+    const auto plain = convert_to_hybrid(*m, calib, no_probe, tmp("copy_plain.gguf"));
+    ASSERT_EQ(scored.groups.size(), plain.groups.size());
+    std::vector<double> scores;
+    for (size_t i = 0; i < scored.groups.size(); ++i) {
+        const group_choice &g = scored.groups[i];
+        EXPECT_GE(g.copy, 0.0);
+        EXPECT_LE(g.copy, 1.0);
+        EXPECT_FALSE(g.copy_excluded);
+        EXPECT_EQ(g.replaced, plain.groups[i].replaced) << "limit 1: the probe changes nothing";
+        EXPECT_LT(plain.groups[i].copy, 0.0) << "no probe: no score";
+        if (g.replaced) scores.push_back(g.copy);
+    }
+    ASSERT_GE(scores.size(), 2u);
+    std::sort(scores.begin(), scores.end());
+    ASSERT_GT(scores.back(), 0.0) << "some attention reaches the copies";
+    // A limit between the chosen groups' scores: those at or above it are kept, others replace them.
+    p.copy_limit = (scores[scores.size() - 2] + scores.back()) / 2;
+    const auto limited = convert_to_hybrid(*m, calib, p, tmp("copy_limited.gguf"));
+    EXPECT_EQ(limited.replaced_groups, plain.replaced_groups);
+    int excluded = 0;
+    for (size_t i = 0; i < limited.groups.size(); ++i) {
+        const group_choice &g = limited.groups[i];
+        EXPECT_NEAR(g.copy, scored.groups[i].copy, 1e-12) << "the probe is deterministic";
+        if (g.copy >= p.copy_limit) {
+            EXPECT_FALSE(g.replaced);
+            EXPECT_EQ(g.copy_excluded, plain.groups[i].replaced);
+        }
+        excluded += g.copy_excluded;
+    }
+    EXPECT_GE(excluded, 1);
 }
 
 TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {

@@ -50,6 +50,14 @@ TEST_P(Recency, StreamingStatisticsMatchMaterialisedReference) {
     const auto rec = numbers_after(json, "recency"), sink = numbers_after(json, "sink"), hist = numbers_after(json, "hist");
     const int ref_bins = int(numbers_after(json, "n_bins").at(0));
     std::vector<int32_t> tokens(tokens_d.begin(), tokens_d.end());
+    const auto copy = numbers_after(json, "copy"), copy_pos = numbers_after(json, "copy_positions"),
+               copy_key = numbers_after(json, "copy_keys");
+    ASSERT_EQ(copy_pos.size(), copy_key.size());
+    ASSERT_GT(copy_pos.size(), 100u);
+    const auto copy_end = numbers_after(json, "copy_key_ends");
+    ASSERT_EQ(copy_end.size(), copy_key.size());
+    std::vector<key_range> targets(tokens.size());
+    for (size_t c = 0; c < copy_pos.size(); ++c) targets[size_t(copy_pos[c])] = {int32_t(copy_key[c]), int32_t(copy_end[c])};
 
     auto m = model::load(path);
     const int n_head = m->hparams().n_head, n_layer = m->hparams().n_layer;
@@ -61,16 +69,21 @@ TEST_P(Recency, StreamingStatisticsMatchMaterialisedReference) {
         cp.kv_type = tensor_type::F32;
         context ctx(*m, cp);
         ctx.collect_recency(32);
+        ctx.set_copy_targets(targets);
         std::vector<float> logits;
         ctx.eval(tokens, logits);
         const recency_stats &s = ctx.recency();
         ASSERT_EQ(s.n_queries[0], 512 - 32);
-        double worst = 0;
+        ASSERT_EQ(s.n_copy_queries[0], int64_t(copy_pos.size()));
+        ASSERT_EQ(copy.size(), rec.size());
+        double worst = 0, copy_max = 0;
         for (int l = 0; l < n_layer; ++l)
             for (int h = 0; h < n_head; ++h) {
                 const size_t lh = size_t(l) * n_head + h;
                 worst = std::max(worst, std::abs(s.mean_recency(l, h) - rec[lh]));
                 worst = std::max(worst, std::abs(s.mean_sink(l, h) - sink[lh]));
+                worst = std::max(worst, std::abs(s.mean_copy(l, h) - copy[lh]));
+                copy_max = std::max(copy_max, copy[lh]);
                 for (int b = 0; b < std::min(ref_bins, s.n_bins); ++b)
                     worst = std::max(worst, std::abs(s.mean_hist(l, h, b) - hist[lh * ref_bins + b]));
                 double total = 0;
@@ -79,6 +92,7 @@ TEST_P(Recency, StreamingStatisticsMatchMaterialisedReference) {
             }
         printf("%s batch %d: max |engine - reference| = %.2e\n", name.c_str(), n_batch, worst);
         EXPECT_LE(worst, 1e-4);
+        EXPECT_GT(copy_max, 1e-3) << "the copy mass compared should not be all zeros";
     }
 }
 

@@ -3,7 +3,10 @@
 
 For each layer and query head, with causal weights a_ij of the model's own forward pass:
   recency(k) = sum_{i-k < j <= i} a_ij, sink = a_i0, hist[b] = mass at distance d = i-j in bin b
-  ({0}, {1}, [2,3], [4,7], ...), averaged over query positions i >= k.
+  ({0}, {1}, [2,3], [4,7], ...), averaged over query positions i >= k; and copy = the sum of a_ij
+  for a few positions i >= k with a copy target t(i) < i (in the JSON: copy_positions, copy_keys),
+  averaged over those positions (a target is a key range [lo, hi), in the JSON copy_keys and
+  copy_key_ends).
 Written from the definition, independently of the engine. Reuses llama_ref's layers.
 
 Usage: recency_ref.py --out DIR  (writes NAME.recency.json for a few models, 512 tokens each)
@@ -39,6 +42,17 @@ def recency_stats(path: str, tokens, window: int, n_bins: int) -> dict:
     causal = dist >= 0
     bins = np.where(causal, bin_of(np.maximum(dist, 0)), -1)
     rows = positions >= window                                 # queries that count
+    # Copy targets: every third counted position, keys [lo, hi) starting 1 to 97 tokens back,
+    # 1 to 6 keys long (clipped to the keys the query sees: j <= i).
+    targets = []
+    for i in range(window, T):
+        lo = i - 1 - (i * 7) % 97
+        if i % 3 == 0 and lo >= 0:
+            targets.append((i, lo, lo + 1 + (i % 6)))
+    in_target = np.zeros((T, T), dtype=bool)
+    for i, lo, hi in targets:
+        in_target[i, lo:min(hi, i + 1)] = True
+    t_rows = np.array([i for i, _, _ in targets])
     layers = []
     for l in range(m.n_layer):
         p = f"blk.{l}."
@@ -62,13 +76,18 @@ def recency_stats(path: str, tokens, window: int, n_bins: int) -> dict:
             rec = np.where((dist[rows] >= 0) & (dist[rows] < window), ar, 0).sum(axis=1).mean()
             sink = ar[:, 0].mean()
             hist = [float(np.where(bins[rows] == b, ar, 0).sum(axis=1).mean()) for b in range(n_bins)]
-            heads.append({"head": hh, "group": kvh, "recency": float(rec), "sink": float(sink), "hist": hist})
+            copy = float(np.where(in_target, a, 0).sum(axis=1)[t_rows].mean())
+            heads.append({"head": hh, "group": kvh, "recency": float(rec), "sink": float(sink), "hist": hist,
+                          "copy": copy})
         layers.append({"layer": l, "heads": heads})
         x = x + ref.linear(out.reshape(T, m.n_head * hd), m.w(p + "attn_output.weight"))
         h = ref.rms_norm(x, m.w(p + "ffn_norm.weight"), m.rms_eps)
         x = x + ref.linear(ref.silu(ref.linear(h, m.w(p + "ffn_gate.weight"))) * ref.linear(h, m.w(p + "ffn_up.weight")),
                            m.w(p + "ffn_down.weight"))
-    return {"window": window, "n_bins": n_bins, "tokens": [int(t) for t in tokens], "layers": layers}
+    return {"window": window, "n_bins": n_bins, "tokens": [int(t) for t in tokens],
+            "copy_positions": [int(i) for i, _, _ in targets], "copy_keys": [int(lo) for _, lo, _ in targets],
+            "copy_key_ends": [int(hi) for _, _, hi in targets],
+            "layers": layers}
 
 
 def main(argv=None) -> int:

@@ -54,6 +54,14 @@ struct convert_params {
     // model that parks attention on token 0 (SmolLM2: ×1.33 → ×1.005 at 50%) and cost one that
     // does not (stories260K: ×1.0076 → ×1.018), so the held-out text decides.
     bool try_without_sinks = false;
+    // Copy probe: the analysed text again with copy_probe_spans spans written a second time
+    // further on than any window the conversion gives (recur/distill.h repeat_spans); each
+    // group's copy score is the largest mean weight a query head of it puts on the induction
+    // target (the key after the earlier copy of the current token). Groups scoring copy_limit or
+    // more are retrieval groups: never replaced, the next most recency-aware take their place
+    // (measured on SmolLM2-135M: docs/quality.md). copy_probe_spans = 0: no probe, no exclusion.
+    int32_t copy_probe_spans = 0;
+    double copy_limit = 1.0;
     // Distillation when steps > 0 (distill.steps, n_threads and n_batch are taken from above).
     distill_params distill;
 };
@@ -61,7 +69,9 @@ struct convert_params {
 struct group_choice {
     int32_t layer = 0, group = 0;
     double recency = 0;
+    double copy = -1;           // copy score (convert_params::copy_probe_spans), -1: not probed
     bool replaced = false;
+    bool copy_excluded = false; // would have been chosen by recency, kept for its copy score
     replacement_kind kind = replacement_kind::recurrent; // of a replaced group
     int32_t window = 0;                                  // W (ring) of a window or window + recurrent group
     int32_t sinks = 0;                                   // its sink rows S (cache rows W + S)
@@ -106,8 +116,11 @@ struct convert_result {
 constexpr double retrieval_tolerance = 0.05;
 bool retrieval_keeps_mix(int32_t trials, int32_t original, int32_t mix, int32_t window);
 
-// Picks groups from per-group recency (layer-major order). Ties keep the earlier group.
-std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold);
+// Picks groups from per-group recency (layer-major order). Ties keep the earlier group. Groups
+// marked in `exclude` (empty: none) are never picked; with a fraction, the count is still that
+// fraction of all groups, taken from the others.
+std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold,
+                                const std::vector<bool> &exclude = {});
 
 // Runs the analysis over calib_tokens (BOS first where the vocabulary adds it), initialises the
 // chosen groups' recurrent heads, distils them on all of calib_tokens when p.steps > 0

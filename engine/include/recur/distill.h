@@ -203,9 +203,13 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
 std::vector<int32_t> sample_calibration(const model &m, int64_t n_tokens, int32_t seq_len, uint64_t seed,
                                         int32_t n_threads, const progress_callback &progress = {});
 
-// Copy drills (distill_params::repeat_spans): writes `count` spans of 8..32 tokens of seq again
-// at least min_gap tokens after their source (position 0, BOS, stays). Deterministic in seed;
-// sequences too short for a span are left as they are.
-void repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed);
+// Copy drills (distill_params::repeat_spans; convert's copy probe): writes `count` spans of
+// 8..32 tokens of seq again at least min_gap tokens after their source (position 0, BOS, stays).
+// Deterministic in seed; sequences too short for a span are left as they are. Returns the spans
+// in the order written (a later one may overwrite part of an earlier one).
+struct repeated_span {
+    int64_t src = 0, dst = 0, len = 0;
+};
+std::vector<repeated_span> repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed);
 
 } // namespace recur

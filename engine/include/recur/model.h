@@ -235,6 +235,11 @@ class context {
     // Recency statistics (DESIGN §4): window > 0 starts gathering them (from zero) during
     // every following eval; 0 stops. Costs a few percent of prefill time while on.
     void collect_recency(int32_t window);
+    // Targets of the recency statistics' copy mass: targets[i] are the keys whose weights the
+    // query at absolute position i adds (an empty range, or i past the end: not targeted; keys
+    // after i are not counted, and a range with none before i is no target). Kept until
+    // replaced; an empty vector clears them.
+    void set_copy_targets(std::vector<key_range> targets);
     const recency_stats &recency() const;
 
     // distillation hook: called inside eval for every layer and batch, right after attention and
