@@ -89,6 +89,8 @@ int cmd_convert(const options &o) {
     cp.copy_probe_spans = o.copy_probe >= 0 ? o.copy_probe : default_copy_probe_spans;
     cp.copy_limit = o.copy_limit >= 0 ? o.copy_limit : default_copy_limit;
     if (o.copy_limit >= 0 && cp.copy_probe_spans == 0) cp.copy_probe_spans = 32; // a limit needs scores
+    cp.first_layer = o.first_layer;
+    cp.last_layer = o.last_layer;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
     if (o.sinks < -1) throw error("--sinks must not be negative");
     if (o.sinks >= 0) cp.sinks = o.sinks;

@@ -44,6 +44,7 @@ std::string usage() {
            "             [--steps S] [--lr LR] [--seed S] [--calib-self N] [--calib-tokens N] [--resume]\n"
            "             [--kind auto|recurrent|window|window+recurrent] [--window-tokens W] [--wr-window W]\n"
            "             [--sinks S] [--wr-additive] [--repeat-spans N] [--copy-probe N] [--copy-limit X]\n"
+           "             [--layers A-B]\n"
            "  ask        -m MODEL --doc FILE -q QUESTION [--session DB] [--new-session] [--no-session]\n"
            "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
            "  kl         -m ORIGINAL --hybrid H -f FILE [-c N] [--chunks K]  KL, perplexities, top-1 agreement\n"
@@ -110,7 +111,15 @@ options parse_options(int argc, char **argv) {
         else if (a == "--per-group-only") o.per_group_only = true;
         else if (a == "--wr-additive") o.wr_additive = true;
         else if (a == "--repeat-spans") o.repeat_spans = to_int(a, next());
-        else if (a == "--copy-probe") o.copy_probe = to_int(a, next());
+        else if (a == "--layers") {
+            const std::string v = next();
+            const size_t dash = v.find('-');
+            if (dash == std::string::npos || dash == 0) throw recur::error("--layers wants A-B (e.g. 0-13), got '" + v + "'");
+            o.first_layer = to_int(a, v.substr(0, dash));
+            o.last_layer = to_int(a, v.substr(dash + 1));
+            if (o.first_layer < 0 || o.last_layer < o.first_layer)
+                throw recur::error("--layers wants A-B with 0 <= A <= B, got '" + v + "'");
+        } else if (a == "--copy-probe") o.copy_probe = to_int(a, next());
         else if (a == "--copy-limit") o.copy_limit = to_float(a, next());
         else if (a == "--doc") o.doc_path = next();
         else if (a == "-q" || a == "--question") o.question = next();

@@ -183,6 +183,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     const model_hparams &hp = m.hparams();
     if (m.is_hybrid()) throw error("convert: the model is already a hybrid; convert the original model");
     if (p.steps < 0) throw error("convert: --steps must not be negative");
+    const int32_t last_layer = p.last_layer < 0 ? hp.n_layer - 1 : p.last_layer;
+    if (p.first_layer < 0 || p.first_layer > last_layer || last_layer >= hp.n_layer)
+        throw error("convert: --layers " + std::to_string(p.first_layer) + "-" + std::to_string(last_layer) +
+                    " is not a range of this model's layers 0-" + std::to_string(hp.n_layer - 1));
     // The recency analysis reads the first analysis_tokens (one context); distillation all of them.
     const std::vector<int32_t> analysed(
         calib_tokens.begin(),
@@ -230,18 +234,19 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     convert_result res;
     res.calib_tokens = int64_t(analysed.size());
     std::vector<double> recency, copy;
-    std::vector<bool> exclude;
+    std::vector<bool> outside_layers, exclude; // exclude: outside the layers, or a copying group
     for (int32_t l = 0; l < hp.n_layer; ++l)
         for (int32_t g = 0; g < hp.n_head_kv; ++g) {
             recency.push_back(stats.group_recency(l, g, hp.group_size()));
+            outside_layers.push_back(l < p.first_layer || l > last_layer);
+            exclude.push_back(outside_layers.back());
             if (p.copy_probe_spans > 0) {
                 copy.push_back(copy_stats.group_copy(l, g, hp.group_size()));
-                exclude.push_back(copy.back() >= p.copy_limit);
+                exclude.back() = exclude.back() || copy.back() >= p.copy_limit;
             }
         }
     const std::vector<bool> chosen = choose_groups(recency, p.fraction, p.threshold, exclude);
-    const std::vector<bool> by_recency_only =
-        exclude.empty() ? chosen : choose_groups(recency, p.fraction, p.threshold);
+    const std::vector<bool> by_recency_only = choose_groups(recency, p.fraction, p.threshold, outside_layers);
     res.total_groups = int32_t(recency.size());
 
     const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;

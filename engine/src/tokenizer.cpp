@@ -140,7 +140,8 @@ tokenizer::tokenizer(vocab_data v) : vocab_(std::move(v)) {
     // formats, which GGUF files often do not declare (llama.cpp finds them by text the same way).
     static const char *const k_eog_texts[] = {
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-        "<|eom_id|>", "<EOT>", "_<EOT>", "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+        "<|eom_id|>", "<EOT>", "_<EOT>",
+        ("<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"), // split: \x9C would take the "e"
         "<end_of_utterance>",
     };
     if (vocab_.eos >= 0) eog_ids_.push_back(vocab_.eos);

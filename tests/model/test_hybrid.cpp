@@ -158,6 +158,40 @@ TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
     EXPECT_THROW(choose_groups(rec, 0.4, -1, std::vector<bool>(3, false)), error);
 }
 
+// --layers: only groups of the given layers are replaced, as many as without the range (the next
+// most recency-aware of those layers take the others' places); a range the model lacks is refused.
+TEST(Hybrid, ConvertReplacesOnlyGroupsOfTheGivenLayers) {
+    auto m = model::load(stories);
+    const auto calib = calibration_tokens(*m, 400);
+    convert_params p;
+    p.fraction = 0.25;
+    const auto all = convert_to_hybrid(*m, calib, p, tmp("layers_all.gguf"));
+    p.first_layer = 2, p.last_layer = 3;
+    const auto some = convert_to_hybrid(*m, calib, p, tmp("layers_some.gguf"));
+    EXPECT_EQ(some.replaced_groups, all.replaced_groups);
+    std::vector<double> kept_in_range;
+    double min_replaced = 1;
+    for (auto &g : some.groups) {
+        if (g.replaced) {
+            EXPECT_GE(g.layer, 2);
+            EXPECT_LE(g.layer, 3);
+            min_replaced = std::min(min_replaced, g.recency);
+        } else if (g.layer >= 2 && g.layer <= 3) {
+            kept_in_range.push_back(g.recency);
+        }
+    }
+    for (double r : kept_in_range) EXPECT_LE(r, min_replaced) << "the most recency-aware of the range go first";
+    bool moved = false; // the full choice had groups outside 2-3, so the range changed it
+    for (auto &g : all.groups) moved = moved || (g.replaced && (g.layer < 2 || g.layer > 3));
+    EXPECT_TRUE(moved);
+    auto h = model::load(tmp("layers_some.gguf"));
+    EXPECT_EQ(h->replaced_group_count(), some.replaced_groups);
+    p.first_layer = 3, p.last_layer = m->hparams().n_layer;
+    EXPECT_THROW(convert_to_hybrid(*m, calib, p, tmp("layers_bad.gguf")), error);
+    p.first_layer = 3, p.last_layer = 2;
+    EXPECT_THROW(convert_to_hybrid(*m, calib, p, tmp("layers_bad.gguf")), error);
+}
+
 // The copy probe scores every group; with a limit, the groups at or above it stay whole and the
 // next most recency-aware groups are replaced instead, the count unchanged.
 TEST(Hybrid, CopyProbeKeepsHighScoringGroupsWhole) {

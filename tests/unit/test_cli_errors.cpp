@@ -84,6 +84,12 @@ TEST(CliErrors, BadFlags) {
     expect_clean_error(run_cli("frobnicate"), "unknown command");
     expect_clean_error(run_cli("generate -m " + stories + " --bogus"), "unknown option");
     expect_clean_error(run_cli("perplexity -m " + stories), "-f FILE");
+    const std::string convert = "convert -m " + stories + " -f " + RECUR_SHARED_DIR + "/data/prideprejudice.txt" +
+                                " --fraction 0.25 --steps 0 -o " + recur_test::scratch("layers.gguf");
+    expect_clean_error(run_cli(convert + " --layers 3"), "--layers wants A-B");
+    expect_clean_error(run_cli(convert + " --layers 3-1"), "0 <= A <= B");
+    expect_clean_error(run_cli(convert + " --layers 0-99"), "not a range of this model's layers 0-4");
+    expect_clean_error(run_cli(convert + " --copy-limit 2"), "--copy-limit must be between 0 and 1");
 }
 
 TEST(CliErrors, ContextTooLargeForMemoryIsRefusedBeforeAllocation) {
