@@ -44,9 +44,6 @@ struct scalar_guard {
     ~scalar_guard() { set_force_scalar(false); }
 };
 
-const tensor_type weight_types[] = {tensor_type::F32,  tensor_type::F16,  tensor_type::BF16, tensor_type::Q4_0,
-                                    tensor_type::Q4_1, tensor_type::Q8_0, tensor_type::Q4_K, tensor_type::Q6_K};
-
 // ---- golden file ----
 
 struct golden_record {
