@@ -42,7 +42,8 @@ constexpr int default_repeat_spans = 0;
 // The copy probe (convert_params::copy_probe_spans, copy_limit): off unless asked for. Measured on
 // SmolLM2-135M and stories260K (docs/quality.md): the groups recency picks score <= 0.007 while
 // induction heads score 0.03-0.36, so excluding them changed nothing at 25%; --copy-probe N
-// reports every group's score, --copy-limit X (with it) keeps groups scoring X or more whole.
+// reports every group's score, --copy-limit X keeps groups scoring X or more whole (and probes
+// with copy_probe_spans_for_limit spans when --copy-probe is not given).
 constexpr int default_copy_probe_spans = 0;
 constexpr double default_copy_limit = 1.0;
 
@@ -88,7 +89,6 @@ int cmd_convert(const options &o) {
     cp.distill.repeat_spans = o.repeat_spans >= 0 ? o.repeat_spans : default_repeat_spans;
     cp.copy_probe_spans = o.copy_probe >= 0 ? o.copy_probe : default_copy_probe_spans;
     cp.copy_limit = o.copy_limit >= 0 ? o.copy_limit : default_copy_limit;
-    if (o.copy_limit >= 0 && cp.copy_probe_spans == 0) cp.copy_probe_spans = 32; // a limit needs scores
     cp.first_layer = o.first_layer;
     cp.last_layer = o.last_layer;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
@@ -256,7 +256,7 @@ int cmd_convert(const options &o) {
             j.field("window_tokens", int64_t(win)).field("wr_window_tokens", int64_t(dw.wr_window));
             j.field("sinks", int64_t(sinks));
         }
-        if (cp.copy_probe_spans > 0) {
+        if (!r.groups.empty() && r.groups[0].copy >= 0) {
             // Every group's copy score (layer-major), and the groups kept for theirs.
             std::vector<double> copies;
             for (auto &g : r.groups) copies.push_back(g.copy);

@@ -197,6 +197,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     " tokens; it needs more than the recency window (" + std::to_string(p.window) + ")");
 
     recency_stats stats, copy_stats;
+    const int32_t probe_spans = p.copy_probe_spans > 0 ? p.copy_probe_spans
+                                : p.copy_limit < 1.0   ? copy_probe_spans_for_limit
+                                                       : 0;
     {
         context_params cp;
         cp.n_ctx = int32_t(analysed.size());
@@ -207,13 +210,13 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         std::vector<float> logits;
         ctx.eval(analysed, logits, false, progress);
         stats = ctx.recency(); // a copy: the context (and its KV cache) goes before distillation
-        if (p.copy_probe_spans > 0) {
+        if (probe_spans > 0) {
             // The copy probe (convert_params::copy_probe_spans): the same text with spans written
             // again beyond every window this conversion may give, so that only a head that
             // retrieves from far back can find the earlier copy.
             std::vector<int32_t> probe = analysed;
             const int32_t min_gap = std::max(default_windows(hp, p.wr_window).window_equal_wr, p.window_tokens);
-            const auto spans = repeat_spans(probe, p.copy_probe_spans, min_gap, copy_probe_seed);
+            const auto spans = repeat_spans(probe, probe_spans, min_gap, copy_probe_seed);
             std::vector<key_range> targets(probe.size());
             for (const auto &sp : spans)
                 for (int64_t j = 0; j + 1 < sp.len; ++j) {
@@ -240,7 +243,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             recency.push_back(stats.group_recency(l, g, hp.group_size()));
             outside_layers.push_back(l < p.first_layer || l > last_layer);
             exclude.push_back(outside_layers.back());
-            if (p.copy_probe_spans > 0) {
+            if (probe_spans > 0) {
                 copy.push_back(copy_stats.group_copy(l, g, hp.group_size()));
                 exclude.back() = exclude.back() || copy.back() >= p.copy_limit;
             }

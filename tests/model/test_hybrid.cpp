@@ -233,6 +233,13 @@ TEST(Hybrid, CopyProbeKeepsHighScoringGroupsWhole) {
         excluded += g.copy_excluded;
     }
     EXPECT_GE(excluded, 1);
+    // A limit without a span count probes with copy_probe_spans_for_limit spans (32, as above).
+    p.copy_probe_spans = 0;
+    const auto implied = convert_to_hybrid(*m, calib, p, tmp("copy_implied.gguf"));
+    for (size_t i = 0; i < implied.groups.size(); ++i) {
+        EXPECT_NEAR(implied.groups[i].copy, limited.groups[i].copy, 1e-12); // summed per thread
+        EXPECT_EQ(implied.groups[i].replaced, limited.groups[i].replaced);
+    }
 }
 
 TEST(Hybrid, MemoryReportEqualsRealAllocationsAndPlan) {

@@ -14,6 +14,9 @@ namespace recur {
 // Attention-sink rows per window group when not asked otherwise (measured: docs/quality.md).
 constexpr int32_t default_sinks = 4;
 
+// Spans of the copy probe when a copy limit is set without a span count.
+constexpr int32_t copy_probe_spans_for_limit = 32;
+
 struct convert_params {
     int32_t window = 32;       // recency window k
     double fraction = -1;      // replace this fraction of all KV groups (highest recency first), or
@@ -59,7 +62,8 @@ struct convert_params {
     // group's copy score is the largest mean weight a query head of it puts on the induction
     // target (the key after the earlier copy of the current token). Groups scoring copy_limit or
     // more are retrieval groups: never replaced, the next most recency-aware take their place
-    // (measured on SmolLM2-135M: docs/quality.md). copy_probe_spans = 0: no probe, no exclusion.
+    // (measured on SmolLM2-135M: docs/quality.md). copy_probe_spans = 0: no probe, unless
+    // copy_limit < 1 asks for an exclusion, which needs the scores: then copy_probe_spans_for_limit.
     int32_t copy_probe_spans = 0;
     double copy_limit = 1.0;
     // Only groups of layers first_layer..last_layer (-1: the last) are replaced, the fraction
