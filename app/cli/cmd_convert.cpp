@@ -46,12 +46,16 @@ constexpr int default_repeat_spans = 0;
 // with copy_probe_spans_for_limit spans when --copy-probe is not given).
 constexpr int default_copy_probe_spans = 0;
 constexpr double default_copy_limit = 1.0;
+// The retrieval probe (convert_params::retrieval_probe_trials, retrieval_limit).
+constexpr int default_retrieval_probe = 0;
+constexpr double default_retrieval_limit = 1e30;
 
 // The progress line's name for a phase of distill_progress.
 const char *phase_label(const char *phase) {
     const std::string p = phase;
     if (p == "compare") return "end-to-end KL";
     if (p == "retrieval") return "retrieval check";
+    if (p == "retrieval_probe") return "retrieval probe";
     return phase; // capture, evaluate
 }
 
@@ -89,6 +93,8 @@ int cmd_convert(const options &o) {
     cp.distill.repeat_spans = o.repeat_spans >= 0 ? o.repeat_spans : default_repeat_spans;
     cp.copy_probe_spans = o.copy_probe >= 0 ? o.copy_probe : default_copy_probe_spans;
     cp.copy_limit = o.copy_limit >= 0 ? o.copy_limit : default_copy_limit;
+    cp.retrieval_probe_trials = o.retrieval_probe >= 0 ? o.retrieval_probe : default_retrieval_probe;
+    cp.retrieval_limit = o.retrieval_limit >= 0 ? o.retrieval_limit : default_retrieval_limit;
     cp.first_layer = o.first_layer;
     cp.last_layer = o.last_layer;
     if (o.window_tokens < 0 || o.wr_window < 0) throw error("--window-tokens and --wr-window must not be negative");
@@ -269,6 +275,23 @@ int cmd_convert(const options &o) {
                         .field("recency", g.recency).field("copy", g.copy).end_object();
             j.end_array();
         }
+        if (r.retrieval_probed_groups > 0) {
+            // Every group's retrieval harm (layer-major, -1 where not probed), and the groups kept for theirs.
+            std::vector<double> harms;
+            for (auto &g : r.groups) harms.push_back(g.retrieval);
+            j.key("retrieval_probe").begin_object();
+            j.field("trials", int64_t(cp.retrieval_probe_trials)).field("limit", cp.retrieval_limit);
+            j.field("original_nll", r.retrieval_probe_original_nll);
+            j.field("probed_groups", int64_t(r.retrieval_probed_groups)).field("seconds", r.retrieval_probe_seconds);
+            j.end_object();
+            j.array("group_retrieval", harms);
+            j.key("retrieval_excluded").begin_array();
+            for (auto &g : r.groups)
+                if (g.retrieval_excluded)
+                    j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group))
+                        .field("recency", g.recency).field("retrieval", g.retrieval).end_object();
+            j.end_array();
+        }
         int64_t n_kind[3] = {0, 0, 0};
         for (auto &g : r.groups)
             if (g.replaced) ++n_kind[int(g.kind)];
@@ -280,6 +303,7 @@ int cmd_convert(const options &o) {
             if (g.replaced) {
                 j.begin_object().field("layer", int64_t(g.layer)).field("group", int64_t(g.group)).field("recency", g.recency);
                 if (g.copy >= 0) j.field("copy", g.copy);
+                if (g.retrieval != -1) j.field("retrieval", g.retrieval);
                 j.field("kind", std::string(kind_names[int(g.kind)])).field("window", int64_t(g.window));
                 j.field("sinks", int64_t(g.sinks));
                 if (cp.automatic) {

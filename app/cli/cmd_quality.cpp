@@ -139,11 +139,12 @@ int cmd_passkey(const options &o) {
         int passkey;
         std::string answer, output;
         bool correct;
+        double answer_nll = -1; // --answer-nll
     };
     struct length_result {
         int64_t tokens;
         int correct = 0;
-        double prefill_tokens = 0, prefill_s = 0;
+        double prefill_tokens = 0, prefill_s = 0, answer_nll = 0;
         bool beyond;
         std::vector<trial_result> trials;
     };
@@ -161,6 +162,11 @@ int cmd_passkey(const options &o) {
         for (int t = 0; t < o.trials; ++t) {
             const quality::passkey_trial tr = quality::make_passkey_trial(seed, len, t);
             const quality::passkey_prompt p = recur::passkey_trial_prompt(vocab, parts, tr, size_t(len));
+            double nll = -1;
+            if (o.answer_nll) {
+                nll = recur::passkey_answer_nll(ctx, p.tokens, recur::passkey_answer_tokens(vocab, tr.passkey));
+                lr.answer_nll += nll;
+            }
             ctx.truncate(0);
             auto t0 = clock_type::now();
             ctx.eval(p.tokens, logits);
@@ -174,6 +180,7 @@ int cmd_passkey(const options &o) {
             r.answer = quality::first_digit_run(text);
             r.output = sanitize_utf8(text);
             r.correct = r.answer == std::to_string(tr.passkey);
+            r.answer_nll = nll;
             lr.correct += r.correct ? 1 : 0;
             if (!o.json)
                 fprintf(stderr, "[%lld tokens, trial %d/%d] needle at depth %.2f, key %d, answer '%s' %s\n",
@@ -197,15 +204,18 @@ int cmd_passkey(const options &o) {
             j.field("trials", int64_t(lr.trials.size())).field("correct", int64_t(lr.correct));
             j.field("prefill_tok_s", lr.prefill_tokens / lr.prefill_s);
             j.field("beyond_training_context", lr.beyond);
+            if (o.answer_nll) j.field("answer_nll", lr.answer_nll / double(lr.trials.size()));
             j.key("results").begin_array();
-            for (const auto &r : lr.trials)
+            for (const auto &r : lr.trials) {
                 j.begin_object()
                     .field("depth", r.depth)
                     .field("passkey", int64_t(r.passkey))
                     .field("answer", r.answer)
                     .field("output", r.output)
-                    .field("correct", r.correct)
-                    .end_object();
+                    .field("correct", r.correct);
+                if (o.answer_nll) j.field("answer_nll", r.answer_nll);
+                j.end_object();
+            }
             j.end_array().end_object();
         }
         j.end_array();
@@ -213,11 +223,18 @@ int cmd_passkey(const options &o) {
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
+        auto nll_text = [&](const length_result &lr) {
+            if (!o.answer_nll) return std::string();
+            char buf[64];
+            snprintf(buf, sizeof buf, ", answer NLL %.3f nats", lr.answer_nll / double(lr.trials.size()));
+            return std::string(buf);
+        };
         printf("passkey retrieval, %s, seed %llu, filler %s\n", m->name().c_str(), (unsigned long long)seed,
                filler_path.c_str());
         for (const auto &lr : results)
-            printf("%7lld tokens: %d/%zu correct (accuracy %.2f), prefill %.1f tok/s%s\n", (long long)lr.tokens,
+            printf("%7lld tokens: %d/%zu correct (accuracy %.2f)%s, prefill %.1f tok/s%s\n", (long long)lr.tokens,
                    lr.correct, lr.trials.size(), double(lr.correct) / double(lr.trials.size()),
+                   nll_text(lr).c_str(),
                    lr.prefill_tokens / lr.prefill_s,
                    lr.beyond ? ("  [beyond the training context of " + std::to_string(n_ctx_train) + "]").c_str()
                              : "");

@@ -44,11 +44,13 @@ std::string usage() {
            "             [--steps S] [--lr LR] [--seed S] [--calib-self N] [--calib-tokens N] [--resume]\n"
            "             [--kind auto|recurrent|window|window+recurrent] [--window-tokens W] [--wr-window W]\n"
            "             [--sinks S] [--wr-additive] [--repeat-spans N] [--copy-probe N] [--copy-limit X]\n"
+           "             [--retrieval-probe N] [--retrieval-limit X]\n"
            "             [--layers A-B]\n"
            "  ask        -m MODEL --doc FILE -q QUESTION [--session DB] [--new-session] [--no-session]\n"
            "  quantize   -m IN -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q6_k\n"
            "  kl         -m ORIGINAL --hybrid H -f FILE [-c N] [--chunks K]  KL, perplexities, top-1 agreement\n"
            "  passkey    -m MODEL [--lengths 1k,2k,4k,8k] [--trials N] [-f FILLER] [--seed S]\n"
+           "             [--answer-nll]\n"
            "common options:\n"
            "  -t N          threads (default: all cores)     -c N   context length\n"
            "  -b N          prefill batch (default 256)      --json one JSON object on stdout\n"
@@ -121,6 +123,8 @@ options parse_options(int argc, char **argv) {
                 throw recur::error("--layers wants A-B with 0 <= A <= B, got '" + v + "'");
         } else if (a == "--copy-probe") o.copy_probe = to_int(a, next());
         else if (a == "--copy-limit") o.copy_limit = to_float(a, next());
+        else if (a == "--retrieval-probe") o.retrieval_probe = to_int(a, next());
+        else if (a == "--retrieval-limit") o.retrieval_limit = to_float(a, next());
         else if (a == "--doc") o.doc_path = next();
         else if (a == "-q" || a == "--question") o.question = next();
         else if (a == "--session") o.session_db = next();
@@ -129,6 +133,7 @@ options parse_options(int argc, char **argv) {
         else if (a == "--hybrid") o.hybrid_path = next();
         else if (a == "--lengths") o.lengths = next();
         else if (a == "--trials") o.trials = to_int(a, next());
+        else if (a == "--answer-nll") o.answer_nll = true;
         else if (a == "--temp") o.sampling.temperature = to_float(a, next());
         else if (a == "--top-k") o.sampling.top_k = to_int(a, next());
         else if (a == "--top-p") o.sampling.top_p = to_float(a, next());
@@ -157,6 +162,10 @@ options parse_options(int argc, char **argv) {
     if (o.calib_self < 0 || o.calib_tokens < 0) throw recur::error("--calib-self and --calib-tokens must not be negative");
     if (o.repeat_spans < -1 || o.repeat_spans > 1000) throw recur::error("--repeat-spans must be between 0 and 1000");
     if (o.copy_probe < -1 || o.copy_probe > 100000) throw recur::error("--copy-probe must be between 0 and 100000");
+    if (o.retrieval_probe < -1 || o.retrieval_probe > 10000)
+        throw recur::error("--retrieval-probe must be between 0 and 10000");
+    if (o.retrieval_limit != -1 && !(o.retrieval_limit >= 0 && o.retrieval_limit < 1e6))
+        throw recur::error("--retrieval-limit must be a number of nats, 0 or more");
     if (o.copy_limit != -1 && !(o.copy_limit >= 0 && o.copy_limit <= 1))
         throw recur::error("--copy-limit must be between 0 and 1");
     if (!(o.lr >= 0) || !std::isfinite(o.lr)) throw recur::error("--lr must be a positive number");

@@ -50,6 +50,8 @@ struct options {
     int first_layer = 0, last_layer = -1; // convert --layers A-B: replace groups of these layers only
     int copy_probe = -1;           // convert --copy-probe N: spans of the copy probe; -1: the default
     double copy_limit = -1;        // convert --copy-limit X: copy score that keeps a group whole; -1: the default
+    int retrieval_probe = -1;      // convert --retrieval-probe N: passkey prompts of the retrieval probe; -1: the default
+    double retrieval_limit = -1;   // convert --retrieval-limit X: harm (nats) that keeps a group whole; -1: the default
     int repeat_spans = -1;         // convert --repeat-spans N: copy drills per training sequence; -1: the default
     bool per_group_only = false;   // convert --per-group-only: auto skips its end-to-end comparison with all windows
     std::string doc_path;       // ask --doc
@@ -60,6 +62,7 @@ struct options {
     std::string hybrid_path;    // kl --hybrid: the model compared with -m
     std::string lengths = "1k,2k,4k,8k"; // passkey --lengths (k = 1024 tokens)
     int trials = 5;             // passkey --trials: prompts per length
+    bool answer_nll = false;    // passkey --answer-nll: also the key's teacher-forced NLL (one more prefill per trial)
     recur::sampling_params sampling;
 };
 

@@ -90,7 +90,7 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
 // trials, and the seed (fixed, so reruns compare the same prompts).
 constexpr int32_t retrieval_trials = 32;
 constexpr uint64_t retrieval_seed = 42;
-constexpr int passkey_answer_tokens = 12;
+constexpr int passkey_answer_max_tokens = 12;
 constexpr uint64_t copy_probe_seed = 0xc0b1e5; // fixed: the same text gives the same probe
 
 // Each model's greedy answers (the first run of digits, "" when none) to the same passkey prompts
@@ -110,7 +110,7 @@ passkey_run passkey_answers(const std::vector<const model *> &models, const std:
     phase_meter meter(progress, "retrieval", "retrieval check", int64_t(models.size()) * retrieval_trials * length);
     for (size_t mi = 0; mi < models.size(); ++mi) {
         context_params cp;
-        cp.n_ctx = length + passkey_answer_tokens;
+        cp.n_ctx = length + passkey_answer_max_tokens;
         cp.n_batch = std::max(1, n_batch);
         cp.n_threads = n_threads;
         context ctx(*models[mi], cp);
@@ -121,11 +121,55 @@ passkey_run passkey_answers(const std::vector<const model *> &models, const std:
             const passkey_prompt pr = passkey_trial_prompt(vocab, parts, tr, size_t(length));
             ctx.truncate(0);
             ctx.eval(pr.tokens, logits);
-            run.answers[mi].push_back(first_digit_run(passkey_continuation(ctx, vocab, logits, passkey_answer_tokens)));
+            run.answers[mi].push_back(first_digit_run(passkey_continuation(ctx, vocab, logits, passkey_answer_max_tokens)));
             meter.advance(length);
         }
     }
     return run;
+}
+
+// The retrieval probe's prompts (convert_params::retrieval_probe_trials): passkey prompts with the
+// answer that should follow. Fixed seed: the same text gives the same probe.
+constexpr uint64_t retrieval_probe_seed = 0x9e7219e5;
+struct probe_prompt {
+    std::vector<int32_t> prompt, answer;
+};
+std::vector<probe_prompt> retrieval_probe_prompts(const model &m, const std::vector<int32_t> &text, int32_t length,
+                                                  int32_t trials) {
+    const tokenizer &vocab = m.vocab();
+    std::vector<int32_t> filler;
+    for (int32_t tok : text)
+        if (tok != vocab.bos()) filler.push_back(tok);
+    passkey_parts parts = make_passkey_parts(vocab, filler, vocab.adds_bos() && vocab.bos() >= 0);
+    parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
+    if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16)
+        throw error("convert: the retrieval probe's passkey prompts of " + std::to_string(length) +
+                    " tokens (the training sequence length, at most -c) leave no room for filler text");
+    std::vector<probe_prompt> out;
+    for (int32_t t = 0; t < trials; ++t) {
+        const passkey_trial tr = make_passkey_trial(retrieval_probe_seed, length, t);
+        out.push_back({passkey_trial_prompt(vocab, parts, tr, size_t(length)).tokens, passkey_answer_tokens(vocab, tr.passkey)});
+    }
+    return out;
+}
+
+// -log P(answer | prompt) in nats, summed over the answer's tokens (teacher-forced), per prompt.
+std::vector<double> answer_nll(const model &mdl, const std::vector<probe_prompt> &prompts, int n_threads, int n_batch,
+                               phase_meter &meter) {
+    size_t longest = 1;
+    for (const auto &pp : prompts) longest = std::max(longest, pp.prompt.size() + pp.answer.size());
+    context_params cp;
+    cp.n_ctx = int32_t(longest);
+    cp.n_batch = std::max(1, n_batch);
+    cp.n_threads = n_threads;
+    context ctx(mdl, cp);
+    std::vector<double> nll;
+    for (const auto &pp : prompts) {
+        const double sum = passkey_answer_nll(ctx, pp.prompt, pp.answer);
+        nll.push_back(sum);
+        meter.advance(int64_t(pp.prompt.size()));
+    }
+    return nll;
 }
 
 } // namespace
@@ -196,6 +240,12 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         throw error("convert: the calibration text has " + std::to_string(analysed.size()) +
                     " tokens; it needs more than the recency window (" + std::to_string(p.window) + ")");
 
+    // The retrieval probe's prompts, made first so that a bad size is refused before any work.
+    std::vector<probe_prompt> probe_prompts;
+    if (p.retrieval_probe_trials > 0) {
+        if (m.file().path().empty()) throw error("convert: the retrieval probe needs the model loaded from a file");
+        probe_prompts = retrieval_probe_prompts(m, analysed, p.distill.seq_len, p.retrieval_probe_trials);
+    }
     recency_stats stats, copy_stats;
     const int32_t probe_spans = p.copy_probe_spans > 0 ? p.copy_probe_spans
                                 : p.copy_limit < 1.0   ? copy_probe_spans_for_limit
@@ -248,25 +298,12 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 exclude.back() = exclude.back() || copy.back() >= p.copy_limit;
             }
         }
-    const std::vector<bool> chosen = choose_groups(recency, p.fraction, p.threshold, exclude);
-    const std::vector<bool> by_recency_only = choose_groups(recency, p.fraction, p.threshold, outside_layers);
-    res.total_groups = int32_t(recency.size());
-
-    const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;
-    const size_t hh = size_t(hd) * hd;
-    const float dt_bias = initial_dt_bias(p.window);
     const bool automatic = p.automatic;
-    if (!automatic && p.kind != replacement_kind::recurrent && p.kind != replacement_kind::window &&
-        p.kind != replacement_kind::window_recurrent)
-        throw error("convert: unknown replacement kind");
-    if (!automatic && p.kind == replacement_kind::window && p.steps > 0)
-        throw error("convert: window groups are exact attention and need no distillation (use --steps 0)");
     const default_window_sizes dw = default_windows(hp, p.wr_window);
     // Cache rows per window group; S of them are sink rows, the rest the ring of recent tokens.
     const int32_t window_rows =
         p.window_tokens > 0 ? p.window_tokens : automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
     const int32_t sinks = p.sinks;
-    const bool any_window = automatic || p.kind != replacement_kind::recurrent;
     if (sinks < 0) throw error("convert: --sinks must not be negative");
     if ((automatic || p.kind == replacement_kind::window) && window_rows - sinks < 1)
         throw error("convert: " + std::to_string(sinks) + " sink rows leave no room for a window in " +
@@ -276,6 +313,61 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     std::to_string(dw.wr_window) + " rows (--wr-window)");
     const int32_t window_tokens = window_rows - sinks; // rings
     const int32_t wr_tokens = dw.wr_window - sinks;
+
+    std::vector<double> retrieval_harm(recency.size(), -1.0);
+    std::vector<bool> retrieval_excluded(recency.size(), false);
+    if (p.retrieval_probe_trials > 0) {
+        // The retrieval probe (convert_params::retrieval_probe_trials): candidates in the order
+        // choose_groups takes them; each is windowed alone, the others stay attention.
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::vector<probe_prompt> &prompts = probe_prompts;
+        const size_t n = recency.size();
+        std::vector<size_t> order(n);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return recency[a] > recency[b]; });
+        size_t wanted = n;
+        if (p.fraction >= 0 && p.threshold < 0 && p.fraction <= 1) wanted = size_t(std::llround(p.fraction * double(n)));
+        // The probe's cost is not known in advance (a rejected group brings the next one); the
+        // meter counts prompt tokens of the original plus the groups `wanted` asks for.
+        int64_t prompt_tokens = 0;
+        for (const auto &pp : prompts) prompt_tokens += int64_t(pp.prompt.size());
+        phase_meter meter(distill_progress, "retrieval_probe", "retrieval probe", prompt_tokens * int64_t(1 + wanted));
+        const std::vector<double> base = answer_nll(m, prompts, p.n_threads, p.n_batch, meter);
+        res.retrieval_probe_original_nll = std::accumulate(base.begin(), base.end(), 0.0) / double(base.size());
+        size_t accepted = 0;
+        const int32_t probe_sinks = std::min(sinks, window_rows - 1);
+        for (size_t oi = 0; oi < n && accepted < wanted; ++oi) {
+            const size_t i = order[oi];
+            if (exclude[i] || (p.threshold >= 0 && recency[i] < p.threshold)) continue;
+            const int32_t l = int32_t(i) / hp.n_head_kv, grp = int32_t(i) % hp.n_head_kv;
+            const std::unique_ptr<model> windowed =
+                model::load_windowed(m.file().path(), {{l, grp, window_rows - probe_sinks, probe_sinks}});
+            const std::vector<double> nll = answer_nll(*windowed, prompts, p.n_threads, p.n_batch, meter);
+            double harm = 0;
+            for (size_t t = 0; t < nll.size(); ++t) harm += nll[t] - base[t];
+            retrieval_harm[i] = harm / double(nll.size());
+            ++res.retrieval_probed_groups;
+            if (retrieval_harm[i] >= p.retrieval_limit) {
+                retrieval_excluded[i] = exclude[i] = true;
+            } else {
+                ++accepted;
+            }
+        }
+        res.retrieval_probe_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    const std::vector<bool> chosen = choose_groups(recency, p.fraction, p.threshold, exclude);
+    const std::vector<bool> by_recency_only = choose_groups(recency, p.fraction, p.threshold, outside_layers);
+    res.total_groups = int32_t(recency.size());
+
+    const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;
+    const size_t hh = size_t(hd) * hd;
+    const float dt_bias = initial_dt_bias(p.window);
+    if (!automatic && p.kind != replacement_kind::recurrent && p.kind != replacement_kind::window &&
+        p.kind != replacement_kind::window_recurrent)
+        throw error("convert: unknown replacement kind");
+    if (!automatic && p.kind == replacement_kind::window && p.steps > 0)
+        throw error("convert: window groups are exact attention and need no distillation (use --steps 0)");
+    const bool any_window = automatic || p.kind != replacement_kind::recurrent;
 
     // Initial heads of the chosen groups as one kind (docs/FORMAT.md): recurrent heads from the
     // attention rows; window + recurrent ones the same but with v_proj = 0, so that untrained the
@@ -362,7 +454,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             const size_t i = size_t(l) * hp.n_head_kv + grp;
             group_choice c;
             c.layer = l, c.group = grp, c.recency = recency[i], c.replaced = chosen[i];
-            if (!copy.empty()) c.copy = copy[i], c.copy_excluded = by_recency_only[i] && !chosen[i];
+            if (!copy.empty()) c.copy = copy[i], c.copy_excluded = by_recency_only[i] && !chosen[i] && copy[i] >= p.copy_limit;
+            c.retrieval = retrieval_harm[i], c.retrieval_excluded = retrieval_excluded[i];
             if (c.replaced) {
                 c.kind = automatic ? replacement_kind::recurrent : p.kind;
                 if (automatic) {

@@ -145,6 +145,49 @@ std::unique_ptr<model> model::load(const std::string &path) {
     return m;
 }
 
+std::unique_ptr<model> model::load_windowed(const std::string &path, const std::vector<window_group> &groups) {
+    std::unique_ptr<model> m = load(path);
+    if (m->is_hybrid()) throw error("model: '" + path + "' is already a hybrid; windows are set on a plain model");
+    const model_hparams &hp = m->hp_;
+    std::vector<window_group> sorted = groups;
+    std::sort(sorted.begin(), sorted.end(), [](const window_group &a, const window_group &b) {
+        return a.layer != b.layer ? a.layer < b.layer : a.group < b.group;
+    });
+    uint64_t tag = 0x77696e646f77ull; // mixed into the fingerprint: "window"
+    for (const window_group &w : sorted) {
+        if (w.layer < 0 || w.layer >= hp.n_layer || w.group < 0 || w.group >= hp.n_head_kv)
+            throw error("model: window group (layer " + std::to_string(w.layer) + ", group " + std::to_string(w.group) +
+                        ") is outside the model's " + std::to_string(hp.n_layer) + " layers x " +
+                        std::to_string(hp.n_head_kv) + " KV groups");
+        if (w.window < 1 || w.sinks < 0)
+            throw error("model: a window group needs a window of at least 1 and no negative sink count");
+        hybrid_layer &H = m->hybrid_[size_t(w.layer)];
+        if (H.group_replaced[size_t(w.group)])
+            throw error("model: window group (layer " + std::to_string(w.layer) + ", group " + std::to_string(w.group) +
+                        ") is named twice");
+        H.replaced_groups.push_back(w.group);
+        H.kinds.push_back(replacement_kind::window);
+        H.windows.push_back(w.window);
+        H.sinks.push_back(w.sinks);
+        H.window_groups.push_back(w.group);
+        H.group_replaced[size_t(w.group)] = 1;
+        H.group_window.resize(size_t(hp.n_head_kv), 0);
+        H.group_sinks.resize(size_t(hp.n_head_kv), 0);
+        H.group_kind.resize(size_t(hp.n_head_kv), replacement_kind::recurrent);
+        H.group_window[size_t(w.group)] = w.window;
+        H.group_sinks[size_t(w.group)] = w.sinks;
+        H.group_kind[size_t(w.group)] = replacement_kind::window;
+        for (int64_t v : {int64_t(w.layer), int64_t(w.group), int64_t(w.window), int64_t(w.sinks)})
+            tag = (tag ^ uint64_t(v)) * 1099511628211ull;
+    }
+    if (!sorted.empty()) {
+        m->recurformer_version_ = 1;
+        const uint64_t h = m->fingerprint() ^ tag;
+        m->fingerprint_ = h == 0 ? 1 : h;
+    }
+    return m;
+}
+
 // Reads the recurformer.* keys and blk.N.rec.* tensors (docs/FORMAT.md), checking every group
 // index and tensor shape against the model before anything uses them.
 void model::load_hybrid() {

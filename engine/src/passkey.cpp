@@ -1,6 +1,7 @@
 // Passkey prompts for a vocabulary and greedy answers (recur/passkey.h).
 #include "recur/passkey.h"
 
+#include "recur/logit_compare.h"
 #include "recur/model.h"
 #include "recur/sampling.h"
 #include "recur/tokenizer.h"
@@ -31,10 +32,33 @@ std::vector<int32_t> passkey_needle_tokens(const tokenizer &vocab, int passkey) 
     return words(vocab, passkey_needle(passkey));
 }
 
+std::vector<int32_t> passkey_answer_tokens(const tokenizer &vocab, int passkey) {
+    return words(vocab, std::to_string(passkey));
+}
+
 passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts, const passkey_trial &trial,
                                     size_t length) {
     parts.needle = passkey_needle_tokens(vocab, trial.passkey);
     return build_passkey_prompt(parts, length, trial.depth, trial.filler_start);
+}
+
+double passkey_answer_nll(context &ctx, const std::vector<int32_t> &prompt, const std::vector<int32_t> &answer) {
+    if (answer.empty()) throw std::invalid_argument("passkey_answer_nll: the answer has no tokens");
+    std::vector<float> logits;
+    ctx.truncate(0);
+    ctx.eval(prompt, logits);
+    const int32_t V = int32_t(logits.size());
+    int32_t argmax = 0;
+    double nll = log_sum_exp(logits.data(), V, argmax) - logits[size_t(answer[0])];
+    if (answer.size() > 1) {
+        std::vector<float> rows; // [answer.size() - 1][V]: row j predicts answer[j + 1]
+        ctx.eval(std::vector<int32_t>(answer.begin(), answer.end() - 1), rows, true);
+        for (size_t j = 1; j < answer.size(); ++j) {
+            const float *row = rows.data() + (j - 1) * size_t(V);
+            nll += log_sum_exp(row, V, argmax) - row[size_t(answer[j])];
+        }
+    }
+    return nll;
 }
 
 std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new) {

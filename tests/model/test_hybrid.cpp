@@ -3,6 +3,7 @@
 #include "recur/convert.h"
 #include "recur/gguf_writer.h"
 #include "recur/model.h"
+#include "recur/passkey.h"
 #include "recur/tokenizer.h"
 #include "../scratch.h"
 
@@ -635,4 +636,166 @@ TEST(Hybrid, ConvertWithSinksKeepsTheMemory) {
     EXPECT_EQ(context::plan(*a, cp).window_bytes, context::plan(*b, cp).window_bytes);
     p.sinks = hp.group_size() * hp.head_dim; // no ring left
     EXPECT_THROW(convert_to_hybrid(*m, tokens, p, tmp("wbad.gguf")), error);
+}
+
+// model::load_windowed serves the named groups exactly as a window hybrid file does (the groups
+// convert --kind window wrote, read back by the file loader), a window that covers the whole
+// sequence changes nothing, and bad requests are refused.
+TEST(Hybrid, LoadWindowedEqualsTheWrittenWindowHybrid) {
+    auto m = model::load(stories);
+    convert_params p;
+    p.fraction = 0.25;
+    p.kind = replacement_kind::window;
+    p.window_tokens = 9;
+    p.sinks = 2;
+    const auto tokens = calibration_tokens(*m, 300);
+    const convert_result r = convert_to_hybrid(*m, tokens, p, tmp("lw_window.gguf"));
+    std::vector<window_group> groups;
+    for (const group_choice &g : r.groups)
+        if (g.replaced) groups.push_back({g.layer, g.group, g.window, g.sinks});
+    ASSERT_GE(groups.size(), 2u);
+    EXPECT_EQ(groups[0].window, 7);
+    std::reverse(groups.begin(), groups.end()); // any order
+    auto file = model::load(tmp("lw_window.gguf"));
+    auto mem = model::load_windowed(stories, groups);
+    EXPECT_TRUE(mem->is_hybrid());
+    EXPECT_EQ(mem->replaced_group_count(), int32_t(groups.size()));
+    EXPECT_NE(mem->fingerprint(), m->fingerprint()) << "states saved for one must not load into the other";
+    const int V = m->hparams().n_vocab;
+    context_params cp;
+    cp.n_ctx = 256;
+    std::vector<float> a, b, plain;
+    const std::vector<int32_t> seq(tokens.begin(), tokens.begin() + 200);
+    context(*file, cp).eval(seq, a, true);
+    context(*mem, cp).eval(seq, b, true);
+    context(*m, cp).eval(seq, plain, true);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << "logit " << i;
+    float moved = 0;
+    for (size_t t = 0; t < seq.size(); ++t) moved = std::max(moved, max_logit_diff(a.data() + t * V, plain.data() + t * V, V));
+    EXPECT_GT(moved, 1e-3f) << "a 7-token window changes the logits";
+    // A window as long as the sequence is full attention (F32 rows: the window path reads its
+    // ring, full attention this batch's unrounded rows).
+    auto wide = model::load_windowed(stories, {{groups[0].layer, groups[0].group, 200, 0}});
+    std::vector<float> w;
+    cp.kv_type = tensor_type::F32;
+    context(*wide, cp).eval(seq, w, true);
+    context(*m, cp).eval(seq, plain, true);
+    for (size_t t = 0; t < seq.size(); ++t)
+        EXPECT_LE(max_logit_diff(w.data() + t * V, plain.data() + t * V, V), 1e-4f) << "t " << t;
+    const auto &hp = m->hparams();
+    EXPECT_THROW(model::load_windowed(stories, {{hp.n_layer, 0, 8, 0}}), error);
+    EXPECT_THROW(model::load_windowed(stories, {{0, hp.n_head_kv, 8, 0}}), error);
+    EXPECT_THROW(model::load_windowed(stories, {{0, 0, 0, 0}}), error);
+    EXPECT_THROW(model::load_windowed(stories, {{0, 0, 8, -1}}), error);
+    EXPECT_THROW(model::load_windowed(stories, {{0, 0, 8, 0}, {0, 0, 4, 0}}), error);
+    EXPECT_THROW(model::load_windowed(tmp("lw_window.gguf"), {{0, 0, 8, 0}}), error) << "already a hybrid";
+    EXPECT_FALSE(model::load_windowed(stories, {})->is_hybrid());
+}
+
+// The retrieval probe: with no limit it probes exactly the groups recency picks and changes
+// nothing; with a limit among their harms, those at or above it are kept whole and the next most
+// recency-aware groups take their places.
+TEST(Hybrid, RetrievalProbeKeepsHarmfulGroupsWhole) {
+    auto m = model::load(stories);
+    const auto calib = calibration_tokens(*m, 1500);
+    convert_params plain_p;
+    plain_p.fraction = 0.5;
+    plain_p.distill.seq_len = 400;
+    const auto plain = convert_to_hybrid(*m, calib, plain_p, tmp("rp_plain.gguf"));
+    convert_params p = plain_p;
+    p.retrieval_probe_trials = 3;
+    std::vector<std::string> phases;
+    const auto probed = convert_to_hybrid(*m, calib, p, tmp("rp_probed.gguf"), {}, [&](const distill_progress &pr) {
+        if (phases.empty() || phases.back() != pr.phase) phases.push_back(pr.phase);
+        return true;
+    });
+    EXPECT_EQ(phases, std::vector<std::string>{"retrieval_probe"});
+    EXPECT_GT(probed.retrieval_probe_original_nll, 0.0);
+    EXPECT_EQ(probed.retrieval_probed_groups, plain.replaced_groups);
+    std::vector<double> harms;
+    for (size_t i = 0; i < probed.groups.size(); ++i) {
+        const group_choice &g = probed.groups[i];
+        EXPECT_EQ(g.replaced, plain.groups[i].replaced) << "no limit: the probe changes nothing";
+        EXPECT_FALSE(g.retrieval_excluded);
+        EXPECT_LT(plain.groups[i].retrieval, -0.5) << "no probe: no harm";
+        if (g.replaced) {
+            EXPECT_TRUE(std::isfinite(g.retrieval));
+            harms.push_back(g.retrieval);
+        } else {
+            EXPECT_EQ(g.retrieval, -1.0) << "only the picked groups are probed";
+        }
+    }
+    ASSERT_GE(harms.size(), 3u);
+    std::vector<double> sorted = harms;
+    std::sort(sorted.begin(), sorted.end());
+    ASSERT_LT(sorted.front(), sorted.back()) << "the groups differ";
+    p.retrieval_limit = (sorted[sorted.size() - 2] + sorted.back()) / 2;
+    const auto limited = convert_to_hybrid(*m, calib, p, tmp("rp_limited.gguf"));
+    EXPECT_EQ(limited.replaced_groups, plain.replaced_groups);
+    EXPECT_GT(limited.retrieval_probed_groups, probed.retrieval_probed_groups);
+    int excluded = 0;
+    for (size_t i = 0; i < limited.groups.size(); ++i) {
+        const group_choice &g = limited.groups[i];
+        if (probed.groups[i].replaced) {
+            EXPECT_NEAR(g.retrieval, probed.groups[i].retrieval, 1e-9) << "deterministic";
+        }
+        if (g.replaced) {
+            EXPECT_LT(g.retrieval, p.retrieval_limit);
+        }
+        if (g.retrieval >= p.retrieval_limit) {
+            EXPECT_FALSE(g.replaced);
+            EXPECT_TRUE(g.retrieval_excluded);
+            ++excluded;
+        } else {
+            EXPECT_FALSE(g.retrieval_excluded);
+        }
+        // Newly picked groups come next in recency after the plain choice.
+        if (g.replaced && !plain.groups[i].replaced) {
+            EXPECT_NE(g.retrieval, -1.0);
+        }
+    }
+    EXPECT_GE(excluded, 1);
+    // The written file holds the chosen groups.
+    auto h = model::load(tmp("rp_limited.gguf"));
+    for (const group_choice &g : limited.groups)
+        EXPECT_EQ(bool(h->hybrid()[size_t(g.layer)].group_replaced[size_t(g.group)]), g.replaced);
+}
+
+// passkey_answer_nll against one evaluation of prompt + answer and a log-softmax in long double:
+// the answer's first token is scored by the prompt's last row, each next by the row before it.
+TEST(Passkey, AnswerNllIsTheTeacherForcedSum) {
+    auto plain = model::load(stories);
+    auto windowed = model::load_windowed(stories, {{1, 0, 9, 2}, {3, 1, 5, 0}});
+    for (const model *m : {plain.get(), windowed.get()}) {
+        const auto text = calibration_tokens(*m, 120);
+        const std::vector<int32_t> prompt(text.begin(), text.begin() + 100), answer(text.begin() + 100, text.begin() + 106);
+        const int V = m->hparams().n_vocab;
+        context_params cp;
+        cp.n_ctx = 128;
+        context whole(*m, cp);
+        std::vector<int32_t> all = prompt;
+        all.insert(all.end(), answer.begin(), answer.end());
+        std::vector<float> rows;
+        whole.eval(all, rows, true);
+        long double want = 0;
+        for (size_t j = 0; j < answer.size(); ++j) {
+            const float *row = rows.data() + (prompt.size() - 1 + j) * size_t(V);
+            long double z = 0;
+            for (int v = 0; v < V; ++v) z += std::exp((long double)row[v]);
+            want += std::log(z) - row[size_t(answer[j])];
+        }
+        context ctx(*m, cp);
+        std::vector<float> other;
+        ctx.eval(std::vector<int32_t>(text.begin() + 3, text.begin() + 50), other); // reset first
+        const double got = passkey_answer_nll(ctx, prompt, answer);
+        EXPECT_NEAR(got, double(want), 1e-4 * std::max(1.0, double(want))) << (m == plain.get() ? "plain" : "windowed");
+        EXPECT_GT(got, 0.0);
+        EXPECT_EQ(ctx.n_past(), int32_t(prompt.size() + answer.size() - 1));
+        // A wrong answer is less likely.
+        std::vector<int32_t> wrong = answer;
+        wrong[2] = wrong[2] == 5 ? 6 : 5;
+        EXPECT_NE(passkey_answer_nll(ctx, prompt, wrong), got);
+        EXPECT_THROW(passkey_answer_nll(ctx, prompt, {}), std::invalid_argument);
+    }
 }

@@ -325,6 +325,28 @@ TEST(CliQuality, PasskeyRunsAndIsWellFormed) {
     EXPECT_EQ(std::regex_replace(r.out, timing, ""), std::regex_replace(again.out, timing, ""));
 }
 
+// --answer-nll: each trial's teacher-forced NLL of its key, and per length their mean; the
+// greedy answers are those of a run without it.
+TEST(CliQuality, PasskeyAnswerNll) {
+    const std::string args = "passkey -m " + stories + " -f " + novel + " --lengths 200 --trials 3 --seed 5 --json";
+    const run_result with = run_cli(args + " --answer-nll"), without = run_cli(args);
+    ASSERT_EQ(with.exit_code, 0) << with.err;
+    ASSERT_EQ(without.exit_code, 0) << without.err;
+    const std::regex trial_nll("\"correct\":(true|false),\"answer_nll\":([0-9.eE+-]+)\\}");
+    double sum = 0;
+    int n = 0;
+    for (auto it = std::sregex_iterator(with.out.begin(), with.out.end(), trial_nll); it != std::sregex_iterator(); ++it) {
+        const double v = std::stod((*it)[2].str());
+        EXPECT_GT(v, 0.0);
+        sum += v, ++n;
+    }
+    ASSERT_EQ(n, 3) << with.out;
+    EXPECT_NEAR(json_number(with.out, "answer_nll"), sum / 3, 1e-4 * sum) << with.out;
+    const std::regex nll_and_timing("(,\"answer_nll\":[0-9.eE+-]+)|\"(prefill_tok_s|seconds)\":[0-9.eE+-]+");
+    EXPECT_EQ(std::regex_replace(with.out, nll_and_timing, ""), std::regex_replace(without.out, nll_and_timing, ""));
+    EXPECT_EQ(without.out.find("answer_nll"), std::string::npos);
+}
+
 TEST(CliQuality, PasskeyBadInput) {
     expect_clean_error(run_cli("passkey -m " + stories + " -f " + novel + " --lengths 1k,abc"), "--lengths");
     expect_clean_error(run_cli("passkey -m " + stories + " -f " + novel + " --lengths 0"), "--lengths");

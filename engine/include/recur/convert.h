@@ -72,6 +72,16 @@ struct convert_params {
     // choice, which takes 7 groups of layers 14-27, lost 6 of the original's; perplexity paid
     // for it (×1.019 against ×1.012 on 2048-token chunks).
     int32_t first_layer = 0, last_layer = -1;
+    // Retrieval probe (retrieval_probe_trials > 0): before the choice, each candidate group, in
+    // order of recency, is served alone as a window of the rows this conversion gives (the plain
+    // model otherwise) on retrieval_probe_trials passkey prompts of distill.seq_len tokens with
+    // the analysed text as filler; its harm is the mean increase of the answer's negative
+    // log-likelihood (nats over the key's tokens, teacher-forced) over the original's. Groups
+    // whose harm is retrieval_limit or more are kept whole and the next take their place, until
+    // the fraction is met. Why: on SmolLM2-135M the recency choice loses passkeys through a few
+    // deep groups that neither recency nor the copy probe tells apart (docs/quality.md).
+    int32_t retrieval_probe_trials = 0;
+    double retrieval_limit = 1e30;
     // Distillation when steps > 0 (distill.steps, n_threads and n_batch are taken from above).
     distill_params distill;
 };
@@ -82,6 +92,8 @@ struct group_choice {
     double copy = -1;           // copy score (convert_params::copy_probe_spans), -1: not probed
     bool replaced = false;
     bool copy_excluded = false; // would have been chosen by recency, kept for its copy score
+    double retrieval = -1;      // retrieval probe's harm in nats (convert_params::retrieval_probe_trials), -1: not probed
+    bool retrieval_excluded = false; // would have been chosen by recency, kept for its retrieval harm
     replacement_kind kind = replacement_kind::recurrent; // of a replaced group
     int32_t window = 0;                                  // W (ring) of a window or window + recurrent group
     int32_t sinks = 0;                                   // its sink rows S (cache rows W + S)
@@ -115,6 +127,11 @@ struct convert_result {
     end_to_end_choice end_to_end;
     double kv_fraction_kept = 1.0; // attention KV bytes of the hybrid / of the original
     int64_t calib_tokens = 0;
+    // Retrieval probe: the original's mean answer negative log-likelihood (nats), groups probed,
+    // seconds; -1 / 0 when not run.
+    double retrieval_probe_original_nll = -1;
+    int32_t retrieval_probed_groups = 0;
+    double retrieval_probe_seconds = 0;
     std::vector<group_choice> groups; // every (layer, group), in layer-major order
     distill_report distill;           // empty when steps == 0
 };

@@ -108,10 +108,22 @@ struct hybrid_layer {
     }
 };
 
+// A KV group served as an exact window (replacement_kind::window) by model::load_windowed.
+struct window_group {
+    int32_t layer = 0, group = 0;
+    int32_t window = 1; // W: ring rows of the last W positions
+    int32_t sinks = 0;  // S: positions 0..S-1 kept besides the ring
+};
+
 class model {
   public:
     // Loads and validates every tensor's presence, type and shape. Throws recur::error.
     static std::unique_ptr<model> load(const std::string &path);
+    // A plain model file loaded as a hybrid whose `groups` are window groups, without writing a
+    // file: convert's retrieval probe windows one group at a time (recur/convert.h). Throws
+    // recur::error for a hybrid file, a group out of range or named twice, or W < 1, S < 0.
+    // Its fingerprint differs from the plain file's, so saved states do not cross over.
+    static std::unique_ptr<model> load_windowed(const std::string &path, const std::vector<window_group> &groups);
     ~model();
 
     const model_hparams &hparams() const { return hp_; }

@@ -133,9 +133,16 @@ inline std::string first_digit_run(const std::string &text) {
 // vocabulary that prefixes one by itself gets none added). with_bos: prepend the vocabulary's BOS.
 passkey_parts make_passkey_parts(const tokenizer &vocab, std::vector<int32_t> filler, bool with_bos);
 std::vector<int32_t> passkey_needle_tokens(const tokenizer &vocab, int passkey);
+// The answer's tokens as they follow the question ("... The pass key is" then " 12345").
+std::vector<int32_t> passkey_answer_tokens(const tokenizer &vocab, int passkey);
 // One trial's prompt of `length` tokens: its needle tokenised into parts.needle, then laid out.
 passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts, const passkey_trial &trial,
                                     size_t length);
+
+// -log P(answer | prompt) in nats, summed over the answer's tokens, teacher-forced: a continuous
+// measure of retrieval, far less noisy than whether a greedy answer is right. Resets ctx (n_past
+// 0) and leaves it holding the prompt and all but the answer's last token. answer: non-empty.
+double passkey_answer_nll(context &ctx, const std::vector<int32_t> &prompt, const std::vector<int32_t> &answer);
 
 // Greedy continuation of a prompt already evaluated in ctx (logits: its last row), stopped at the
 // end of generation, after max_new tokens, or once a run of digits has ended. Returns the text.
