@@ -213,6 +213,9 @@ int cmd_convert(const options &o) {
                 j.field("retrieval_lost_window", int64_t(r.end_to_end.retrieval_lost_window));
                 j.field("retrieval_mix", int64_t(r.end_to_end.retrieval_mix));
                 j.field("retrieval_window", int64_t(r.end_to_end.retrieval_window));
+                j.field("retrieval_original_nll", r.end_to_end.retrieval_original_nll);
+                j.field("retrieval_mix_nll", r.end_to_end.retrieval_mix_nll);
+                j.field("retrieval_window_nll", r.end_to_end.retrieval_window_nll);
             }
             j.field("seconds", r.end_to_end.seconds);
             j.end_object();
@@ -336,8 +339,10 @@ int cmd_convert(const options &o) {
             if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
             if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
             if (e.retrieval_trials > 0)
-                printf("; passkeys found of %d: %d (original), %d (per-group choice), %d (best windows)",
-                       e.retrieval_trials, e.retrieval_original, e.retrieval_mix, e.retrieval_window);
+                printf("; %d passkeys, answer NLL (found): %.3f (%d, original), %.3f (%d, per-group choice), "
+                       "%.3f (%d, best windows)",
+                       e.retrieval_trials, e.retrieval_original_nll, e.retrieval_original, e.retrieval_mix_nll,
+                       e.retrieval_mix, e.retrieval_window_nll, e.retrieval_window);
             printf(": kept %s\n", e.kept == "mix" ? "the per-group choice" : e.kept == "window" ? "all windows" : "all windows without sinks");
         }
         if (cp.steps > 0 && !d.heads.empty()) {

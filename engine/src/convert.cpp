@@ -90,14 +90,12 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
 // trials, and the seed (fixed, so reruns compare the same prompts).
 constexpr int32_t retrieval_trials = 32;
 constexpr uint64_t retrieval_seed = 42;
-constexpr int passkey_answer_max_tokens = 12;
 constexpr uint64_t copy_probe_seed = 0xc0b1e5; // fixed: the same text gives the same probe
 
-// Each model's greedy answers (the first run of digits, "" when none) to the same passkey prompts
-// of `length` tokens hiding needles in `filler`, and the keys; empty when the prompts would not fit.
+// Each model's teacher-forced scores of the keys of the same passkey prompts of `length` tokens
+// hiding needles in `filler`; empty when the prompts would not fit.
 struct passkey_run {
-    std::vector<std::string> keys;
-    std::vector<std::vector<std::string>> answers; // [model][trial]
+    std::vector<std::vector<passkey_answer_score>> scores; // [model][trial]
 };
 passkey_run passkey_answers(const std::vector<const model *> &models, const std::vector<int32_t> &filler,
                             int32_t length, int n_threads, int n_batch, const distill_callback &progress) {
@@ -106,22 +104,18 @@ passkey_run passkey_answers(const std::vector<const model *> &models, const std:
     parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
     passkey_run run;
     if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16) return run;
-    run.answers.resize(models.size());
+    run.scores.resize(models.size());
     phase_meter meter(progress, "retrieval", "retrieval check", int64_t(models.size()) * retrieval_trials * length);
     for (size_t mi = 0; mi < models.size(); ++mi) {
         context_params cp;
-        cp.n_ctx = length + passkey_answer_max_tokens;
+        cp.n_ctx = length + int32_t(passkey_answer_tokens(vocab, 99999).size());
         cp.n_batch = std::max(1, n_batch);
         cp.n_threads = n_threads;
         context ctx(*models[mi], cp);
-        std::vector<float> logits;
         for (int32_t t = 0; t < retrieval_trials; ++t) {
             const passkey_trial tr = make_passkey_trial(retrieval_seed, length, t);
-            if (mi == 0) run.keys.push_back(std::to_string(tr.passkey));
             const passkey_prompt pr = passkey_trial_prompt(vocab, parts, tr, size_t(length));
-            ctx.truncate(0);
-            ctx.eval(pr.tokens, logits);
-            run.answers[mi].push_back(first_digit_run(passkey_continuation(ctx, vocab, logits, passkey_answer_max_tokens)));
+            run.scores[mi].push_back(score_passkey_answer(ctx, pr.tokens, passkey_answer_tokens(vocab, tr.passkey)));
             meter.advance(length);
         }
     }
@@ -174,9 +168,8 @@ std::vector<double> answer_nll(const model &mdl, const std::vector<probe_prompt>
 
 } // namespace
 
-bool retrieval_keeps_mix(int32_t trials, int32_t original, int32_t mix, int32_t window) {
-    const int32_t tolerance = int32_t(std::floor(retrieval_tolerance * double(trials) + 1e-9));
-    return mix >= original - tolerance || mix >= window;
+bool retrieval_keeps_mix(double original_nll, double mix_nll, double window_nll) {
+    return mix_nll <= original_nll + retrieval_nll_tolerance || mix_nll <= window_nll;
 }
 
 float initial_dt_bias(int32_t window) {
@@ -668,20 +661,23 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             try {
                 std::unique_ptr<model> mix = model::load(out_path), alt = model::load(cands[win - 1].path);
                 const passkey_run r = passkey_answers({&m, mix.get(), alt.get()}, filler, dp.seq_len, p.n_threads,
-                                                          p.n_batch, distill_progress);
-                if (!r.keys.empty()) {
-                    e2e.retrieval_trials = int32_t(r.keys.size());
+                                                      p.n_batch, distill_progress);
+                if (!r.scores.empty()) {
+                    const size_t n = r.scores[0].size();
+                    e2e.retrieval_trials = int32_t(n);
                     e2e.retrieval_original = e2e.retrieval_lost_mix = e2e.retrieval_lost_window = 0;
                     e2e.retrieval_mix = e2e.retrieval_window = 0;
-                    for (size_t t = 0; t < r.keys.size(); ++t) {
-                        const bool orig_ok = r.answers[0][t] == r.keys[t], mix_ok = r.answers[1][t] == r.keys[t],
-                                   win_ok = r.answers[2][t] == r.keys[t];
-                        e2e.retrieval_original += orig_ok, e2e.retrieval_mix += mix_ok, e2e.retrieval_window += win_ok;
-                        e2e.retrieval_lost_mix += orig_ok && !mix_ok;
-                        e2e.retrieval_lost_window += orig_ok && !win_ok;
+                    e2e.retrieval_original_nll = e2e.retrieval_mix_nll = e2e.retrieval_window_nll = 0;
+                    for (size_t t = 0; t < n; ++t) {
+                        const passkey_answer_score &o = r.scores[0][t], &x = r.scores[1][t], &w = r.scores[2][t];
+                        e2e.retrieval_original += o.top1, e2e.retrieval_mix += x.top1, e2e.retrieval_window += w.top1;
+                        e2e.retrieval_lost_mix += o.top1 && !x.top1;
+                        e2e.retrieval_lost_window += o.top1 && !w.top1;
+                        e2e.retrieval_original_nll += o.nll / double(n);
+                        e2e.retrieval_mix_nll += x.nll / double(n);
+                        e2e.retrieval_window_nll += w.nll / double(n);
                     }
-                    if (!retrieval_keeps_mix(e2e.retrieval_trials, e2e.retrieval_original, e2e.retrieval_mix,
-                                             e2e.retrieval_window))
+                    if (!retrieval_keeps_mix(e2e.retrieval_original_nll, e2e.retrieval_mix_nll, e2e.retrieval_window_nll))
                         best = win;
                 }
             } catch (...) {

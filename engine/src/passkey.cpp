@@ -42,23 +42,27 @@ passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts
     return build_passkey_prompt(parts, length, trial.depth, trial.filler_start);
 }
 
-double passkey_answer_nll(context &ctx, const std::vector<int32_t> &prompt, const std::vector<int32_t> &answer) {
+passkey_answer_score score_passkey_answer(context &ctx, const std::vector<int32_t> &prompt,
+                                          const std::vector<int32_t> &answer) {
     if (answer.empty()) throw std::invalid_argument("passkey_answer_nll: the answer has no tokens");
     std::vector<float> logits;
     ctx.truncate(0);
     ctx.eval(prompt, logits);
     const int32_t V = int32_t(logits.size());
+    passkey_answer_score s;
     int32_t argmax = 0;
-    double nll = log_sum_exp(logits.data(), V, argmax) - logits[size_t(answer[0])];
+    s.nll = log_sum_exp(logits.data(), V, argmax) - logits[size_t(answer[0])];
+    s.top1 = argmax == answer[0];
     if (answer.size() > 1) {
         std::vector<float> rows; // [answer.size() - 1][V]: row j predicts answer[j + 1]
         ctx.eval(std::vector<int32_t>(answer.begin(), answer.end() - 1), rows, true);
         for (size_t j = 1; j < answer.size(); ++j) {
             const float *row = rows.data() + (j - 1) * size_t(V);
-            nll += log_sum_exp(row, V, argmax) - row[size_t(answer[j])];
+            s.nll += log_sum_exp(row, V, argmax) - row[size_t(answer[j])];
+            s.top1 = s.top1 && argmax == answer[j];
         }
     }
-    return nll;
+    return s;
 }
 
 std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new) {

@@ -779,11 +779,15 @@ TEST(Passkey, AnswerNllIsTheTeacherForcedSum) {
         std::vector<float> rows;
         whole.eval(all, rows, true);
         long double want = 0;
+        bool want_top1 = true;
+        std::vector<int32_t> argmaxes; // each row's first choice
         for (size_t j = 0; j < answer.size(); ++j) {
             const float *row = rows.data() + (prompt.size() - 1 + j) * size_t(V);
             long double z = 0;
             for (int v = 0; v < V; ++v) z += std::exp((long double)row[v]);
             want += std::log(z) - row[size_t(answer[j])];
+            argmaxes.push_back(int32_t(std::max_element(row, row + V) - row));
+            want_top1 = want_top1 && argmaxes.back() == answer[j];
         }
         context ctx(*m, cp);
         std::vector<float> other;
@@ -797,5 +801,12 @@ TEST(Passkey, AnswerNllIsTheTeacherForcedSum) {
         wrong[2] = wrong[2] == 5 ? 6 : 5;
         EXPECT_NE(passkey_answer_nll(ctx, prompt, wrong), got);
         EXPECT_THROW(passkey_answer_nll(ctx, prompt, {}), std::invalid_argument);
+        EXPECT_EQ(score_passkey_answer(ctx, prompt, answer).top1, want_top1);
+        // The rows' own first choices are top-1 by construction (as long as the rows do not change,
+        // which they do not: each row depends only on the tokens before it).
+        const passkey_answer_score own = score_passkey_answer(ctx, prompt, std::vector<int32_t>(argmaxes.begin(), argmaxes.begin() + 1));
+        EXPECT_TRUE(own.top1);
+        std::vector<int32_t> not_first = {argmaxes[0] == 7 ? 8 : 7};
+        EXPECT_FALSE(score_passkey_answer(ctx, prompt, not_first).top1);
     }
 }

@@ -139,10 +139,21 @@ std::vector<int32_t> passkey_answer_tokens(const tokenizer &vocab, int passkey);
 passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts, const passkey_trial &trial,
                                     size_t length);
 
-// -log P(answer | prompt) in nats, summed over the answer's tokens, teacher-forced: a continuous
-// measure of retrieval, far less noisy than whether a greedy answer is right. Resets ctx (n_past
-// 0) and leaves it holding the prompt and all but the answer's last token. answer: non-empty.
-double passkey_answer_nll(context &ctx, const std::vector<int32_t> &prompt, const std::vector<int32_t> &answer);
+// A passkey answer scored teacher-forced (the prompt, then the key's tokens one after another):
+// nll = -log P(answer | prompt) in nats, summed over the key's tokens, a continuous measure of
+// retrieval, far less noisy than whether a greedy answer is right; top1 = every key token was
+// the model's first choice given the ones before it (greedy decoding would write the key, up to
+// how it continues after it). Resets ctx (n_past 0) and leaves it holding the prompt and all but
+// the answer's last token. answer: non-empty.
+struct passkey_answer_score {
+    double nll = 0;
+    bool top1 = false;
+};
+passkey_answer_score score_passkey_answer(context &ctx, const std::vector<int32_t> &prompt,
+                                          const std::vector<int32_t> &answer);
+inline double passkey_answer_nll(context &ctx, const std::vector<int32_t> &prompt, const std::vector<int32_t> &answer) {
+    return score_passkey_answer(ctx, prompt, answer).nll;
+}
 
 // Greedy continuation of a prompt already evaluated in ctx (logits: its last row), stopped at the
 // end of generation, after max_new tokens, or once a run of digits has ended. Returns the text.
