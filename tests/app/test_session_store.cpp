@@ -40,7 +40,8 @@ class raw_db {
             std::string row;
             for (int c = 0; c < sqlite3_column_count(st); ++c) {
                 const auto *t = reinterpret_cast<const char *>(sqlite3_column_text(st, c));
-                row += (c ? "|" : "") + std::string(t ? t : "NULL");
+                if (c) row += '|'; // appended separately: GCC 12 warns (-Wrestrict) on a temporary's operator+
+                row += t ? t : "NULL";
             }
             out.push_back(row);
         }
