@@ -90,66 +90,36 @@ std::pair<std::vector<double>, int64_t> mean_kl(const model &orig, const std::ve
 // trials, and the seed (fixed, so reruns compare the same prompts).
 constexpr int32_t retrieval_trials = 32;
 constexpr uint64_t retrieval_seed = 42;
-constexpr uint64_t copy_probe_seed = 0xc0b1e5; // fixed: the same text gives the same probe
+constexpr uint64_t copy_probe_seed = 0xc0b1e5;       // fixed: the same text gives the same probe
+constexpr uint64_t retrieval_probe_seed = 0x9e7219e5; // the retrieval probe's prompts, likewise
 
-// Each model's teacher-forced scores of the keys of the same passkey prompts of `length` tokens
-// hiding needles in `filler`; empty when the prompts would not fit.
-struct passkey_run {
-    std::vector<std::vector<passkey_answer_score>> scores; // [model][trial]
-};
-passkey_run passkey_answers(const std::vector<const model *> &models, const std::vector<int32_t> &filler,
-                            int32_t length, int n_threads, int n_batch, const distill_callback &progress) {
-    const tokenizer &vocab = models[0]->vocab();
-    passkey_parts parts = make_passkey_parts(vocab, filler, vocab.adds_bos() && vocab.bos() >= 0);
-    parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
-    passkey_run run;
-    if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16) return run;
-    run.scores.resize(models.size());
-    phase_meter meter(progress, "retrieval", "retrieval check", int64_t(models.size()) * retrieval_trials * length);
-    for (size_t mi = 0; mi < models.size(); ++mi) {
-        context_params cp;
-        cp.n_ctx = length + int32_t(passkey_answer_tokens(vocab, 99999).size());
-        cp.n_batch = std::max(1, n_batch);
-        cp.n_threads = n_threads;
-        context ctx(*models[mi], cp);
-        for (int32_t t = 0; t < retrieval_trials; ++t) {
-            const passkey_trial tr = make_passkey_trial(retrieval_seed, length, t);
-            const passkey_prompt pr = passkey_trial_prompt(vocab, parts, tr, size_t(length));
-            run.scores[mi].push_back(score_passkey_answer(ctx, pr.tokens, passkey_answer_tokens(vocab, tr.passkey)));
-            meter.advance(length);
-        }
-    }
-    return run;
-}
-
-// The retrieval probe's prompts (convert_params::retrieval_probe_trials): passkey prompts with the
-// answer that should follow. Fixed seed: the same text gives the same probe.
-constexpr uint64_t retrieval_probe_seed = 0x9e7219e5;
-struct probe_prompt {
+// A passkey prompt and the key's tokens that should follow it.
+struct scored_prompt {
     std::vector<int32_t> prompt, answer;
 };
-std::vector<probe_prompt> retrieval_probe_prompts(const model &m, const std::vector<int32_t> &text, int32_t length,
-                                                  int32_t trials) {
-    const tokenizer &vocab = m.vocab();
+
+// `trials` passkey prompts of `length` tokens hiding needles in `text` (its BOS tokens dropped),
+// drawn from `seed`; empty when such prompts leave no room for filler. Used by the retrieval
+// check and the retrieval probe.
+std::vector<scored_prompt> passkey_scoring_prompts(const tokenizer &vocab, const std::vector<int32_t> &text,
+                                                   int32_t length, int32_t trials, uint64_t seed) {
     std::vector<int32_t> filler;
     for (int32_t tok : text)
         if (tok != vocab.bos()) filler.push_back(tok);
     passkey_parts parts = make_passkey_parts(vocab, filler, vocab.adds_bos() && vocab.bos() >= 0);
     parts.needle = passkey_needle_tokens(vocab, 99999); // the longest needle, for the size check
-    if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16)
-        throw error("convert: the retrieval probe's passkey prompts of " + std::to_string(length) +
-                    " tokens (the training sequence length, at most -c) leave no room for filler text");
-    std::vector<probe_prompt> out;
+    std::vector<scored_prompt> out;
+    if (parts.filler.empty() || size_t(length) <= passkey_overhead(parts) + 16) return out;
     for (int32_t t = 0; t < trials; ++t) {
-        const passkey_trial tr = make_passkey_trial(retrieval_probe_seed, length, t);
+        const passkey_trial tr = make_passkey_trial(seed, length, t);
         out.push_back({passkey_trial_prompt(vocab, parts, tr, size_t(length)).tokens, passkey_answer_tokens(vocab, tr.passkey)});
     }
     return out;
 }
 
-// -log P(answer | prompt) in nats, summed over the answer's tokens (teacher-forced), per prompt.
-std::vector<double> answer_nll(const model &mdl, const std::vector<probe_prompt> &prompts, int n_threads, int n_batch,
-                               phase_meter &meter) {
+// One model's teacher-forced scores of every prompt's key (recur/passkey.h score_passkey_answer).
+std::vector<passkey_answer_score> score_prompts(const model &mdl, const std::vector<scored_prompt> &prompts,
+                                                int n_threads, int n_batch, phase_meter &meter) {
     size_t longest = 1;
     for (const auto &pp : prompts) longest = std::max(longest, pp.prompt.size() + pp.answer.size());
     context_params cp;
@@ -157,13 +127,19 @@ std::vector<double> answer_nll(const model &mdl, const std::vector<probe_prompt>
     cp.n_batch = std::max(1, n_batch);
     cp.n_threads = n_threads;
     context ctx(mdl, cp);
-    std::vector<double> nll;
+    std::vector<passkey_answer_score> scores;
     for (const auto &pp : prompts) {
-        const double sum = passkey_answer_nll(ctx, pp.prompt, pp.answer);
-        nll.push_back(sum);
+        scores.push_back(score_passkey_answer(ctx, pp.prompt, pp.answer));
         meter.advance(int64_t(pp.prompt.size()));
     }
-    return nll;
+    return scores;
+}
+
+// Mean increase of the key's NLL over `base`, per prompt.
+double mean_nll_increase(const std::vector<passkey_answer_score> &scores, const std::vector<passkey_answer_score> &base) {
+    double sum = 0;
+    for (size_t t = 0; t < scores.size(); ++t) sum += scores[t].nll - base[t].nll;
+    return sum / double(std::max<size_t>(1, scores.size()));
 }
 
 } // namespace
@@ -234,10 +210,14 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     " tokens; it needs more than the recency window (" + std::to_string(p.window) + ")");
 
     // The retrieval probe's prompts, made first so that a bad size is refused before any work.
-    std::vector<probe_prompt> probe_prompts;
+    std::vector<scored_prompt> probe_prompts;
     if (p.retrieval_probe_trials > 0) {
         if (m.file().path().empty()) throw error("convert: the retrieval probe needs the model loaded from a file");
-        probe_prompts = retrieval_probe_prompts(m, analysed, p.distill.seq_len, p.retrieval_probe_trials);
+        probe_prompts = passkey_scoring_prompts(m.vocab(), analysed, p.distill.seq_len, p.retrieval_probe_trials,
+                                                retrieval_probe_seed);
+        if (probe_prompts.empty())
+            throw error("convert: the retrieval probe's passkey prompts of " + std::to_string(p.distill.seq_len) +
+                        " tokens (the training sequence length, at most -c) leave no room for filler text");
     }
     recency_stats stats, copy_stats;
     const int32_t probe_spans = p.copy_probe_spans > 0 ? p.copy_probe_spans
@@ -313,7 +293,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         // The retrieval probe (convert_params::retrieval_probe_trials): candidates in the order
         // choose_groups takes them; each is windowed alone, the others stay attention.
         const auto t0 = std::chrono::steady_clock::now();
-        const std::vector<probe_prompt> &prompts = probe_prompts;
+        const std::vector<scored_prompt> &prompts = probe_prompts;
         const size_t n = recency.size();
         std::vector<size_t> order(n);
         std::iota(order.begin(), order.end(), 0);
@@ -325,8 +305,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         int64_t prompt_tokens = 0;
         for (const auto &pp : prompts) prompt_tokens += int64_t(pp.prompt.size());
         phase_meter meter(distill_progress, "retrieval_probe", "retrieval probe", prompt_tokens * int64_t(1 + wanted));
-        const std::vector<double> base = answer_nll(m, prompts, p.n_threads, p.n_batch, meter);
-        res.retrieval_probe_original_nll = std::accumulate(base.begin(), base.end(), 0.0) / double(base.size());
+        const std::vector<passkey_answer_score> base = score_prompts(m, prompts, p.n_threads, p.n_batch, meter);
+        res.retrieval_probe_original_nll = 0;
+        for (const auto &sc : base) res.retrieval_probe_original_nll += sc.nll / double(base.size());
         size_t accepted = 0;
         const int32_t probe_sinks = std::min(sinks, window_rows - 1);
         for (size_t oi = 0; oi < n && accepted < wanted; ++oi) {
@@ -335,10 +316,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             const int32_t l = int32_t(i) / hp.n_head_kv, grp = int32_t(i) % hp.n_head_kv;
             const std::unique_ptr<model> windowed =
                 model::load_windowed(m.file().path(), {{l, grp, window_rows - probe_sinks, probe_sinks}});
-            const std::vector<double> nll = answer_nll(*windowed, prompts, p.n_threads, p.n_batch, meter);
-            double harm = 0;
-            for (size_t t = 0; t < nll.size(); ++t) harm += nll[t] - base[t];
-            retrieval_harm[i] = harm / double(nll.size());
+            retrieval_harm[i] = mean_nll_increase(score_prompts(*windowed, prompts, p.n_threads, p.n_batch, meter), base);
             ++res.retrieval_probed_groups;
             if (retrieval_harm[i] >= p.retrieval_limit) {
                 retrieval_excluded[i] = exclude[i] = true;
@@ -655,21 +633,24 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             size_t win = 1;
             for (size_t i = 2; i < kl.size(); ++i)
                 if (kl[i] < kl[win]) win = i;
-            std::vector<int32_t> filler;
-            for (int32_t tok : calib_tokens)
-                if (tok != m.vocab().bos()) filler.push_back(tok);
             try {
                 std::unique_ptr<model> mix = model::load(out_path), alt = model::load(cands[win - 1].path);
-                const passkey_run r = passkey_answers({&m, mix.get(), alt.get()}, filler, dp.seq_len, p.n_threads,
-                                                      p.n_batch, distill_progress);
-                if (!r.scores.empty()) {
-                    const size_t n = r.scores[0].size();
+                const std::vector<scored_prompt> prompts =
+                    passkey_scoring_prompts(m.vocab(), calib_tokens, dp.seq_len, retrieval_trials, retrieval_seed);
+                if (!prompts.empty()) {
+                    phase_meter meter(distill_progress, "retrieval", "retrieval check",
+                                      3 * int64_t(prompts.size()) * dp.seq_len);
+                    std::vector<std::vector<passkey_answer_score>> scores; // [original, mix, windows][trial]
+                    const model *const scored[] = {&m, mix.get(), alt.get()};
+                    for (const model *x : scored)
+                        scores.push_back(score_prompts(*x, prompts, p.n_threads, p.n_batch, meter));
+                    const size_t n = prompts.size();
                     e2e.retrieval_trials = int32_t(n);
                     e2e.retrieval_original = e2e.retrieval_lost_mix = e2e.retrieval_lost_window = 0;
                     e2e.retrieval_mix = e2e.retrieval_window = 0;
                     e2e.retrieval_original_nll = e2e.retrieval_mix_nll = e2e.retrieval_window_nll = 0;
                     for (size_t t = 0; t < n; ++t) {
-                        const passkey_answer_score &o = r.scores[0][t], &x = r.scores[1][t], &w = r.scores[2][t];
+                        const passkey_answer_score &o = scores[0][t], &x = scores[1][t], &w = scores[2][t];
                         e2e.retrieval_original += o.top1, e2e.retrieval_mix += x.top1, e2e.retrieval_window += w.top1;
                         e2e.retrieval_lost_mix += o.top1 && !x.top1;
                         e2e.retrieval_lost_window += o.top1 && !w.top1;
