@@ -1,5 +1,6 @@
 // libFuzzer target: the GGUF reader and the model loader (including hybrid metadata and
 // recurrent tensors) on arbitrary bytes. Any outcome but a recur::error is a bug.
+#include "fuzz_escape.h"
 #include "recur/gguf.h"
 #include "recur/model.h"
 
@@ -13,6 +14,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (auto &t : f->tensors()) (void)t.n_elements();
     } catch (const recur::error &) {
         return 0;
+    } catch (const std::exception &e) {
+        fuzz_escaped("fuzz_gguf", &e);
+    } catch (...) {
+        fuzz_escaped("fuzz_gguf", nullptr);
     }
     // The bytes parse as GGUF: also run the full model validation, which reads the file from
     // disk (model::load maps a path).
@@ -38,6 +43,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             ctx.eval({0}, logits);
         }
     } catch (const recur::error &) {
+    } catch (const std::exception &e) {
+        fuzz_escaped("fuzz_gguf", &e);
+    } catch (...) {
+        fuzz_escaped("fuzz_gguf", nullptr);
     }
     return 0;
 }

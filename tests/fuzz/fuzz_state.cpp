@@ -2,6 +2,7 @@
 // recur::error and leave the context as it was; a file it accepts must leave a context that
 // evaluates. Seeds: LLVMFuzzerInitialize saves real states of stories260K (plain) into
 // $RECUR_FUZZ_SEED_DIR when that is set (tests/fuzz/run.sh does).
+#include "fuzz_escape.h"
 #include "recur/model.h"
 
 #include <cstdio>
@@ -71,6 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } catch (const recur::error &) {
         if (ctx.n_past() != before) __builtin_trap(); // a refused file changed the context
         return 0;
+    } catch (const std::exception &e) {
+        fuzz_escaped("fuzz_state", &e);
     }
     std::vector<float> logits;
     if (ctx.n_past() < ctx.n_ctx()) ctx.eval({2}, logits); // an accepted state must evaluate

@@ -61,7 +61,19 @@ run_one() {
     echo "fuzz_$t: ${n:-?} executions in ${elapsed}s ($(( ${n:-0} / (elapsed > 0 ? elapsed : 1) ))/s), no finding"
   else
     echo "fuzz_$t: FINDING (see $log and tests/fuzz/crashes/)"
-    grep -m3 -E "ERROR|runtime error|SUMMARY" "$log" || true
+    # CI keeps only its console, so everything needed to reproduce goes there: the report (what
+    # the sanitizer, libFuzzer, std::terminate or a library check said; status lines left out)
+    # and, when small, the input itself (xz + base64: `base64 -d | xz -d > input`).
+    grep -v -E '^#[0-9]+\s|^(INFO|MS|Base|\"|[*]{6})' "$log" | grep -A40 -m1 -E \
+      "ERROR|runtime error|terminate called|what\(\)|Check failed|deadly signal" | head -n 60 || true
+    local artifact
+    for artifact in tests/fuzz/crashes/"$t"-*; do
+      [[ -f $artifact ]] || continue
+      echo "fuzz_$t: input $(basename "$artifact"), $(stat -c %s "$artifact") bytes"
+      if command -v xz >/dev/null && (( $(xz -9 -c "$artifact" | wc -c) <= 8192 )); then
+        echo "fuzz_$t: xz+base64 of it:"; xz -9 -c "$artifact" | base64 -w 0; echo
+      fi
+    done
     return 1
   fi
 }
