@@ -119,6 +119,18 @@ constexpr uint32_t norm_name = 1, norm_precompiled_charsmap = 2, norm_add_dummy_
 } // namespace field
 constexpr int64_t model_type_unigram = 1, model_type_bpe = 2;
 
+// Loads a serialized ModelProto. The library reports most problems as a Status, but its
+// double-array trie (Darts) throws on some pieces — a piece that begins with a NUL byte is a
+// "zero-length key" to it — so exceptions become a Status too (found by tests/fuzz/fuzz_gguf:
+// the exception used to end the process).
+sentencepiece::util::Status load_proto(sentencepiece::SentencePieceProcessor &sp, std::string_view proto) {
+    try {
+        return sp.LoadFromSerializedProto(absl::string_view(proto.data(), proto.size()));
+    } catch (const std::exception &e) {
+        return sentencepiece::util::Status(sentencepiece::util::StatusCode::kInvalidArgument, e.what());
+    }
+}
+
 // ---- the tokenizer ----------------------------------------------------------------------------
 
 class spm_tokenizer final : public tokenizer {
@@ -255,7 +267,7 @@ std::unique_ptr<sentencepiece::SentencePieceProcessor> continuation_processor(st
     put_bool(norm, field::norm_add_dummy_prefix, false);
     put_bytes(proto, field::model_normalizer_spec, norm);
     auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    if (!sp->LoadFromSerializedProto(absl::string_view(proto.data(), proto.size())).ok()) return nullptr;
+    if (!load_proto(*sp, proto).ok()) return nullptr;
     return sp;
 }
 
@@ -323,7 +335,7 @@ std::string build_sentencepiece_proto(const vocab_data &in) {
 std::unique_ptr<tokenizer> make_spm_tokenizer(const vocab_data &v) {
     auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
     const std::string proto = detail::build_sentencepiece_proto(v);
-    const auto status = sp->LoadFromSerializedProto(absl::string_view(proto.data(), proto.size()));
+    const auto status = load_proto(*sp, proto);
     if (!status.ok())
         throw format_error("tokenizer: sentencepiece rejects the GGUF vocabulary: " + std::string(status.message()));
     if (sp->GetPieceSize() != static_cast<int>(v.tokens.size()))
@@ -336,7 +348,12 @@ std::unique_ptr<tokenizer> make_spm_tokenizer(const vocab_data &v) {
 
 std::unique_ptr<tokenizer> load_sentencepiece_file(const std::string &model_path) {
     auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    const auto status = sp->Load(absl::string_view(model_path));
+    sentencepiece::util::Status status;
+    try {
+        status = sp->Load(absl::string_view(model_path));
+    } catch (const std::exception &e) { // see load_proto
+        status = sentencepiece::util::Status(sentencepiece::util::StatusCode::kInvalidArgument, e.what());
+    }
     if (!status.ok()) throw error("cannot load sentencepiece model " + model_path + ": " + std::string(status.message()));
 
     // The public API cannot tell normal from user-defined pieces, nor report add_dummy_prefix, so

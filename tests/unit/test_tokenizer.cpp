@@ -623,6 +623,20 @@ TEST(TokenizerLoad, MalformedVocabularies) {
         v.tokens[4] = v.tokens[3]; // duplicate piece: sentencepiece refuses it
         EXPECT_THROW(make_tokenizer(v), format_error);
     }
+    {
+        // A piece that begins with a NUL byte: sentencepiece's trie throws its own exception
+        // ("zero-length key") instead of returning a status; it must arrive as a format_error
+        // (found by fuzz_gguf, where it ended the process).
+        vocab_data v = load_vocab(*small_spm_vocab().open());
+        v.tokens[4] = std::string("\0a", 2);
+        v.scores = {0, 0, 0, -1.5f, -2.5f, -3.5f}; // log-probabilities: a unigram model, which builds the trie
+        try {
+            make_tokenizer(v);
+            ADD_FAILURE() << "a piece beginning with NUL was accepted";
+        } catch (const format_error &e) {
+            EXPECT_NE(std::string(e.what()).find("sentencepiece"), std::string::npos) << e.what();
+        }
+    }
 }
 
 TEST(TokenizerLoad, SentencepieceFileErrors) {
