@@ -28,10 +28,11 @@ fi
 
 corpus="$build/corpus"
 mkdir -p tests/fuzz/crashes
-for t in $targets; do mkdir -p "$corpus/$t" "tests/fuzz/regressions/$t"; done
+for t in $targets; do mkdir -p "tests/fuzz/regressions/$t"; done
+mkdir -p "$corpus"/{gguf,tokenizer,state,import,store} # the seeds below go to all, whatever TARGETS says
 # Seeds: model and vocabulary headers (the metadata and tensor table; the weights add nothing but
-# length), slices of the real texts, hand-made documents, and databases / state files the
-# targets write themselves (RECUR_FUZZ_SEED_DIR).
+# length), slices of the real texts, hand-made documents, and tiny models, databases and state
+# files the targets write themselves (RECUR_FUZZ_SEED_DIR).
 for f in "$shared"/models/stories260K.gguf "$shared"/models/vocab/*.gguf; do
   head -c 32768 "$f" >"$corpus/gguf/$(basename "$f").head"
 done
