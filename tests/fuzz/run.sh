@@ -65,8 +65,10 @@ run_one() {
     # CI keeps only its console, so everything needed to reproduce goes there: the report (what
     # the sanitizer, libFuzzer, std::terminate or a library check said; status lines left out)
     # and, when small, the input itself (xz + base64: `base64 -d | xz -d > input`).
-    grep -v -E '^#[0-9]+\s|^(INFO|MS|Base|\"|[*]{6})' "$log" | grep -A40 -m1 -E \
-      "ERROR|runtime error|terminate called|what\(\)|Check failed|deadly signal" | head -n 60 || true
+    local report
+    report=$(grep -v -E '^#[0-9]+\s|^(INFO|MS|Base|\"|[*]{6})' "$log" | grep -A40 -m1 -E \
+      "ERROR|runtime error|terminate called|what\(\)|Check failed|deadly signal" | head -n 60 || true)
+    if [[ -n $report ]]; then echo "$report"; else tail -n 20 "$log"; fi # no known pattern: the end
     local artifact
     for artifact in tests/fuzz/crashes/"$t"-*; do
       [[ -f $artifact ]] || continue
