@@ -119,16 +119,19 @@ constexpr uint32_t norm_name = 1, norm_precompiled_charsmap = 2, norm_add_dummy_
 } // namespace field
 constexpr int64_t model_type_unigram = 1, model_type_bpe = 2;
 
-// Loads a serialized ModelProto. The library reports most problems as a Status, but its
-// double-array trie (Darts) throws on some pieces — a piece that begins with a NUL byte is a
-// "zero-length key" to it — so exceptions become a Status too (found by tests/fuzz/fuzz_gguf:
-// the exception used to end the process).
-sentencepiece::util::Status load_proto(sentencepiece::SentencePieceProcessor &sp, std::string_view proto) {
+// Runs one of the library's loaders (LoadFromSerializedProto, Load). The library reports most
+// problems as a Status, but its double-array trie (Darts) throws on some pieces — a piece that
+// begins with a NUL byte is a "zero-length key" to it — so exceptions become a Status too (found
+// by tests/fuzz/fuzz_gguf: the exception used to end the process).
+template <class Load> sentencepiece::util::Status load_status(Load &&load) {
     try {
-        return sp.LoadFromSerializedProto(absl::string_view(proto.data(), proto.size()));
+        return load();
     } catch (const std::exception &e) {
         return sentencepiece::util::Status(sentencepiece::util::StatusCode::kInvalidArgument, e.what());
     }
+}
+sentencepiece::util::Status load_proto(sentencepiece::SentencePieceProcessor &sp, std::string_view proto) {
+    return load_status([&] { return sp.LoadFromSerializedProto(absl::string_view(proto.data(), proto.size())); });
 }
 
 // ---- the tokenizer ----------------------------------------------------------------------------
@@ -348,12 +351,7 @@ std::unique_ptr<tokenizer> make_spm_tokenizer(const vocab_data &v) {
 
 std::unique_ptr<tokenizer> load_sentencepiece_file(const std::string &model_path) {
     auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    sentencepiece::util::Status status;
-    try {
-        status = sp->Load(absl::string_view(model_path));
-    } catch (const std::exception &e) { // see load_proto
-        status = sentencepiece::util::Status(sentencepiece::util::StatusCode::kInvalidArgument, e.what());
-    }
+    const auto status = load_status([&] { return sp->Load(absl::string_view(model_path)); });
     if (!status.ok()) throw error("cannot load sentencepiece model " + model_path + ": " + std::string(status.message()));
 
     // The public API cannot tell normal from user-defined pieces, nor report add_dummy_prefix, so

@@ -18,10 +18,7 @@
 
 namespace {
 
-std::unique_ptr<recur::model> load_stories() {
-    const char *dir = std::getenv("RECUR_SHARED_DIR");
-    return recur::model::load(std::string(dir ? dir : RECUR_SHARED_DIR) + "/models/stories260K.gguf");
-}
+std::unique_ptr<recur::model> load_stories() { return recur::model::load(stories260k_path()); }
 
 // The tiny hybrid, written to a scratch folder and loaded (a small file is read into memory,
 // so the folder can go at once).

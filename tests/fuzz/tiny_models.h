@@ -11,15 +11,21 @@
 #include <string>
 #include <vector>
 
+// ../shared/models/stories260K.gguf, or where RECUR_SHARED_DIR says the shared folder is.
+inline std::string stories260k_path() {
+    const char *shared = std::getenv("RECUR_SHARED_DIR");
+    return std::string(shared ? shared : RECUR_SHARED_DIR) + "/models/stories260K.gguf";
+}
+
 // Models that reach the whole loader and an evaluation: the real models are far longer than
 // the fuzzer's 32 KiB inputs (their truncated heads stop at the tensor bounds check), so two
 // tiny ones are written to `dir` as tiny-llama.gguf and tiny-hybrid.gguf, both within 32 KiB:
-// stories260K's vocabulary and metadata with a 2-layer Llama of n_embd 8 (2 heads of 4, 2 KV groups) and random F16/F32 weights, and the
-// same as a hybrid with every replacement kind: layer 0 a gated window + recurrent group (ring
-// 2, 1 sink) and a window group (ring 3), layer 1 a recurrent group with q/k/v transforms.
+// stories260K's vocabulary and metadata with a 2-layer Llama of n_embd 8 (2 heads of 4, 2 KV
+// groups) and random F16/F32 weights, and the same as a hybrid with every replacement kind:
+// layer 0 a gated window + recurrent group (ring 2, 1 sink) and a window group (ring 3), layer 1
+// a recurrent group with q/k/v transforms.
 inline void write_tiny_models(const std::string &dir) {
-    const char *shared = std::getenv("RECUR_SHARED_DIR");
-    auto src = recur::gguf_file::open(std::string(shared ? shared : RECUR_SHARED_DIR) + "/models/stories260K.gguf");
+    auto src = recur::gguf_file::open(stories260k_path());
     const int64_t E = 8, F = 16, hd = 4, n_kv = 2, n_layer = 2;
     const int64_t V = src->find_tensor("token_embd.weight")->ne[1];
     std::mt19937 rng(1);
