@@ -289,6 +289,10 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
         if (Rg >= n_rows) continue;
         a.out[int64_t(Rg / g) * a.out_ld + int64_t(src.kv_head * g + Rg % g) * hd + d] = O[r * L.ldo + d] / rl[r];
     }
+    if (a.lse && lane < 16) {
+        const int r = warp * 16 + lane, Rg = row0 + r;
+        if (Rg < n_rows) a.lse[int64_t(Rg / g) * a.lse_ld + src.kv_head * g + Rg % g] = rm[r] + logf(rl[r]);
+    }
     if (collect && lane < 16) {
         const int r = warp * 16 + lane, Rg = row0 + r;
         if (Rg < n_rows && pos0 + Rg / g >= a.recency_window) {
@@ -337,16 +341,21 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t *>(&h);
 }
 
-template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mma_kernel(attn_args a) {
+// Four blocks per SM at head_dim 64 (16 warps): at three, limited by its 133 registers, ncu saw
+// the warps stall mostly on their own instruction latencies (H200, 2026-11-28).
+template <int HD> __global__ void __launch_bounds__(att_threads, HD == 64 ? 4 : 1) attn_prefill_mma_kernel(attn_args a) {
     constexpr int LD = HD + 8; // halves per smem row: 16-byte rows that ldmatrix reads without bank conflicts
     constexpr int NT = att_tk / 8, DT = HD / 8; // S n-tiles per key tile, O n-tiles
     extern __shared__ __align__(128) unsigned char smem[];
     // Q, then two K/V tile buffers: the next tile's loads (cp.async) fly while this one is used.
     __half *Qs = reinterpret_cast<__half *>(smem), *Kbuf = Qs + att_rows * LD, *Vbuf = Kbuf + 2 * att_tk * LD;
     const int g = a.g;
-    const kv_source src = a.src[blockIdx.y];
+    // Grid (group, row block), row blocks last-first: under the causal mask a block's work grows
+    // with its position, and the blocks are scheduled in launch order, so the longest start
+    // first and the short ones fill the last wave (it was a third of the kernel's time).
+    const kv_source src = a.src[blockIdx.x];
     const int64_t pos0 = *a.pos0;
-    const int n_rows = a.n_tokens * g, row0 = blockIdx.x * att_rows;
+    const int n_rows = a.n_tokens * g, row0 = int(gridDim.y - 1 - blockIdx.y) * att_rows;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
     for (int idx = tid; idx < att_rows * (HD / 2); idx += att_threads) {
@@ -360,6 +369,11 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
     const int64_t hi = K.hi, lo = K.lo, sink_end = K.sink_end, w_hi = K.w_hi, w_lo = K.w_lo;
     const int wr0 = K.wr0;
     const bool warp_live = K.warp_live;
+    // Tiles whose every key every row of the warp sees skip the per-key mask: keys up to the
+    // first row's position, from the last row's window start on.
+    const bool warp_full = wr0 + 16 <= n_rows;
+    const int64_t w_qmin = pos0 + wr0 / g;
+    const int64_t w_lo_max = src.window ? imax64(0, pos0 + (wr0 + 15) / g - src.window + 1) : 0;
     // This lane's two rows (C-fragment rows lane/4 and lane/4 + 8 of the warp's 16).
     int64_t qi[2], row_lo[2];
     bool rlive[2];
@@ -423,16 +437,26 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
         }
         // Mask, online softmax (rows lane/4 and lane/4 + 8; the quad's four lanes share a row).
         float mt[2] = {-INFINITY, -INFINITY};
+        if (warp_full && kt0 + att_tk - 1 <= w_qmin && kt0 >= w_lo_max) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j)
+            for (int j = 0; j < NT; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int h = e >> 1;
-                const int64_t p = kt0 + 8 * j + 2 * (lane & 3) + (e & 1);
-                const bool vis = rlive[h] && key_visible(src, p, qi[h], row_lo[h]);
-                sc[j][e] = vis ? sc[j][e] * a.scale : -INFINITY;
-                mt[h] = fmaxf(mt[h], sc[j][e]);
-            }
+                for (int e = 0; e < 4; ++e) {
+                    sc[j][e] *= a.scale;
+                    mt[e >> 1] = fmaxf(mt[e >> 1], sc[j][e]);
+                }
+        } else {
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int h = e >> 1;
+                    const int64_t p = kt0 + 8 * j + 2 * (lane & 3) + (e & 1);
+                    const bool vis = rlive[h] && key_visible(src, p, qi[h], row_lo[h]);
+                    sc[j][e] = vis ? sc[j][e] * a.scale : -INFINITY;
+                    mt[h] = fmaxf(mt[h], sc[j][e]);
+                }
+        }
         float corr[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -492,6 +516,7 @@ template <int HD> __global__ void __launch_bounds__(att_threads) attn_prefill_mm
 #pragma unroll
         for (int j = 0; j < DT; ++j)
             *reinterpret_cast<float2 *>(out + 8 * j + 2 * (lane & 3)) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
+        if (a.lse && (lane & 3) == 0) a.lse[int64_t(R / g) * a.lse_ld + src.kv_head * g + R % g] = m[h] + logf(l[h]);
     }
 }
 
@@ -503,6 +528,8 @@ constexpr int dec_tk = 64, dec_threads = 128, dec_max_out = 8; // g·hd <= 1024 
 // output, running max, running sum.
 __global__ void __launch_bounds__(dec_threads) attn_decode_kernel(attn_args a, int n_splits, float *partials) {
     extern __shared__ __align__(16) unsigned char smem[];
+    pdl_wait();
+    pdl_trigger();
     const int hd = a.hd, g = a.g, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int ldk = hd + 2; // halves: an odd word stride, so lanes reading different rows never conflict
     const kv_source src = a.src[blockIdx.y];
@@ -617,6 +644,8 @@ template <int HD> __global__ void __launch_bounds__(fdec_warps * 32) attn_decode
     __shared__ float qs[fdec_max_g][HD];
     __shared__ float wm[fdec_warps][fdec_max_g], wl[fdec_warps][fdec_max_g];
     __shared__ float wacc[fdec_warps][fdec_max_g][HD];
+    pdl_wait();
+    pdl_trigger();
     const int g = a.g, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const kv_source src = a.src[blockIdx.y];
     const int64_t pos = *a.pos0;
@@ -745,6 +774,8 @@ template <int HD> __global__ void __launch_bounds__(fdec_warps * 32) attn_decode
 
 // Block (group, head): out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s - max_s m_s).
 __global__ void attn_merge_kernel(attn_args a, int n_splits, const float *partials) {
+    pdl_wait();
+    pdl_trigger();
     const int gi = blockIdx.x / a.g, h = blockIdx.x % a.g, hd = a.hd;
     const kv_source src = a.src[gi];
     const float *base = partials + int64_t(gi) * n_splits * a.g * (hd + 2) + h * (hd + 2);
@@ -761,6 +792,7 @@ __global__ void attn_merge_kernel(attn_args a, int n_splits, const float *partia
             den += w * ps[hd + 1];
         }
         a.out[int64_t(src.kv_head * a.g + h) * hd + d] = num / den;
+        if (a.lse && d == 0) a.lse[src.kv_head * a.g + h] = m_all + logf(den);
     }
 }
 
@@ -773,12 +805,20 @@ void launch_attention_prefill(const attn_args &a, bool force_scalar, cudaStream_
     const dim3 grid(ceil_div(int64_t(a.n_tokens) * a.g, att_rows), unsigned(a.n_src));
     if (tc && a.recency_window == 0 && (a.hd == 64 || a.hd == 128)) {
         const size_t smem = size_t(att_rows + 4 * att_tk) * (a.hd + 8) * sizeof(__half);
+        if (grid.x > 65535) throw error("CUDA attention: a batch of " + std::to_string(a.n_tokens) + " tokens is too large for one launch");
+        const dim3 grid_mma(unsigned(a.n_src), grid.x); // (group, row block): see the kernel
+        static const bool carved = [] { // the shared-memory carve-out that lets four blocks fit
+            CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void *>(attn_prefill_mma_kernel<64>),
+                                            cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared)));
+            return true;
+        }();
+        (void)carved;
         if (a.hd == 64) {
             set_smem(reinterpret_cast<const void *>(attn_prefill_mma_kernel<64>), smem);
-            attn_prefill_mma_kernel<64><<<grid, att_threads, smem, s>>>(a);
+            attn_prefill_mma_kernel<64><<<grid_mma, att_threads, smem, s>>>(a);
         } else {
             set_smem(reinterpret_cast<const void *>(attn_prefill_mma_kernel<128>), smem);
-            attn_prefill_mma_kernel<128><<<grid, att_threads, smem, s>>>(a);
+            attn_prefill_mma_kernel<128><<<grid_mma, att_threads, smem, s>>>(a);
         }
         CUDA_CHECK_LAUNCH();
         return;
@@ -813,16 +853,17 @@ void launch_attention_decode(const attn_args &a, int n_splits, float *partials, 
         throw error("CUDA attention decode: group_size × head_dim must be at most 1024 and head_dim even");
     const dim3 grid(unsigned(n_splits), unsigned(a.n_src));
     if (a.g <= fdec_max_g && (a.hd == 64 || a.hd == 128)) {
-        if (a.hd == 64) attn_decode_warp_kernel<64><<<grid, fdec_warps * 32, 0, s>>>(a, n_splits, partials);
-        else attn_decode_warp_kernel<128><<<grid, fdec_warps * 32, 0, s>>>(a, n_splits, partials);
+        launch_kernel(a.hd == 64 ? attn_decode_warp_kernel<64> : attn_decode_warp_kernel<128>, grid, dim3(fdec_warps * 32), 0, s,
+                      a, n_splits, partials);
     } else {
         const size_t smem = size_t(a.g) * a.hd * 4 + size_t(a.g) * dec_tk * 4 + 3 * size_t(a.g) * 4 +
                             2 * size_t(dec_tk) * (a.hd + 2) * 2;
         set_smem(reinterpret_cast<const void *>(attn_decode_kernel), smem);
-        attn_decode_kernel<<<grid, dec_threads, smem, s>>>(a, n_splits, partials);
+        launch_kernel(attn_decode_kernel, grid, dim3(dec_threads), smem, s, a, n_splits, partials);
     }
     CUDA_CHECK_LAUNCH();
-    attn_merge_kernel<<<unsigned(a.n_src * a.g), a.hd < 128 ? 64 : 128, 0, s>>>(a, n_splits, partials);
+    launch_kernel(attn_merge_kernel, dim3(unsigned(a.n_src * a.g)), dim3(a.hd < 128 ? 64 : 128), 0, s, a, n_splits,
+                  static_cast<const float *>(partials));
     CUDA_CHECK_LAUNCH();
 }
 

@@ -94,4 +94,57 @@ cublasHandle_t cublas_handle();
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
 
+// ---- programmatic dependent launch (PDL, sm_90 and later) --------------------------------------
+//
+// A decode step is ~8 small kernels a layer, each of which used to start only after the previous
+// one had drained: a few microseconds of idle GPU per kernel, and the weight stream of every GEMV
+// restarting from nothing. With PDL a kernel's blocks may start while the previous kernel's last
+// blocks still run; they must not touch anything the previous kernels write or read until
+// pdl_wait() returns (it waits for the previous grid's completion and its memory), but they may
+// read what never changes, the weights: the GEMV issues its first weight loads before waiting.
+// Every kernel launched through launch_kernel while pdl_on is set therefore calls pdl_wait()
+// before its first access to activations, caches or outputs; pdl_trigger() then lets the next
+// kernel's blocks be scheduled. Both are no-ops for a kernel launched without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Set (per thread) around the launches that may overlap their predecessor: cuda_model's decode
+// step on a device of compute capability 9.0 or later, unless RECUR_CUDA_PDL=0.
+extern thread_local bool pdl_on;
+struct pdl_scope {
+    bool saved;
+    explicit pdl_scope(bool on) : saved(pdl_on) { pdl_on = on; }
+    ~pdl_scope() { pdl_on = saved; }
+    pdl_scope(const pdl_scope &) = delete;
+    pdl_scope &operator=(const pdl_scope &) = delete;
+};
+
+// kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute while pdl_on is set. A
+// driver that refuses the attribute gets the plain launch, and pdl_on is cleared.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+    cfg.attrs = attr, cfg.numAttrs = pdl_on ? 1 : 0;
+    cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+    if (err != cudaSuccess && cfg.numAttrs == 1) {
+        (void)cudaGetLastError();
+        pdl_on = false;
+        cfg.numAttrs = 0;
+        err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+    }
+    if (err != cudaSuccess) fail_cuda(err, "cudaLaunchKernelEx(kernel)", __FILE__, __LINE__);
+}
+
 } // namespace recur::cuda_detail

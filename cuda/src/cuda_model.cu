@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -116,9 +117,11 @@ struct dev_layer {
         const __half *ring_k = nullptr, *ring_v = nullptr;
         float *state = nullptr;        // [g][hd·hd] inside the model's state buffer
         dev_buf<float> dt_w, dt_b, a_log, d, mq, mk, mv, dt_ring;
+        dev_buf<float> gate_w, gate_b, gate_n; // gated read-out: [g][n_embd], [g], [g]; empty: additive
         dev_buf<int32_t> head_of, y_col;
     };
     std::vector<wr_group> wr;
+    bool gated_wr = false; // the wr groups blend by the gate, which reads the window's log-sum-exp
 };
 
 int32_t plan_max_ctx(const cuda_memory_plan &p, const model &m, const cuda_params &cp) {
@@ -199,7 +202,8 @@ cuda_memory_plan cuda_model::plan(const model &m, const cuda_params &p) {
     }
     if (wr_ring_floats > 0)
         r.scratch_bytes += 4 * wr_ring_floats + 4 * size_t(hp.group_size()) * B * ((3 + wr_max) * size_t(hp.head_dim) + 2) + 4 * B * nq +
-                           4 * recurrent_scan_scratch_floats(hp.group_size(), int(B), hp.head_dim, recurrent_scan_chunk(hp.head_dim));
+                           4 * recurrent_scan_scratch_floats(hp.group_size(), int(B), hp.head_dim, recurrent_scan_chunk(hp.head_dim)) +
+                           4 * B * size_t(hp.n_head); // the window attention's log-sum-exp (gated read-out)
     r.reserve_bytes = reserve_bytes;
     r.total_bytes_needed =
         r.weights_bytes + r.kv_bytes + r.recurrent_bytes + r.window_bytes + r.scratch_bytes + r.reserve_bytes;
@@ -232,6 +236,7 @@ struct cuda_model::impl {
     // Window + recurrent groups (one group at a time): saved q rows, the leaving tokens' q/k/v
     // and dt, the batch's dt, the scan's scratch, and how many tokens left (decode: 0 or 1).
     dev_buf<float> wr_qraw, wr_q, wr_k, wr_v, wr_dt, wr_dtb, wr_scan, wr_y; // wr_y: [B][nq], the heads' columns
+    dev_buf<float> wr_lse;             // [B][n_head]: the window attention's log-sum-exp (gated read-out)
     dev_buf<int32_t> wr_m;
     dev_buf<uint8_t> act, dq;
     dev_buf<__half> kb, vb;
@@ -247,6 +252,8 @@ struct cuda_model::impl {
 
     cudaGraphExec_t graph = nullptr;
     int decode_calls = 0;
+    // Whether decode launches overlap (PDL): Hopper and later, unless RECUR_CUDA_PDL=0.
+    bool overlap_decode = false;
 
     // profile_ops: an event after every op of a forward, named by the op it ends; summed into
     // op_ms after the forward (events reused from one forward to the next).
@@ -304,6 +311,8 @@ struct cuda_model::impl {
         nkv = hp.n_head_kv * hd;
         rec_chunk = recurrent_scan_chunk(hd);
         n_splits = choose_decode_splits(params.n_ctx, hp.n_head_kv, dev.sm_count);
+        const char *pdl_env = std::getenv("RECUR_CUDA_PDL");
+        overlap_decode = dev.cc_major >= 9 && !(pdl_env && std::string(pdl_env) == "0");
         for (const weight_matrix *w : {&m.token_embd(), &m.output()}) require_type(w->type, w->name.c_str());
         upload_matrices(token_embd, {&m.token_embd()});
         if (m.output().data == m.token_embd().data) {
@@ -451,6 +460,12 @@ struct cuda_model::impl {
                 G.state = rec_state.get() + rec_head * hh;
                 rec_head += size_t(g);
                 upload_heads(G, heads);
+                if (!H.gate_b.empty()) {
+                    upload_vec(G.gate_w, rows(H.gate_w, heads, E));
+                    upload_vec(G.gate_b, rows(H.gate_b, heads, 1));
+                    upload_vec(G.gate_n, rows(H.gate_n, heads, 1));
+                    D.gated_wr = true;
+                }
                 G.dt_ring.resize(size_t(g) * G.W);
                 G.dt_ring.zero();
                 std::vector<int32_t> head_of, y_col;
@@ -494,6 +509,7 @@ struct cuda_model::impl {
             wr_scan.resize(recurrent_scan_scratch_floats(g, B, hd, rec_chunk));
             wr_m.resize(1);
             wr_y.resize(size_t(B) * nq);
+            wr_lse.resize(size_t(B) * hp.n_head);
         }
         d_tokens.resize(size_t(B));
         d_pos.resize(1);
@@ -556,6 +572,10 @@ struct cuda_model::impl {
         a.freq_scale = hp.rope_scale;
         a.mq = G.mq.get(), a.mk = G.mk.get(), a.mv = G.mv.get();
         a.dt_ring = G.dt_ring.get(), a.dt_batch = wr_dtb.get();
+        if (G.gate_b.size() > 0) {
+            a.gate_w = G.gate_w.get(), a.gate_b = G.gate_b.get(), a.gate_n = G.gate_n.get();
+            a.xn = xn.get(), a.n_embd = hp.n_embd, a.lse = wr_lse.get(), a.lse_ld = hp.n_head;
+        }
         a.qg = wr_q.get(), a.kg = wr_k.get(), a.vg = wr_v.get(), a.dt_out = wr_dt.get(), a.m_out = wr_m.get();
         return a;
     }
@@ -635,6 +655,7 @@ struct cuda_model::impl {
             a.q = qkv.get(), a.q_ld = ldq, a.out = attn.get(), a.out_ld = nq, a.n_tokens = n, a.pos0 = d_pos.get();
             a.hd = hd, a.g = g, a.scale = 1.0f / std::sqrt(float(hd)), a.src = D.src.get(), a.n_src = D.n_src;
             a.kb = kb.get(), a.vb = vb.get(), a.kvb_ld = nkv;
+            if (D.gated_wr) a.lse = wr_lse.get(), a.lse_ld = hp.n_head;
             if (recency_window > 0) {
                 a.recency_window = recency_window, a.n_bins = n_bins;
                 a.stats = d_stats.get() + size_t(l) * hp.n_head * (2 + n_bins);
@@ -714,6 +735,25 @@ struct cuda_model::impl {
         op_done("output");
     }
 
+    void capture_decode_graph() {
+        cudaGraph_t g0 = nullptr;
+        CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+        try {
+            forward_kernels(1, false);
+        } catch (...) {
+            cudaStreamEndCapture(stream, &g0);
+            if (g0) cudaGraphDestroy(g0);
+            throw;
+        }
+        CUDA_CHECK(cudaStreamEndCapture(stream, &g0));
+        const cudaError_t err = cudaGraphInstantiate(&graph, g0, 0);
+        cudaGraphDestroy(g0);
+        if (err != cudaSuccess) {
+            graph = nullptr;
+            fail_cuda(err, "cudaGraphInstantiate(&graph, g0, 0)", __FILE__, __LINE__);
+        }
+    }
+
     void forward(const int32_t *tokens, int n, bool all_rows) {
         h_io[0] = n_past;
         std::memcpy(h_io + 2, tokens, sizeof(int32_t) * size_t(n));
@@ -721,27 +761,27 @@ struct cuda_model::impl {
         CUDA_CHECK(cudaMemcpyAsync(d_tokens.get(), h_io + 2, sizeof(int32_t) * size_t(n), cudaMemcpyHostToDevice, stream));
         CUDA_CHECK(cudaEventRecord(ev0, stream));
         const bool graphable = n == 1 && params.decode_graph && recency_window == 0 && !params.profile_ops;
+        // Decode kernels overlap their predecessors' tails (PDL, common.cuh); the profile's
+        // events between ops would only break the chains.
+        pdl_scope pdl(n == 1 && overlap_decode && !params.profile_ops);
         if (graphable && graph) {
             CUDA_CHECK(cudaGraphLaunch(graph, stream));
         } else if (graphable && decode_calls > 0) {
             // Captured on the second decode step: the first ran every launcher eagerly, so the
-            // kernels' shared-memory opt-ins are set outside the capture.
-            cudaGraph_t g0 = nullptr;
-            CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+            // kernels' shared-memory opt-ins are set outside the capture. A driver that cannot
+            // capture the PDL edges gets the graph without them.
             try {
-                forward_kernels(1, false);
-            } catch (...) {
-                cudaStreamEndCapture(stream, &g0);
-                if (g0) cudaGraphDestroy(g0);
-                throw;
+                capture_decode_graph();
+            } catch (const error &) {
+                if (!pdl_on) throw;
+                pdl_on = false;
+                capture_decode_graph();
             }
-            CUDA_CHECK(cudaStreamEndCapture(stream, &g0));
-            CUDA_CHECK(cudaGraphInstantiate(&graph, g0, 0));
-            cudaGraphDestroy(g0);
             CUDA_CHECK(cudaGraphLaunch(graph, stream));
         } else {
             forward_kernels(n, all_rows);
         }
+        if (n == 1 && !pdl_on) overlap_decode = false; // the driver refused it: plain launches from now on
         if (n == 1) ++decode_calls;
         profile_collect(n == 1);
         CUDA_CHECK(cudaEventRecord(ev1, stream));
@@ -759,12 +799,6 @@ struct cuda_model::impl {
 
 cuda_model::cuda_model(const model &m, const cuda_params &p) {
     if (p.n_ctx <= 0 || p.n_batch <= 0) throw error("cuda_model: n_ctx and n_batch must be positive");
-    // Not served here yet: the gated read-out needs the window attention's log-sum-exp per query,
-    // which the prefill and decode attention kernels do not write out.
-    for (const hybrid_layer &H : m.hybrid())
-        if (!H.gate_b.empty())
-            throw error("cuda_model: this hybrid's window + recurrent groups use the gated read-out (rec.gate_w/gate_b/gate_n, "
-                        "docs/FORMAT.md), which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
     const cuda_device dev = cuda_device_info(p.device);
     if (!dev.available) throw error("cuda_model: " + dev.error);
     const cuda_memory_plan plan_ = plan(m, p);
@@ -889,6 +923,8 @@ double cuda_model::last_device_seconds() const {
     CUDA_CHECK(cudaEventElapsedTime(&ms, s.ev0, s.ev1));
     return double(ms) * 1e-3;
 }
+
+bool cuda_model::decode_overlaps() const { return impl_->overlap_decode; }
 
 std::vector<cuda_op_time> cuda_model::op_times() const { return impl_->op_ms; }
 

@@ -14,6 +14,8 @@ namespace recur {
 
 namespace cuda_detail {
 
+thread_local bool pdl_on = false;
+
 void fail_cuda(cudaError_t err, const char *stmt, const char *file, int line) {
     cudaGetLastError(); // clear a sticky launch error so the next call starts clean
     throw error(std::string("CUDA error: ") + cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ") in `" + stmt +

@@ -41,6 +41,8 @@ __device__ float block_max(float v) {
 
 __global__ void rmsnorm_kernel(const float *__restrict__ x, const float *__restrict__ w, int n, float eps,
                                float *__restrict__ out) {
+    pdl_wait();
+    pdl_trigger();
     const float *xr = x + int64_t(blockIdx.x) * n;
     float *o = out + int64_t(blockIdx.x) * n;
     float ss = 0;
@@ -77,6 +79,8 @@ __global__ void add_kernel(float *__restrict__ x, const float *__restrict__ y, i
 }
 
 __global__ void rope_store_kernel(rope_store_args a) {
+    pdl_wait();
+    pdl_trigger();
     const int t = blockIdx.x;
     const int64_t pos = int64_t(*a.pos0) + t;
     float *row = a.qkv + int64_t(t) * a.ld;
@@ -143,6 +147,8 @@ __global__ void rope_store_kernel(rope_store_args a) {
 
 __global__ void ring_store_kernel(const ring_desc *__restrict__ rings, const __half *__restrict__ kb,
                                   const __half *__restrict__ vb, int64_t ld, int hd, const int32_t *pos0, int n_tokens) {
+    pdl_wait();
+    pdl_trigger();
     const ring_desc r = rings[blockIdx.y];
     const int t = blockIdx.x;
     const int64_t p = int64_t(*pos0) + t, end = int64_t(*pos0) + n_tokens;
@@ -199,7 +205,7 @@ __global__ void softmax_kernel(const float *__restrict__ x, int n, float inv_tem
 
 void launch_rmsnorm(const float *x, const float *w, int n_rows, int n, float eps, float *out, cudaStream_t s) {
     if (n_rows == 0) return;
-    rmsnorm_kernel<<<n_rows, n >= 1024 ? 1024 : 256, 0, s>>>(x, w, n, eps, out);
+    launch_kernel(rmsnorm_kernel, dim3(unsigned(n_rows)), dim3(n >= 1024 ? 1024 : 256), 0, s, x, w, n, eps, out);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -233,15 +239,15 @@ void launch_add(float *x, const float *y, int64_t n, cudaStream_t s) {
 void launch_rope_store(const rope_store_args &a, cudaStream_t s) {
     if (a.n_tokens == 0) return;
     if (a.rope_dim > 128) throw error("CUDA RoPE: rope_dim " + std::to_string(a.rope_dim) + " is above the supported 128");
-    rope_store_kernel<<<a.n_tokens, 256, 0, s>>>(a);
+    launch_kernel(rope_store_kernel, dim3(unsigned(a.n_tokens)), dim3(256), 0, s, a);
     CUDA_CHECK_LAUNCH();
 }
 
 void launch_ring_store(const ring_desc *rings, int n_rings, const __half *kb, const __half *vb, int64_t kvb_ld, int hd,
                        const int32_t *pos0, int n_tokens, cudaStream_t s) {
     if (n_rings == 0 || n_tokens == 0) return;
-    ring_store_kernel<<<dim3(unsigned(n_tokens), unsigned(n_rings)), hd < 128 ? 64 : 128, 0, s>>>(rings, kb, vb, kvb_ld,
-                                                                                               hd, pos0, n_tokens);
+    launch_kernel(ring_store_kernel, dim3(unsigned(n_tokens), unsigned(n_rings)), dim3(hd < 128 ? 64 : 128), 0, s, rings, kb,
+                  vb, kvb_ld, hd, pos0, n_tokens);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -137,6 +137,10 @@ struct attn_args {
     int recency_window = 0;   // > 0: gather statistics into stats
     int n_bins = 0;
     double *stats = nullptr;  // [n_head][2 + n_bins] (+=)
+    // When set: each query row's log-sum-exp over its keys, log Σ exp(scale·q·k), at
+    // lse[t·lse_ld + query head] (the gated window + recurrent read-out weighs the window by it).
+    float *lse = nullptr;
+    int64_t lse_ld = 0;
 };
 void launch_attention_prefill(const attn_args &a, bool force_scalar, cudaStream_t s);
 // Decode: n_tokens == 1; window groups' rings must already hold the current position.
@@ -216,6 +220,14 @@ struct wr_args {
     const float *dt_batch = nullptr;     // [g][n] dt of the batch's tokens
     float *qg = nullptr, *kg = nullptr, *vg = nullptr, *dt_out = nullptr; // [g][m][hd], [g][m]: m leaving tokens
     int32_t *m_out = nullptr;            // m (0 or 1 in a decode step)
+    // The gated read-out (docs/FORMAT.md "Window + recurrent"; gate_w nullptr: additive): a query
+    // that evicted token e blends y = (1 - g)·o_window + g·r with
+    // g = sigmoid(gate_w·xn + gate_b + gate_n·log(e - S + 1) - lse_window).
+    const float *gate_w = nullptr, *gate_b = nullptr, *gate_n = nullptr; // [g][n_embd], [g], [g]
+    const float *xn = nullptr;           // [n][n_embd] the layer's normed input
+    int n_embd = 0;
+    const float *lse = nullptr;          // [n][lse_ld] the window attention's log-sum-exp per query head
+    int64_t lse_ld = 0;
 };
 // Before rope_store: the group's query rows as the recurrent heads read them (bias, no RoPE).
 void launch_wr_save_q(const wr_args &a, cudaStream_t s);
@@ -223,8 +235,8 @@ void launch_wr_save_q(const wr_args &a, cudaStream_t s);
 void launch_wr_gather(const wr_args &a, cudaStream_t s);
 // After the gather: the batch's last W dts into the ring.
 void launch_wr_dt_ring(const wr_args &a, cudaStream_t s);
-// After attention: attn[t][head cols] += y[t][head cols] for the batch rows whose query evicted
-// a token (t + pos0 - W >= S); y and attn rows ld floats apart.
+// After attention: attn[t][head cols] += y[t][head cols] (or, gated, the blend above) for the
+// batch rows whose query evicted a token (t + pos0 - W >= S); y and attn rows ld floats apart.
 void launch_wr_add(const wr_args &a, const float *y, float *attn, int64_t ld, cudaStream_t s);
 
 // Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.

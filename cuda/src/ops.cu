@@ -199,6 +199,7 @@ struct attention_setup {
     dev_buf<kv_source> src;
     dev_buf<int32_t> pos;
     dev_buf<double> stats;
+    dev_buf<float> lse;
     attn_args a;
 };
 
@@ -262,6 +263,8 @@ void setup_attention(const attention_problem &p, attention_setup &s, int64_t rin
     a.src = s.src.get(), a.n_src = p.n_head_kv;
     a.kb = reinterpret_cast<const __half *>(s.kb.get()), a.vb = reinterpret_cast<const __half *>(s.vb.get());
     a.kvb_ld = nkv;
+    s.lse.resize(size_t(p.n_tokens) * p.n_head);
+    a.lse = s.lse.get(), a.lse_ld = p.n_head;
     if (p.recency_window > 0) {
         if (p.n_bins <= 0) throw error("cuda_ops attention: n_bins must be positive when gathering statistics");
         s.stats.resize(size_t(p.n_head) * (2 + p.n_bins));
@@ -279,11 +282,12 @@ attention_result attention_prefill(const attention_problem &p, bool force_scalar
     sync();
     attention_result r;
     r.out = down(s.out, p.q.size());
+    r.lse = down(s.lse, s.lse.size());
     if (p.recency_window > 0) r.stats = down(s.stats, s.stats.size());
     return r;
 }
 
-std::vector<float> attention_decode(const attention_problem &p, int n_splits) {
+std::vector<float> attention_decode(const attention_problem &p, int n_splits, std::vector<float> *lse) {
     if (p.n_tokens != 1) throw error("cuda_ops::attention_decode: n_tokens must be 1");
     attention_setup s;
     setup_attention(p, s, int64_t(p.pos0) + 1); // decode stores the ring before attending
@@ -291,6 +295,7 @@ std::vector<float> attention_decode(const attention_problem &p, int n_splits) {
     dev_buf<float> partials(decode_partials_floats(p.n_head_kv, s.a.g, p.head_dim, n_splits));
     launch_attention_decode(s.a, n_splits, partials.get(), nullptr);
     sync();
+    if (lse) *lse = down(s.lse, s.lse.size());
     return down(s.out, p.q.size());
 }
 

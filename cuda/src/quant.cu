@@ -239,8 +239,27 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, 
         if constexpr (PAIR) acc_up += dot8(u, xa, xb);
     };
     const int stride = 32 * ks; // groups between one lane's consecutive loads
+    // The weights never change: the first round of loads is issued before waiting for the
+    // previous kernel (PDL), so the weight stream starts while that kernel finishes. (For the
+    // 1B model's rows that round is the whole row.)
+    int g = split * 32 + lane;
+    const bool first_round = live && g + stride * (gemv_unroll - 1) < G;
+    float w0[gemv_unroll][8], u0[PAIR ? gemv_unroll : 1][8];
+    if (first_round) {
+#pragma unroll
+        for (int k = 0; k < gemv_unroll; ++k) {
+            dq8<T>(wg, g0 + g + stride * k, w0[k]);
+            if constexpr (PAIR) dq8<T>(wu, g0 + g + stride * k, u0[k]);
+        }
+    }
+    pdl_wait();
+    pdl_trigger();
     if (live) {
-        int g = split * 32 + lane;
+        if (first_round) {
+#pragma unroll
+            for (int k = 0; k < gemv_unroll; ++k) consume(g + stride * k, w0[k], u0[PAIR ? k : 0]);
+            g += stride * gemv_unroll;
+        }
         for (; g + stride * (gemv_unroll - 1) < G; g += stride * gemv_unroll) {
             float w[gemv_unroll][8], u[PAIR ? gemv_unroll : 1][8];
 #pragma unroll
@@ -280,13 +299,15 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, 
 template <tensor_type T, bool NORM, bool PAIR> void launch_gemv_vec(const gemv_args &a, cudaStream_t s) {
     // Enough warps to keep ~32 per SM of a large GPU busy: rows alone when there are many.
     const int ks = a.n_rows >= 8192 ? 1 : a.n_rows >= 4096 ? 2 : 4;
-    gemv_vec_kernel<T, NORM, PAIR><<<ceil_div(a.n_rows, gemv_warps / ks), gemv_warps * 32, 0, s>>>(a, ks);
+    launch_kernel(gemv_vec_kernel<T, NORM, PAIR>, dim3(ceil_div(a.n_rows, gemv_warps / ks)), dim3(gemv_warps * 32), 0, s, a, ks);
 }
 
 // Float rows whose length is not a multiple of 8 (stories260K's n_ff = 172): elementwise, with
 // the (normed) input staged in shared memory once per block.
 template <tensor_type T> __global__ void __launch_bounds__(gemv_warps * 32) gemv_scalar_kernel(gemv_args a) {
     extern __shared__ float xs[];
+    pdl_wait();
+    pdl_trigger();
     const int tid = threadIdx.x, n_in = int(a.n_in);
     __shared__ float red[gemv_warps];
     float scale = 1.0f;
@@ -321,6 +342,8 @@ template <tensor_type T> __global__ void __launch_bounds__(gemv_warps * 32) gemv
 template <tensor_type T, bool VEC>
 __global__ void get_rows_kernel(const uint8_t *__restrict__ w, int64_t n_in, const int32_t *__restrict__ ids,
                                 float *__restrict__ out) {
+    pdl_wait(); // (ids are written before the graph; out is read by the previous step's kernels)
+    pdl_trigger();
     const int t = blockIdx.x;
     const int64_t row = ids[t];
     float *o = out + int64_t(t) * n_in;
@@ -392,7 +415,7 @@ void launch_gemv(const gemv_args &a, cudaStream_t s) {
         } else if constexpr (is_float_type<T>()) {
             const size_t smem = size_t(a.n_in) * sizeof(float);
             set_smem(reinterpret_cast<const void *>(gemv_scalar_kernel<T>), smem);
-            gemv_scalar_kernel<T><<<blocks, gemv_warps * 32, smem, s>>>(a);
+            launch_kernel(gemv_scalar_kernel<T>, dim3(blocks), dim3(gemv_warps * 32), smem, s, a);
         }
     });
     CUDA_CHECK_LAUNCH();
@@ -404,8 +427,9 @@ void launch_get_rows(tensor_type t, const void *w, int64_t n_in, const int32_t *
     dispatch(t, [&](auto tag) {
         constexpr tensor_type T = decltype(tag)::value;
         const auto *p = static_cast<const uint8_t *>(w);
-        if (v) get_rows_kernel<T, true><<<n, 128, 0, s>>>(p, n_in, ids, out);
-        else if constexpr (is_float_type<T>()) get_rows_kernel<T, false><<<n, 128, 0, s>>>(p, n_in, ids, out);
+        if (v) launch_kernel(get_rows_kernel<T, true>, dim3(unsigned(n)), dim3(128), 0, s, p, n_in, ids, out);
+        else if constexpr (is_float_type<T>())
+            launch_kernel(get_rows_kernel<T, false>, dim3(unsigned(n)), dim3(128), 0, s, p, n_in, ids, out);
     });
     CUDA_CHECK_LAUNCH();
 }

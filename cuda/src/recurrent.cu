@@ -24,6 +24,8 @@ __device__ __forceinline__ float *y_at(const rec_args &a, int r, int t) {
 
 // Block (t, r): dt[r][t].
 __global__ void dt_kernel(rec_args a) {
+    pdl_wait();
+    pdl_trigger();
     const int t = blockIdx.x, r = blockIdx.y;
     const float *x = a.xn + int64_t(t) * a.xn_ld, *w = a.dt_w + int64_t(r) * a.n_embd;
     float s = 0;
@@ -214,6 +216,8 @@ __global__ void __launch_bounds__(scan_threads) scan_inter_kernel(rec_args a, in
 constexpr int step_threads = 256;
 __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, rec_gather_args ga, bool gather) {
     extern __shared__ float sm[]; // src [3][hd] | qkv [3][hd] | y [hd] | red [8]
+    pdl_wait();
+    pdl_trigger();
     if (a.active && *a.active == 0) return; // no token left the window this step
     const int r = blockIdx.x, hd = a.hd, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *src = sm, *qkv = sm + 3 * hd, *ys = qkv + 3 * hd, *red = ys + hd;
@@ -294,6 +298,8 @@ __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, re
 
 // Block (t, h): the unrotated query row of head h at token t, bias added.
 __global__ void wr_save_q_kernel(wr_args a) {
+    pdl_wait();
+    pdl_trigger();
     const int t = blockIdx.x, h = blockIdx.y, head = a.head_of[h];
     for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
         const int col = head * a.hd + d;
@@ -305,6 +311,8 @@ __global__ void wr_save_q_kernel(wr_args a) {
 constexpr int wr_threads = 128;
 __global__ void __launch_bounds__(wr_threads) wr_gather_kernel(wr_args a) {
     extern __shared__ float src[]; // q, k, v [3][hd]
+    pdl_wait();
+    pdl_trigger();
     const int hd = a.hd, j = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int64_t pos0 = *a.pos0;
     const int64_t e0 = pos0 - a.W > a.S ? pos0 - a.W : a.S, e1 = pos0 + a.n - a.W;
@@ -344,25 +352,48 @@ __global__ void __launch_bounds__(wr_threads) wr_gather_kernel(wr_args a) {
 
 // Block h: the batch's last min(n, W) tokens' dt into head h's ring.
 __global__ void wr_dt_ring_kernel(wr_args a) {
+    pdl_wait();
+    pdl_trigger();
     const int h = blockIdx.x;
     const int64_t pos0 = *a.pos0;
     for (int t = max(0, a.n - a.W) + threadIdx.x; t < a.n; t += blockDim.x)
         a.dt_ring[int64_t(h) * a.W + (pos0 + t) % a.W] = a.dt_batch[int64_t(h) * a.n + t];
 }
 
-// Block (t, h): adds head h's recurrent read-out to the window's output at batch row t.
+// Block (t, h): adds head h's recurrent read-out to the window's output at batch row t, or
+// blends the two by the gate. Gated blocks have wr_add_threads threads (whole warps).
+constexpr int wr_add_threads = 128;
 __global__ void wr_add_kernel(wr_args a, const float *y, float *attn, int64_t ld) {
-    const int t = blockIdx.x, h = blockIdx.y;
-    if (int64_t(*a.pos0) + t - a.W < a.S) return; // this query evicted nothing
-    const int64_t off = int64_t(t) * ld + int64_t(a.head_of[h]) * a.hd;
-    for (int d = threadIdx.x; d < a.hd; d += blockDim.x) attn[off + d] += y[off + d];
+    pdl_wait();
+    pdl_trigger();
+    const int t = blockIdx.x, h = blockIdx.y, head = a.head_of[h];
+    const int64_t e = int64_t(*a.pos0) + t - a.W; // the token this query pushed out of the window
+    if (e < a.S) return;                          // none (sinks never leave)
+    const int64_t off = int64_t(t) * ld + int64_t(head) * a.hd;
+    if (!a.gate_w) {
+        for (int d = threadIdx.x; d < a.hd; d += blockDim.x) attn[off + d] += y[off + d];
+        return;
+    }
+    // log Z_out = gate_w·xn_t + gate_b + gate_n·log(n_out): n_out = e - S + 1 tokens are outside.
+    __shared__ float part[wr_add_threads / 32];
+    const float *w = a.gate_w + int64_t(h) * a.n_embd, *x = a.xn + int64_t(t) * a.n_embd;
+    float z = 0;
+    for (int i = threadIdx.x; i < a.n_embd; i += wr_add_threads) z += w[i] * x[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = z;
+    __syncthreads();
+    z = a.gate_b[h] + a.gate_n[h] * logf(float(e - a.S + 1));
+    for (int k = 0; k < wr_add_threads / 32; ++k) z += part[k];
+    const float gate = 1.0f / (1.0f + __expf(a.lse[int64_t(t) * a.lse_ld + head] - z)); // overflow: g = 0
+    for (int d = threadIdx.x; d < a.hd; d += wr_add_threads) attn[off + d] = (1.0f - gate) * attn[off + d] + gate * y[off + d];
 }
 
 } // namespace
 
 void launch_recurrent_dt(const rec_args &a, cudaStream_t s) {
     if (a.R == 0 || a.n == 0) return;
-    dt_kernel<<<dim3(unsigned(a.n), unsigned(a.R)), 128, 0, s>>>(a);
+    launch_kernel(dt_kernel, dim3(unsigned(a.n), unsigned(a.R)), dim3(128), 0, s, a);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -400,32 +431,34 @@ void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cud
     if (a.n != 1) throw error("CUDA recurrent step: one token at a time");
     const size_t smem = (7 * size_t(a.hd) + step_threads / 32) * sizeof(float);
     set_smem(reinterpret_cast<const void *>(step_fused_kernel), smem);
-    step_fused_kernel<<<unsigned(a.R), step_threads, smem, s>>>(a, gather ? *gather : rec_gather_args{}, gather != nullptr);
+    launch_kernel(step_fused_kernel, dim3(unsigned(a.R)), dim3(step_threads), smem, s, a, gather ? *gather : rec_gather_args{},
+                  gather != nullptr);
     CUDA_CHECK_LAUNCH();
 }
 
 void launch_wr_save_q(const wr_args &a, cudaStream_t s) {
     if (a.n == 0 || a.g == 0) return;
-    wr_save_q_kernel<<<dim3(unsigned(a.n), unsigned(a.g)), std::min(a.hd, 128), 0, s>>>(a);
+    launch_kernel(wr_save_q_kernel, dim3(unsigned(a.n), unsigned(a.g)), dim3(std::min(a.hd, 128)), 0, s, a);
     CUDA_CHECK_LAUNCH();
 }
 
 void launch_wr_gather(const wr_args &a, cudaStream_t s) {
     if (a.n == 0 || a.g == 0) return;
     if (a.W < 1) throw error("CUDA window + recurrent: the window must hold at least one token");
-    wr_gather_kernel<<<dim3(unsigned(a.n), unsigned(a.g)), wr_threads, 3 * size_t(a.hd) * sizeof(float), s>>>(a);
+    launch_kernel(wr_gather_kernel, dim3(unsigned(a.n), unsigned(a.g)), dim3(wr_threads), 3 * size_t(a.hd) * sizeof(float), s, a);
     CUDA_CHECK_LAUNCH();
 }
 
 void launch_wr_add(const wr_args &a, const float *y, float *attn, int64_t ld, cudaStream_t s) {
     if (a.n == 0 || a.g == 0) return;
-    wr_add_kernel<<<dim3(unsigned(a.n), unsigned(a.g)), std::min(a.hd, 128), 0, s>>>(a, y, attn, ld);
+    const int threads = a.gate_w ? wr_add_threads : std::min(a.hd, 128);
+    launch_kernel(wr_add_kernel, dim3(unsigned(a.n), unsigned(a.g)), dim3(threads), 0, s, a, y, attn, ld);
     CUDA_CHECK_LAUNCH();
 }
 
 void launch_wr_dt_ring(const wr_args &a, cudaStream_t s) {
     if (a.n == 0 || a.g == 0) return;
-    wr_dt_ring_kernel<<<unsigned(a.g), 128, 0, s>>>(a);
+    launch_kernel(wr_dt_ring_kernel, dim3(unsigned(a.g)), dim3(128), 0, s, a);
     CUDA_CHECK_LAUNCH();
 }
 

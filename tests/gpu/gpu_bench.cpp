@@ -119,11 +119,11 @@ int cmd_run(int argc, char **argv) {
     printf("{\"label\":\"%s\",\"model\":\"%s\",\"device\":\"%s\",\"weights_type\":\"%s\",\"replaced_groups\":%d,"
            "\"n_ctx\":%d,\"prefill_tokens\":%d,\"prefill_s\":%.6f,\"prefill_tok_s\":%.2f,"
            "\"matmul_flops_per_token\":%.6e,\"decode_tokens\":%d,\"decode_s\":%.6f,\"decode_tok_s\":%.2f,"
-           "\"weights_bytes\":%zu,\"kv_bytes\":%zu,\"recurrent_bytes\":%zu}\n",
+           "\"weights_bytes\":%zu,\"kv_bytes\":%zu,\"recurrent_bytes\":%zu,\"decode_overlap\":%s}\n",
            json_escape(label).c_str(), json_escape(path).c_str(), json_escape(g.device_name()).c_str(),
            m->weights_type().c_str(), m->replaced_group_count(), n_ctx, n_prefill, prefill_s, n_prefill / prefill_s,
            matmul_flops_per_token(*m), n_decode, decode_s, n_decode / decode_s, m->weights_bytes(), mem.kv_bytes,
-           mem.recurrent_bytes);
+           mem.recurrent_bytes, g.decode_overlaps() ? "true" : "false");
     if (profile) {
         // Device ms per op over the timed prefill and decode (reset() cleared the warm-up's).
         // The graph is off, so the decode times here include no graph savings.

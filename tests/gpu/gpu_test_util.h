@@ -84,6 +84,7 @@ struct hybrid_spec {
     uint32_t seed = 7;
     int sinks = 0; // attention-sink rows of the window groups
     bool window_recurrent = false; // the window groups get recurrent heads for the tokens leaving them
+    bool gated = false;            // ... with the gated read-out (rec.gate_w/gate_b/gate_n)
 };
 
 inline void write_hybrid(const recur::model &m, const std::string &path, const hybrid_spec &spec) {
@@ -91,6 +92,7 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
     const model_hparams &hp = m.hparams();
     const int g = hp.group_size(), hd = hp.head_dim, E = hp.n_embd;
     std::mt19937 rng(spec.seed);
+    std::mt19937 gate_rng(spec.seed + 1000); // its own stream: gated and additive files share every other value
     std::normal_distribution<float> nd(0.0f, 1.0f);
     gguf_writer w;
     w.copy_metadata(m.file(), "recurformer.");
@@ -142,6 +144,18 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
         w.add_tensor(t + "dt_b", tensor_type::F32, {R}, bytes(dt_b));
         w.add_tensor(t + "a_log", tensor_type::F32, {R}, bytes(a_log));
         w.add_tensor(t + "d", tensor_type::F32, {hd, R}, bytes(d));
+        const bool has_wr = std::count(kinds.begin(), kinds.end(), int32_t(replacement_kind::window_recurrent)) > 0;
+        if (spec.gated && has_wr) {
+            // Gates in their working range: log Z_out near a window's log-sum-exp (a few nats
+            // for stories260K's head_dim 8), so g is neither 0 nor 1 and a wrong lse shows.
+            std::vector<float> gate_w(size_t(R) * E), gate_b(static_cast<size_t>(R)), gate_n(static_cast<size_t>(R));
+            for (auto &x : gate_w) x = 0.1f * nd(gate_rng);
+            for (auto &x : gate_b) x = 1.5f + 0.5f * nd(gate_rng);
+            for (auto &x : gate_n) x = 0.5f + 0.2f * nd(gate_rng);
+            w.add_tensor(t + "gate_w", tensor_type::F32, {E, R}, bytes(gate_w));
+            w.add_tensor(t + "gate_b", tensor_type::F32, {R}, bytes(gate_b));
+            w.add_tensor(t + "gate_n", tensor_type::F32, {R}, bytes(gate_n));
+        }
         if (spec.transforms)
             for (const char *name : {"q_proj", "k_proj", "v_proj"}) {
                 std::vector<float> mat(size_t(R) * hd * hd);

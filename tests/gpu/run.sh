@@ -138,6 +138,8 @@ for shape in "${runs[@]}"; do
     say "benchmarking $shape at $ctx"
     bench -m "$models/$shape-f16.gguf" -c $((ctx + 128)) -n 128 --label "$shape|original"
     bench -m "$models/$shape-f16.gguf.h50" -c $((ctx + 128)) -n 128 --label "$shape|50% hybrid"
+    # The same decode without programmatic dependent launch: what overlapping the kernels buys.
+    [[ $shape == llama-1b && $ctx == 2048 ]] && RECUR_CUDA_PDL=0 bench -m "$models/$shape-f16.gguf" -c $((ctx + 128)) -n 128 --label "$shape|no PDL"
   done
 done
 save "$results"

@@ -327,11 +327,15 @@ cuda_ops::attention_problem make_attention(const attn_case &c) {
 
 // Plain fp64 attention over the F16 cache values: the full softmax row per query, and the
 // recency statistics of recency.h from it.
-void attention_ref(const cuda_ops::attention_problem &p, std::vector<double> &out, std::vector<double> &stats) {
+// lse (when given): each query row's log Σ exp(scaled score), as the gated window + recurrent
+// read-out reads it.
+void attention_ref(const cuda_ops::attention_problem &p, std::vector<double> &out, std::vector<double> &stats,
+                   std::vector<double> *lse = nullptr) {
     const int hd = p.head_dim, g = p.n_head / p.n_head_kv, nb = p.n_bins;
     const double scale = 1.0 / std::sqrt(double(hd));
     out.assign(p.q.size(), 0.0);
     stats.assign(size_t(p.n_head) * (2 + nb), 0.0);
+    if (lse) lse->assign(size_t(p.n_tokens) * p.n_head, 0.0);
     for (int t = 0; t < p.n_tokens; ++t)
         for (int h = 0; h < p.n_head; ++h) {
             const int kvh = h / g;
@@ -351,6 +355,7 @@ void attention_ref(const cuda_ops::attention_problem &p, std::vector<double> &ou
             const double mx = *std::max_element(s.begin(), s.end());
             double sum = 0;
             for (double &x : s) sum += (x = std::exp(x - mx));
+            if (lse) (*lse)[size_t(t) * p.n_head + h] = mx + std::log(sum);
             for (double &x : s) x /= sum;
             double *o = out.data() + (size_t(t) * p.n_head + h) * hd;
             for (size_t x = 0; x < keys.size(); ++x)
@@ -375,14 +380,17 @@ TEST_P(GpuAttentionPrefill, MatchesFp64Attention) {
     RECUR_REQUIRE_GPU();
     const attn_case c = GetParam();
     const auto p = make_attention(c);
-    std::vector<double> want, want_stats;
-    attention_ref(p, want, want_stats);
+    std::vector<double> want, want_stats, want_lse;
+    attention_ref(p, want, want_stats, &want_lse);
     const auto r = cuda_ops::attention_prefill(p, c.force_scalar);
     const bool tensor_cores = !c.force_scalar && c.hd % 16 == 0;
     const double tol = tensor_cores ? tol_f16 : tol_f32; // Q and P rounded to F16 on the tensor cores
     const error_stats e = compare(r.out, want);
     report(std::string(tensor_cores ? "tensor cores" : "CUDA cores") + " output", e);
     EXPECT_LE(e.nmse, tol);
+    const error_stats el = compare(r.lse, want_lse);
+    report("log-sum-exp", el);
+    EXPECT_LE(el.nmse, tol);
     if (c.recency_window > 0) {
         const error_stats es = compare(r.stats, want_stats);
         report("recency statistics", es);
@@ -414,11 +422,15 @@ TEST_P(GpuAttentionDecode, SplitAndMergeMatchFp64Attention) {
     RECUR_REQUIRE_GPU();
     const attn_case c = GetParam();
     const auto p = make_attention(c);
-    std::vector<double> want, unused;
-    attention_ref(p, want, unused);
-    const error_stats e = compare(cuda_ops::attention_decode(p, c.splits), want);
+    std::vector<double> want, unused, want_lse;
+    attention_ref(p, want, unused, &want_lse);
+    std::vector<float> lse;
+    const error_stats e = compare(cuda_ops::attention_decode(p, c.splits, &lse), want);
     report("decode splits=" + std::to_string(c.splits), e);
     EXPECT_LE(e.nmse, tol_f32); // F32 arithmetic on F16 cache values
+    const error_stats el = compare(lse, want_lse);
+    report("log-sum-exp", el);
+    EXPECT_LE(el.nmse, tol_f32);
 }
 INSTANTIATE_TEST_SUITE_P(
     Shapes, GpuAttentionDecode,

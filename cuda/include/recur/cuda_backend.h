@@ -100,13 +100,14 @@ struct attention_result {
     // When gathering: [n_head][2 + n_bins] sums over the queries at positions >= recency_window of
     // recency, sink, hist[0..n_bins) (divide by the number of such queries for the means).
     std::vector<double> stats;
+    std::vector<float> lse;    // [n_tokens][n_head]: log Σ exp(q·k / √head_dim) over each query's keys
 };
 // The prefill kernel (tiled, online softmax, tensor cores when head_dim % 16 == 0 and <= 128,
 // never an n × n buffer). force_scalar: use the CUDA-core path whatever head_dim is.
 attention_result attention_prefill(const attention_problem &p, bool force_scalar = false);
 // The decode kernel: n_tokens must be 1; the keys are split over n_splits blocks (0: as the model
-// would choose) and the partial softmax states merged.
-std::vector<float> attention_decode(const attention_problem &p, int n_splits = 0);
+// would choose) and the partial softmax states merged. lse: when given, each head's log-sum-exp.
+std::vector<float> attention_decode(const attention_problem &p, int n_splits = 0, std::vector<float> *lse = nullptr);
 
 // n_heads independent recurrent heads (recurrent_head.h) over n_tokens tokens.
 struct recurrent_problem {
@@ -204,6 +205,9 @@ class cuda_model {
     double last_device_seconds() const;
     // The per-op times gathered with cuda_params::profile_ops, in the forward pass's order.
     std::vector<cuda_op_time> op_times() const;
+    // Whether decode kernels overlap their predecessors (programmatic dependent launch: compute
+    // capability 9.0 or later, RECUR_CUDA_PDL not 0, and a driver that accepted it).
+    bool decode_overlaps() const;
 
   private:
     struct impl;
