@@ -117,7 +117,8 @@ __device__ __forceinline__ void pdl_trigger() {
 }
 
 // Set (per thread) around the launches that may overlap their predecessor: cuda_model's decode
-// step on a device of compute capability 9.0 or later, unless RECUR_CUDA_PDL=0.
+// step on a device of compute capability 9.0 or later, with RECUR_CUDA_PDL=1 (opt-in until a GPU
+// run has checked and measured it).
 extern thread_local bool pdl_on;
 struct pdl_scope {
     bool saved;

@@ -252,7 +252,7 @@ struct cuda_model::impl {
 
     cudaGraphExec_t graph = nullptr;
     int decode_calls = 0;
-    // Whether decode launches overlap (PDL): Hopper and later, unless RECUR_CUDA_PDL=0.
+    // Whether decode launches overlap (PDL): Hopper and later, with RECUR_CUDA_PDL=1.
     bool overlap_decode = false;
 
     // profile_ops: an event after every op of a forward, named by the op it ends; summed into
@@ -311,8 +311,10 @@ struct cuda_model::impl {
         nkv = hp.n_head_kv * hd;
         rec_chunk = recurrent_scan_chunk(hd);
         n_splits = choose_decode_splits(params.n_ctx, hp.n_head_kv, dev.sm_count);
+        // Opt-in until a GPU run has checked it (written in a session whose GPU went away before
+        // its first run; docs/perf/gpu.md): RECUR_CUDA_PDL=1.
         const char *pdl_env = std::getenv("RECUR_CUDA_PDL");
-        overlap_decode = dev.cc_major >= 9 && !(pdl_env && std::string(pdl_env) == "0");
+        overlap_decode = dev.cc_major >= 9 && pdl_env && std::string(pdl_env) == "1";
         for (const weight_matrix *w : {&m.token_embd(), &m.output()}) require_type(w->type, w->name.c_str());
         upload_matrices(token_embd, {&m.token_embd()});
         if (m.output().data == m.token_embd().data) {

@@ -214,8 +214,28 @@ constexpr int gemv_warps = 4, gemv_unroll = 8;
 // shared memory.
 // ks is a runtime argument: as a template parameter it tripled the instances (8 types × norm ×
 // pair), and with them the binaries, for no measurable gain.
+// Bytes of one row of n_in weights of type T (whole blocks: n_in is a multiple of the block).
+template <tensor_type T> __device__ __forceinline__ int64_t row_bytes_of(int64_t n_in) {
+    if constexpr (T == tensor_type::F32) return 4 * n_in;
+    else if constexpr (T == tensor_type::F16 || T == tensor_type::BF16) return 2 * n_in;
+    else if constexpr (T == tensor_type::Q8_0) return n_in / 32 * 34;
+    else if constexpr (T == tensor_type::Q4_0) return n_in / 32 * 18;
+    else if constexpr (T == tensor_type::Q4_1) return n_in / 32 * 20;
+    else if constexpr (T == tensor_type::Q4_K) return n_in / 256 * 144;
+    else return n_in / 256 * 210; // Q6_K
+}
+// Bytes [p, p + n) into L2 (a hint: nothing is loaded into registers), widened to 16-byte
+// boundaries as the bulk copy unit needs (cudaMalloc'd buffers are 256-byte aligned, so the
+// widened range stays inside the allocation's pages).
+__device__ __forceinline__ void prefetch_row_l2(const uint8_t *p, int64_t n) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const uint64_t a0 = reinterpret_cast<uint64_t>(p) & ~uint64_t(15), a1 = (reinterpret_cast<uint64_t>(p + n) + 15) & ~uint64_t(15);
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a0), "r"(uint32_t(a1 - a0)) : "memory");
+#endif
+}
+
 template <tensor_type T, bool NORM, bool PAIR>
-__global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, int ks) {
+__global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, int ks, bool pdl_overlapping) {
     __shared__ float part[gemv_warps][3];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, split = warp % ks;
     const int64_t row = int64_t(blockIdx.x) * (gemv_warps / ks) + warp / ks;
@@ -239,27 +259,20 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, 
         if constexpr (PAIR) acc_up += dot8(u, xa, xb);
     };
     const int stride = 32 * ks; // groups between one lane's consecutive loads
-    // The weights never change: the first round of loads is issued before waiting for the
-    // previous kernel (PDL), so the weight stream starts while that kernel finishes. (For the
-    // 1B model's rows that round is the whole row.)
-    int g = split * 32 + lane;
-    const bool first_round = live && g + stride * (gemv_unroll - 1) < G;
-    float w0[gemv_unroll][8], u0[PAIR ? gemv_unroll : 1][8];
-    if (first_round) {
-#pragma unroll
-        for (int k = 0; k < gemv_unroll; ++k) {
-            dq8<T>(wg, g0 + g + stride * k, w0[k]);
-            if constexpr (PAIR) dq8<T>(wu, g0 + g + stride * k, u0[k]);
-        }
+    // The weights never change: before waiting for the previous kernel (PDL), one lane of the
+    // row asks L2 for the whole row (a bulk prefetch, sm_90), so the weight stream starts while
+    // that kernel finishes. Into L2, not registers: holding a round of converted weights across
+    // the wait took 107-192 registers a thread (44-48 without), a quarter of the resident
+    // warps; per-lane line prefetches cost 8-10 registers.
+    if (pdl_overlapping && live && lane == 0 && split == 0) {
+        const int64_t rb = row_bytes_of<T>(a.n_in);
+        prefetch_row_l2(wg + row * rb, rb);
+        if constexpr (PAIR) prefetch_row_l2(wu + row * rb, rb);
     }
     pdl_wait();
     pdl_trigger();
     if (live) {
-        if (first_round) {
-#pragma unroll
-            for (int k = 0; k < gemv_unroll; ++k) consume(g + stride * k, w0[k], u0[PAIR ? k : 0]);
-            g += stride * gemv_unroll;
-        }
+        int g = split * 32 + lane;
         for (; g + stride * (gemv_unroll - 1) < G; g += stride * gemv_unroll) {
             float w[gemv_unroll][8], u[PAIR ? gemv_unroll : 1][8];
 #pragma unroll
@@ -299,7 +312,8 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, 
 template <tensor_type T, bool NORM, bool PAIR> void launch_gemv_vec(const gemv_args &a, cudaStream_t s) {
     // Enough warps to keep ~32 per SM of a large GPU busy: rows alone when there are many.
     const int ks = a.n_rows >= 8192 ? 1 : a.n_rows >= 4096 ? 2 : 4;
-    launch_kernel(gemv_vec_kernel<T, NORM, PAIR>, dim3(ceil_div(a.n_rows, gemv_warps / ks)), dim3(gemv_warps * 32), 0, s, a, ks);
+    launch_kernel(gemv_vec_kernel<T, NORM, PAIR>, dim3(ceil_div(a.n_rows, gemv_warps / ks)), dim3(gemv_warps * 32), 0, s, a, ks,
+                  pdl_on);
 }
 
 // Float rows whose length is not a multiple of 8 (stories260K's n_ff = 172): elementwise, with

@@ -113,6 +113,17 @@ if [[ -n $cli && -f $stories ]]; then
 fi
 say "CLI --device check: $cli_check"
 
+# ---- 2c. the decode path with programmatic dependent launch (opt-in: RECUR_CUDA_PDL=1) ----------
+# The model tests again with every decode kernel overlapping its predecessor (a missing wait
+# would show as a race); GpuModel.OverlappedDecodeEqualsPlainLaunches compares the two bit for bit.
+say "parity with RECUR_CUDA_PDL=1"
+RECUR_CUDA_PDL=1 timeout 120 "$bin/recur_gpu_tests" --gtest_color=no --gtest_filter='Stories260K/GpuModel.*:GpuModelFeatures.*' \
+  >"$work/parity-pdl.log" 2>&1
+pdl_rc=$?
+grep -E '^\[  FAILED  \]|Failure' "$work/parity-pdl.log" | head -10 >&2
+say "parity with PDL: $(grep -E '^\[  PASSED  \]' "$work/parity-pdl.log" | head -1) (rc $pdl_rc)"
+[[ $pdl_rc -ne 0 ]] && failed=$((failed + 1))
+
 # ---- 3b. wait for the models ---------------------------------------------------------------------
 say "waiting for model generation"
 wait "$gen_pid"
@@ -138,8 +149,8 @@ for shape in "${runs[@]}"; do
     say "benchmarking $shape at $ctx"
     bench -m "$models/$shape-f16.gguf" -c $((ctx + 128)) -n 128 --label "$shape|original"
     bench -m "$models/$shape-f16.gguf.h50" -c $((ctx + 128)) -n 128 --label "$shape|50% hybrid"
-    # The same decode without programmatic dependent launch: what overlapping the kernels buys.
-    [[ $shape == llama-1b && $ctx == 2048 ]] && RECUR_CUDA_PDL=0 bench -m "$models/$shape-f16.gguf" -c $((ctx + 128)) -n 128 --label "$shape|no PDL"
+    # The same with programmatic dependent launch (opt-in): what overlapping the decode kernels buys.
+    [[ $shape == llama-1b ]] && RECUR_CUDA_PDL=1 bench -m "$models/$shape-f16.gguf" -c $((ctx + 128)) -n 128 --label "$shape|PDL"
   done
 done
 save "$results"

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <unistd.h>
 
@@ -162,6 +163,33 @@ TEST(GpuModelFeatures, DecodeGraphEqualsEagerDecode) {
     EXPECT_EQ(graph.n_past(), 0);
     graph.eval(prompt, a);
     EXPECT_EQ(graph.n_past(), int32_t(prompt.size()));
+}
+
+// Programmatic dependent launch (RECUR_CUDA_PDL=1, Hopper and later) lets a decode kernel start
+// before its predecessor ends; each waits before touching what the previous ones write. A
+// missing wait is a race: the logits would differ from plain launches (same kernels, same
+// arithmetic, so equal to the bit otherwise). Both the eager first step and the graph replays.
+TEST_P(GpuModel, OverlappedDecodeEqualsPlainLaunches) {
+    REQUIRE_STORIES();
+    auto m = model::load(variant_path(GetParam()));
+    cuda_params gp;
+    gp.n_ctx = 160;
+    setenv("RECUR_CUDA_PDL", "1", 1);
+    cuda_model overlapped(*m, gp);
+    unsetenv("RECUR_CUDA_PDL");
+    cuda_model plain(*m, gp);
+    if (!overlapped.decode_overlaps()) GTEST_SKIP() << "no programmatic dependent launch on this device (compute capability < 9.0)";
+    ASSERT_FALSE(plain.decode_overlaps());
+    const auto prompt = prompt_tokens(*m, 40);
+    std::vector<float> a, b;
+    overlapped.eval(prompt, a);
+    plain.eval(prompt, b);
+    for (int i = 0; i < 48; ++i) {
+        const int32_t next = argmax_of(b, 0, b.size());
+        overlapped.eval({next}, a);
+        plain.eval({next}, b);
+        ASSERT_EQ(a, b) << GetParam().name << " decode step " << i;
+    }
 }
 
 // The ask pipeline keeps the common prefix of two prompts and reads only the rest: after

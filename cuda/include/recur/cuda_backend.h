@@ -206,7 +206,7 @@ class cuda_model {
     // The per-op times gathered with cuda_params::profile_ops, in the forward pass's order.
     std::vector<cuda_op_time> op_times() const;
     // Whether decode kernels overlap their predecessors (programmatic dependent launch: compute
-    // capability 9.0 or later, RECUR_CUDA_PDL not 0, and a driver that accepted it).
+    // capability 9.0 or later, RECUR_CUDA_PDL=1, and a driver that accepted it).
     bool decode_overlaps() const;
 
   private:
