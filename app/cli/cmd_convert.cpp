@@ -39,6 +39,10 @@ constexpr uint64_t default_seed = 1234;     // distillation is reproducible with
 // Copy drills per training sequence (distill_params::repeat_spans); chosen by measurement,
 // docs/quality.md.
 constexpr int default_repeat_spans = 0;
+// Retrieval drills (distill_params::drills, drill_weight): extra training sequences that ask for
+// a fact far back, their answer positions weighted; off unless asked for (docs/quality.md).
+constexpr int default_drills = 0;
+constexpr float default_drill_weight = 50.0f;
 // The copy probe (convert_params::copy_probe_spans, copy_limit): off unless asked for. Measured on
 // SmolLM2-135M and stories260K (docs/quality.md): the groups recency picks score <= 0.007 while
 // induction heads score 0.03-0.36, so excluding them changed nothing at 25%; --copy-probe N
@@ -91,6 +95,8 @@ int cmd_convert(const options &o) {
     cp.compare_end_to_end = !o.per_group_only;
     cp.distill.wr_gated = !o.wr_additive;
     cp.distill.repeat_spans = o.repeat_spans >= 0 ? o.repeat_spans : default_repeat_spans;
+    cp.distill.drills = o.drills >= 0 ? o.drills : default_drills;
+    cp.distill.drill_weight = o.drill_weight > 0 ? o.drill_weight : default_drill_weight;
     cp.copy_probe_spans = o.copy_probe >= 0 ? o.copy_probe : default_copy_probe_spans;
     cp.copy_limit = o.copy_limit >= 0 ? o.copy_limit : default_copy_limit;
     cp.retrieval_probe_trials = o.retrieval_probe >= 0 ? o.retrieval_probe : default_retrieval_probe;
@@ -238,6 +244,7 @@ int cmd_convert(const options &o) {
             j.field("lr", double(cp.distill.lr > 0 ? cp.distill.lr : distill_params::default_lr));
             j.field("seed", uint64_t(seed));
             j.field("repeat_spans", int64_t(cp.distill.repeat_spans));
+            j.field("drills", int64_t(cp.distill.drills)).field("drill_weight", double(cp.distill.drill_weight));
             j.field("capture_seconds", d.capture_seconds).field("train_seconds", d.train_seconds);
             j.field("evaluate_seconds", d.evaluate_seconds);
             j.field("capture_file_bytes", uint64_t(d.capture_file_bytes));

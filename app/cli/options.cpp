@@ -43,7 +43,8 @@ std::string usage() {
            "  convert    -m MODEL -f CALIB -o OUT (--fraction F | --threshold T) [--window K] [--steps 0]\n"
            "             [--steps S] [--lr LR] [--seed S] [--calib-self N] [--calib-tokens N] [--resume]\n"
            "             [--kind auto|recurrent|window|window+recurrent] [--window-tokens W] [--wr-window W]\n"
-           "             [--sinks S] [--wr-additive] [--repeat-spans N] [--copy-probe N] [--copy-limit X]\n"
+           "             [--sinks S] [--wr-additive] [--repeat-spans N] [--drills N] [--drill-weight W]\n"
+           "             [--copy-probe N] [--copy-limit X]\n"
            "             [--retrieval-probe N] [--retrieval-limit X]\n"
            "             [--layers A-B]\n"
            "  ask        -m MODEL --doc FILE -q QUESTION [--session DB] [--new-session] [--no-session]\n"
@@ -113,6 +114,8 @@ options parse_options(int argc, char **argv) {
         else if (a == "--per-group-only") o.per_group_only = true;
         else if (a == "--wr-additive") o.wr_additive = true;
         else if (a == "--repeat-spans") o.repeat_spans = to_int(a, next());
+        else if (a == "--drills") o.drills = to_int(a, next());
+        else if (a == "--drill-weight") o.drill_weight = to_float(a, next());
         else if (a == "--layers") {
             const std::string v = next();
             const size_t dash = v.find('-');
@@ -161,6 +164,9 @@ options parse_options(int argc, char **argv) {
     if (o.steps < 0) throw recur::error("--steps must not be negative");
     if (o.calib_self < 0 || o.calib_tokens < 0) throw recur::error("--calib-self and --calib-tokens must not be negative");
     if (o.repeat_spans < -1 || o.repeat_spans > 1000) throw recur::error("--repeat-spans must be between 0 and 1000");
+    if (o.drills < -1 || o.drills > 100000) throw recur::error("--drills must be between 0 and 100000");
+    if (o.drill_weight != -1 && !(o.drill_weight > 0 && o.drill_weight <= 1e6))
+        throw recur::error("--drill-weight must be above 0 (and at most 1e6)");
     if (o.copy_probe < -1 || o.copy_probe > 100000) throw recur::error("--copy-probe must be between 0 and 100000");
     if (o.retrieval_probe < -1 || o.retrieval_probe > 10000)
         throw recur::error("--retrieval-probe must be between 0 and 10000");

@@ -53,6 +53,8 @@ struct options {
     int retrieval_probe = -1;      // convert --retrieval-probe N: passkey prompts of the retrieval probe; -1: the default
     double retrieval_limit = -1;   // convert --retrieval-limit X: harm (nats) that keeps a group whole; -1: the default
     int repeat_spans = -1;         // convert --repeat-spans N: copy drills per training sequence; -1: the default
+    int drills = -1;               // convert --drills N: retrieval drill sequences; -1: the default
+    float drill_weight = -1;       // convert --drill-weight W: loss weight of their answer positions; -1: the default
     bool per_group_only = false;   // convert --per-group-only: auto skips its end-to-end comparison with all windows
     std::string doc_path;       // ask --doc
     std::string question;       // ask -q

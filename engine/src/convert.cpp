@@ -472,6 +472,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         if (p.steps > 0 && any.calib_tokens > 0) w.set_uint32("recurformer.distillation_tokens", uint32_t(any.calib_tokens));
         if (p.steps > 0 && any.calib_tokens > 0 && p.distill.repeat_spans > 0)
             w.set_uint32("recurformer.distillation_repeat_spans", uint32_t(p.distill.repeat_spans));
+        if (p.steps > 0 && any.calib_tokens > 0 && p.distill.drills > 0) {
+            w.set_uint32("recurformer.distillation_drills", uint32_t(p.distill.drills));
+            w.set_float32("recurformer.distillation_drill_weight", p.distill.drill_weight);
+        }
         if (with_candidates) w.set_uint32("recurformer.heldout_tokens", uint32_t(any.heldout_tokens));
         // Unreplaced tensors are copied bit for bit from the mapped original.
         for (auto &t : m.file().tensors()) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);

@@ -67,6 +67,7 @@ struct capture_store {
     std::vector<int64_t> k_off, v_off;  // [head] (the head's group's arrays)
     std::vector<int64_t> q_off, o_off;  // [head]
     std::vector<int64_t> ow_off, lse_off; // [head]: a gated window + recurrent head's window output [N][hd] and lse [N]; -1 otherwise
+    int64_t w_off = -1;                 // [N] per-position loss weights (retrieval drills); -1: all 1
     int fd = -1;
     size_t bytes = 0;
     std::atomic<bool> failed{false};    // an I/O error inside a worker (reported after the job)
@@ -128,7 +129,7 @@ struct capture_store {
 
 // One head's chunk read from the capture (per thread).
 struct chunk_buffers {
-    std::vector<float> xn, q, k, v, o, xq, ow, lse, log_n_out;
+    std::vector<float> xn, q, k, v, o, xq, ow, lse, log_n_out, weight;
 };
 
 // The layer's projection rows [row0, row0 + n_rows) for one normed input row, as the engine's
@@ -403,31 +404,42 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
                               c.xq + size_t(t) * E, E, c.lse[t]);
             const float *rt = y + size_t(t) * hd, *owt = c.ow + size_t(t) * hd, *ot = c.o + size_t(t) * hd;
             float *et = dy + size_t(t) * hd;
+            // Without weights every sum runs as it always has (bit for bit the unweighted loss).
+            double tgt = 0;
+            double &acc = c.weight ? tgt : loss.sq_target;
             for (int i = 0; i < hd; ++i) {
                 et[i] = (1.0f - gate[t]) * owt[i] + gate[t] * rt[i] - ot[i];
-                loss.sq_target += double(ot[i]) * ot[i];
+                acc += double(ot[i]) * ot[i];
             }
+            if (c.weight) loss.sq_target += double(c.weight[t]) * tgt;
         }
     } else {
-        for (size_t i = 0; i < nh; ++i) {
-            const float e = y[i] - c.o[i];
-            loss.sq_target += double(c.o[i]) * c.o[i];
-            dy[i] = e;
+        for (int t = 0; t < n; ++t) {
+            double tgt = 0;
+            double &acc = c.weight ? tgt : loss.sq_target;
+            for (size_t i = size_t(t) * hd; i < size_t(t + 1) * hd; ++i) {
+                dy[i] = y[i] - c.o[i];
+                acc += double(c.o[i]) * c.o[i];
+            }
+            if (c.weight) loss.sq_target += double(c.weight[t]) * tgt;
         }
     }
-    if (c.metric) {
-        // e ← G e per token (G symmetric): loss eᵀGe, gradient 2·G e.
-        for (int t = 0; t < n; ++t) {
-            float *e = dy + size_t(t) * hd, *ge = dqp; // dqp is free until the backward
+    // Per position: loss += w_t·eᵀGe (G = I without a metric), dy_t = 2·grad_scale·w_t·G e (G symmetric).
+    for (int t = 0; t < n; ++t) {
+        float *e = dy + size_t(t) * hd;
+        double err = 0;
+        double &acc = c.weight ? err : loss.sq_err;
+        const float wt = c.weight ? c.weight[t] : 1.0f;
+        if (c.metric) {
+            float *ge = dqp; // dqp is free until the backward
             for (int i = 0; i < hd; ++i) ge[i] = kn.dot(c.metric + size_t(i) * hd, e, hd);
-            for (int i = 0; i < hd; ++i) loss.sq_err += double(e[i]) * ge[i];
-            for (int i = 0; i < hd; ++i) e[i] = 2.0f * grad_scale * ge[i];
+            for (int i = 0; i < hd; ++i) acc += double(e[i]) * ge[i];
+            for (int i = 0; i < hd; ++i) e[i] = 2.0f * grad_scale * wt * ge[i];
+        } else {
+            for (int i = 0; i < hd; ++i) acc += double(e[i]) * e[i];
+            for (int i = 0; i < hd; ++i) e[i] *= 2.0f * grad_scale * wt;
         }
-    } else {
-        for (size_t i = 0; i < nh; ++i) {
-            loss.sq_err += double(dy[i]) * dy[i];
-            dy[i] *= 2.0f * grad_scale;
-        }
+        if (c.weight) loss.sq_err += double(wt) * err;
     }
     if (!grad) return loss;
 
@@ -640,6 +652,68 @@ std::vector<repeated_span> repeat_spans(std::vector<int32_t> &seq, int32_t count
     return spans;
 }
 
+namespace {
+// Names for the drills' facts: common, short, each a few tokens in any vocabulary.
+constexpr const char *drill_names[] = {"Anna",  "Boris", "Clara", "Daniel", "Elena", "Felix", "Grace", "Hugo",
+                                       "Irene", "Jonas", "Karen", "Lukas",  "Maria", "Nora",  "Oscar", "Paula",
+                                       "Quinn", "Rosa",  "Simon", "Tessa",  "Ulrich", "Vera", "Walter", "Yvonne"};
+} // namespace
+
+retrieval_drill make_retrieval_drill(const tokenizer &vocab, const std::vector<int32_t> &filler, int32_t seq_len,
+                                     int32_t min_gap, int32_t max_gap, float weight, uint64_t seed) {
+    if (filler.empty()) throw error("distill: retrieval drills need filler tokens");
+    uint64_t st = seed;
+    retrieval_drill d;
+    d.name = drill_names[splitmix64(st) % (sizeof drill_names / sizeof drill_names[0])];
+    d.code = 10000 + int(splitmix64(st) % 90000);
+    const std::string code = std::to_string(d.code);
+    const auto needle = vocab.encode("\nNote: the locker code of " + d.name + " is " + code + ".\n", false, false);
+    const std::string q_text = "\nQuestion: what is the locker code of " + d.name + "? Answer:";
+    const auto question = vocab.encode(q_text, false, false);
+    // The answer's tokens as they follow the question in one text (a sentencepiece vocabulary's
+    // dummy space prefix or a merge across the boundary would make a separate encoding differ).
+    auto answer = vocab.encode(q_text + " " + code, false, false);
+    if (answer.size() > question.size() && std::equal(question.begin(), question.end(), answer.begin()))
+        answer.erase(answer.begin(), answer.begin() + int64_t(question.size()));
+    else
+        answer = vocab.encode(" " + code, false, false);
+    const int64_t bos = vocab.bos() >= 0 ? 1 : 0;
+    const int64_t fixed = bos + int64_t(needle.size() + question.size() + answer.size());
+    // gap = tokens from the needle's first to the answer's first = needle + filler + question.
+    const int64_t gap_lo = std::max<int64_t>(min_gap, int64_t(needle.size() + question.size()));
+    const int64_t gap_hi = std::min<int64_t>(max_gap, int64_t(seq_len) - bos - int64_t(answer.size()));
+    if (answer.empty() || gap_hi < gap_lo || fixed > seq_len)
+        throw error("distill: a retrieval drill needs sequences of at least " +
+                    std::to_string(bos + gap_lo + int64_t(answer.size())) + " tokens (seq_len " +
+                    std::to_string(seq_len) + ")");
+    const int64_t gap = gap_lo + int64_t(splitmix64(st) % uint64_t(gap_hi - gap_lo + 1));
+    // The needle starts anywhere that leaves room for the gap and the answer.
+    const int64_t nb_lo = bos, nb_hi = int64_t(seq_len) - gap - int64_t(answer.size());
+    d.needle_begin = nb_lo + int64_t(splitmix64(st) % uint64_t(nb_hi - nb_lo + 1));
+    d.answer_begin = d.needle_begin + gap;
+    d.question_begin = d.answer_begin - int64_t(question.size());
+    d.answer_len = int64_t(answer.size());
+    size_t f = size_t(splitmix64(st) % filler.size());
+    auto put_filler = [&](int64_t until) {
+        while (int64_t(d.tokens.size()) < until) {
+            d.tokens.push_back(filler[f]);
+            f = (f + 1) % filler.size();
+        }
+    };
+    if (bos) d.tokens.push_back(vocab.bos());
+    put_filler(d.needle_begin);
+    d.tokens.insert(d.tokens.end(), needle.begin(), needle.end());
+    put_filler(d.question_begin);
+    d.tokens.insert(d.tokens.end(), question.begin(), question.end());
+    d.tokens.insert(d.tokens.end(), answer.begin(), answer.end());
+    put_filler(seq_len);
+    d.weight.assign(size_t(seq_len), 1.0f);
+    // The positions whose next token is an answer token: the question's last and the answer's
+    // but last.
+    for (int64_t t = d.answer_begin - 1; t < d.answer_begin + d.answer_len - 1; ++t) d.weight[size_t(t)] = weight;
+    return d;
+}
+
 distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens, std::vector<hybrid_layer> &layers,
                              const distill_params &p, const distill_callback &cb) {
     const model_hparams &hp = m.hparams();
@@ -683,6 +757,35 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             repeat_spans(seq_tokens[si], p.repeat_spans, min_gap, splitmix64(st));
         }
     }
+    // Retrieval drills: extra training sequences after the training ones (the held-out ones stay
+    // last), with per-position loss weights; filler from the training sequences' text.
+    std::vector<std::vector<float>> seq_weights(seq_tokens.size()); // empty: all 1
+    if (p.drills < 0 || !(p.drill_weight > 0) || !std::isfinite(p.drill_weight))
+        throw error("distill: drills must not be negative and drill_weight must be positive");
+    if (p.drills > 0) {
+        const size_t holdout = size_t(std::max(0, p.holdout_sequences));
+        const size_t n_tr = seq_tokens.size() > holdout ? seq_tokens.size() - holdout : 0;
+        std::vector<int32_t> filler;
+        for (size_t si = 0; si < n_tr; ++si)
+            for (int32_t t : seq_tokens[si])
+                if (t != m.vocab().bos()) filler.push_back(t);
+        // The needle lies beyond every window trained or compared here.
+        int32_t min_gap = p.drill_min_gap;
+        for (auto &h : heads) min_gap = std::max(min_gap, h.window + h.sinks + 1);
+        if (p.compare_window > 0) min_gap = std::max(min_gap, p.compare_window + p.compare_sinks + 1);
+        const int32_t max_gap = std::max(min_gap, p.drill_max_gap);
+        std::vector<std::vector<int32_t>> drill_tokens;
+        std::vector<std::vector<float>> drill_weights;
+        for (int32_t di = 0; di < p.drills; ++di) {
+            uint64_t st = p.seed ^ (0xd7177ULL << 32) ^ uint64_t(di);
+            retrieval_drill d = make_retrieval_drill(m.vocab(), filler, p.seq_len, min_gap, max_gap, p.drill_weight,
+                                                     splitmix64(st));
+            drill_tokens.push_back(std::move(d.tokens));
+            drill_weights.push_back(std::move(d.weight));
+        }
+        seq_tokens.insert(seq_tokens.begin() + int64_t(n_tr), drill_tokens.begin(), drill_tokens.end());
+        seq_weights.insert(seq_weights.begin() + int64_t(n_tr), drill_weights.begin(), drill_weights.end());
+    }
     std::vector<sequence> seqs;
     int64_t N = 0;
     for (auto &s : seq_tokens) {
@@ -713,6 +816,10 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             group_v[size_t(l)].push_back(floats);
             floats += N * hd;
         }
+    }
+    if (p.drills > 0) { // the loss weight of every captured position
+        cap.w_off = floats;
+        floats += N;
     }
     for (auto &h : heads) {
         cap.k_off.push_back(group_k[size_t(h.layer)][size_t(h.group_index)]);
@@ -805,6 +912,11 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         int64_t done = 0;
         for (size_t s = 0; s < seqs.size(); ++s) {
             seq_start = seqs[s].start;
+            if (cap.w_off >= 0) {
+                const std::vector<float> ones(size_t(seqs[s].length), 1.0f);
+                const std::vector<float> &w = seq_weights[s].empty() ? ones : seq_weights[s];
+                cap.write(cap.w_off, seq_start, 1, w.data(), seqs[s].length);
+            }
             ctx.truncate(0);
             ctx.eval(seq_tokens[s], logits, false);
             // Raw q, k, v of the captured tokens, in parallel over (layer, block of 16 tokens).
@@ -959,6 +1071,11 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
             c.lse = b.lse.data();
             c.log_n_out = b.log_n_out.data();
         }
+        if (cap.w_off >= 0) {
+            b.weight.resize(std::max(b.weight.size(), size_t(n)));
+            cap.read(cap.w_off, s.start + t0, 1, b.weight.data(), n);
+            c.weight = b.weight.data();
+        }
         c.n_tokens = n;
         c.xn = b.xn.data();
         c.q = b.q.data();
@@ -986,6 +1103,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                 for (int64_t t0 = 0; t0 < s.length; t0 += 256) {
                     const int32_t n = int32_t(std::min<int64_t>(256, s.length - t0));
                     head_chunk c = chunk_of(size_t(i), s, t0, n);
+                    c.weight = nullptr; // reported losses are plain means over tokens
                     const chunk_loss cl =
                         head_chunk_loss_grad(Ls[size_t(i)], hs[size_t(i)].theta.data(), c, st.data(), nullptr, 0.0f);
                     err[size_t(i)] += cl.sq_err;
@@ -1024,6 +1142,12 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     cfg.add_value(p.output_metric);
     if (p.holdout_sequences > 0) cfg.add_value(p.holdout_sequences); // absent: hashes of older runs stay valid
     if (p.repeat_spans > 0) cfg.add_value(p.repeat_spans);
+    if (p.drills > 0) { // absent: hashes of older runs stay valid
+        cfg.add_value(p.drills);
+        cfg.add_value(p.drill_weight);
+        cfg.add_value(p.drill_min_gap);
+        cfg.add_value(p.drill_max_gap);
+    }
     rep.train_state_bytes = 0;
     for (size_t i = 0; i < heads.size(); ++i) {
         head_state &h = hs[i];

@@ -48,6 +48,7 @@ struct random_head {
     head_layout L;
     int n;
     std::vector<float> xn, q, k, v, o, theta, state0, metric, xq, ow, lse, log_n_out;
+    std::vector<float> weight; // per-position loss weights; empty: none
     random_head(int E, int hd, int n_tokens, uint32_t seed, bool gated = false) : L(E, hd, gated), n(n_tokens) {
         std::mt19937 rng(seed);
         std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -97,6 +98,7 @@ struct random_head {
         c.v = v.data();
         c.o = o.data();
         if (use_metric) c.metric = metric.data();
+        if (!weight.empty()) c.weight = weight.data();
         if (L.gated) c.xq = xq.data(), c.ow = ow.data(), c.lse = lse.data(), c.log_n_out = log_n_out.data();
         return c;
     }
@@ -207,6 +209,77 @@ TEST(Distill, GradientMatchesFiniteDifferences) {
         std::vector<float> st2 = h.state0;
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st2.data(), nullptr, 0.0f);
         EXPECT_EQ(st, st2);
+    }
+}
+
+// Per-position loss weights (retrieval drills): the weighted loss's gradient against central
+// differences (plain, metric, gated, gated in a metric) with weights that vary by position, zeros
+// and a heavy one included; all-ones weights give bit for bit the unweighted loss, gradient and
+// state; the weighted loss is linear in the weights.
+TEST(Distill, WeightedLossGradientMatchesFiniteDifferences) {
+    for (int round = 0; round < 4; ++round) {
+        const int hd = round % 2 == 0 ? 8 : 16;
+        random_head h(24, hd, 45, 31u + uint32_t(round), round >= 2);
+        h.use_metric = round == 1 || round == 3;
+        std::mt19937 rng(100u + uint32_t(round));
+        std::uniform_real_distribution<float> ud(0.0f, 3.0f);
+        std::vector<float> w(size_t(h.n));
+        for (auto &x : w) x = ud(rng);
+        w[3] = 0.0f;
+        w[17] = 0.0f;
+        w[40] = 50.0f; // a drill's answer position
+        // All ones: bit for bit the unweighted chunk.
+        std::vector<float> g0(h.L.size(), 0.0f), g1(h.L.size(), 0.0f), s0 = h.state0, s1 = h.state0;
+        const chunk_loss l0 = head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), s0.data(), g0.data(), 0.25f);
+        h.weight.assign(size_t(h.n), 1.0f);
+        const chunk_loss l1 = head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), s1.data(), g1.data(), 0.25f);
+        EXPECT_EQ(g0, g1);
+        EXPECT_EQ(s0, s1);
+        EXPECT_NEAR(l0.sq_err, l1.sq_err, 1e-12 * l0.sq_err);
+        EXPECT_NEAR(l0.sq_target, l1.sq_target, 1e-12 * l0.sq_target);
+        // Linear in the weights, and the heavy position counts.
+        h.weight = w;
+        const double lw = h.loss(h.theta);
+        std::vector<float> w2(w);
+        for (auto &x : w2) x *= 2.0f;
+        h.weight = w2;
+        EXPECT_NEAR(h.loss(h.theta), 2.0 * lw, 1e-9 * lw);
+        h.weight = w;
+        EXPECT_GT(std::fabs(lw - l0.sq_err), 1e-3 * l0.sq_err) << "the weights change the loss";
+
+        std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
+        const float scale = 0.5f;
+        head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
+        double rms = 0;
+        for (float gv : grad) rms += double(gv) * gv;
+        rms = std::sqrt(rms / double(grad.size())) / scale;
+        std::vector<size_t> idx;
+        for (size_t i = 0; i < size_t(h.L.n_embd); i += 3) idx.push_back(h.L.dt_w() + i);
+        idx.push_back(h.L.dt_b());
+        idx.push_back(h.L.a_log());
+        for (int i = 0; i < hd; ++i) idx.push_back(h.L.d() + size_t(i));
+        for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
+            for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
+        if (h.L.gated) {
+            for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
+            idx.push_back(h.L.gate_b());
+            idx.push_back(h.L.gate_n());
+        }
+        int bad = 0;
+        for (size_t i : idx) {
+            const float eps = 2e-3f * std::max(1.0f, std::fabs(h.theta[i]));
+            std::vector<float> tp = h.theta, tm = h.theta;
+            tp[i] += eps;
+            tm[i] -= eps;
+            const double fd = (h.loss(tp) - h.loss(tm)) / (double(tp[i]) - double(tm[i]));
+            const double an = double(grad[i]) / scale;
+            if (std::fabs(fd - an) > 2e-2 * std::fabs(an) + 2e-3 * rms) {
+                ++bad;
+                ADD_FAILURE() << "round " << round << " parameter " << i << ": analytic " << an
+                              << ", finite difference " << fd;
+            }
+        }
+        EXPECT_EQ(bad, 0);
     }
 }
 
@@ -572,6 +645,101 @@ TEST(Distill, CopyDrillsLeaveTheHeldOutSequencesAlone) {
         EXPECT_EQ(ra.heads[i].heldout_target, rb.heads[i].heldout_target) << i;
     }
     EXPECT_FALSE(same_params(a, b)) << "the drills should change what is trained";
+}
+
+// A retrieval drill: seq_len tokens, BOS first, the needle and the question in their template
+// (not recur passkey's), the needle min_gap..max_gap tokens before the answer, the answer the
+// code, heavy weights on exactly the positions that predict the answer's tokens; a seed gives
+// the same drill, seeds vary the name, code and distance; too short sequences are refused.
+TEST(Distill, RetrievalDrillHidesAFactFarBackAndWeighsItsAnswer) {
+    auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
+    const tokenizer &vocab = m->vocab();
+    const auto filler = text_tokens(*m, 1000, 20000, 3000);
+    std::set<int> codes;
+    std::set<int64_t> gaps;
+    for (uint64_t seed = 0; seed < 30; ++seed) {
+        const retrieval_drill d = make_retrieval_drill(vocab, filler, 512, 300, 450, 50.0f, seed);
+        ASSERT_EQ(d.tokens.size(), 512u);
+        ASSERT_EQ(d.weight.size(), 512u);
+        if (vocab.bos() >= 0) {
+            EXPECT_EQ(d.tokens[0], vocab.bos());
+        }
+        EXPECT_GE(d.code, 10000);
+        EXPECT_LE(d.code, 99999);
+        codes.insert(d.code);
+        const int64_t gap = d.answer_begin - d.needle_begin;
+        gaps.insert(gap);
+        EXPECT_GE(gap, 300) << "seed " << seed;
+        EXPECT_LE(gap, 450) << "seed " << seed;
+        EXPECT_EQ(d.answer_begin + d.answer_len <= 512, true);
+        const std::string code = std::to_string(d.code);
+        const std::vector<int32_t> needle(d.tokens.begin() + d.needle_begin, d.tokens.begin() + d.question_begin);
+        EXPECT_NE(vocab.decode(needle).find("Note: the locker code of " + d.name + " is " + code + "."), std::string::npos)
+            << vocab.decode(needle);
+        const std::vector<int32_t> qa(d.tokens.begin() + d.question_begin, d.tokens.begin() + d.answer_begin + d.answer_len);
+        const std::string qa_text = vocab.decode(qa);
+        EXPECT_NE(qa_text.find("Question: what is the locker code of " + d.name + "? Answer: " + code), std::string::npos)
+            << qa_text;
+        const std::vector<int32_t> answer(d.tokens.begin() + d.answer_begin, d.tokens.begin() + d.answer_begin + d.answer_len);
+        EXPECT_NE(vocab.decode(answer).find(code), std::string::npos);
+        EXPECT_EQ(vocab.decode(d.tokens).find("pass key"), std::string::npos) << "not recur passkey's template";
+        for (int64_t t = 0; t < 512; ++t) {
+            const bool answers = t >= d.answer_begin - 1 && t < d.answer_begin + d.answer_len - 1;
+            EXPECT_EQ(d.weight[size_t(t)], answers ? 50.0f : 1.0f) << "seed " << seed << " position " << t;
+        }
+    }
+    EXPECT_GT(codes.size(), 25u);
+    EXPECT_GT(gaps.size(), 10u);
+    const retrieval_drill a = make_retrieval_drill(vocab, filler, 512, 300, 450, 50.0f, 7);
+    const retrieval_drill b = make_retrieval_drill(vocab, filler, 512, 300, 450, 50.0f, 7);
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_EQ(a.weight, b.weight);
+    EXPECT_THROW(make_retrieval_drill(vocab, filler, 200, 300, 450, 50.0f, 7), error);
+}
+
+// Retrieval drills are extra training sequences: the held-out sequence's errors are bit for bit
+// those of a run without them, the capture grows by the drills, and their weight reaches the
+// training (weight 1 and weight 50 train different heads; the same weight, the same heads).
+TEST(Distill, RetrievalDrillsTrainWithTheirWeightsAndLeaveTheHeldOutAlone) {
+    auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
+    const auto tokens = text_tokens(*m, 0, 20000, 512 + 3 * 511); // 4 full sequences, BOS-led
+    distill_params p;
+    p.steps = 40;
+    p.seq_len = 512;
+    p.chunk = 64;
+    p.batch = 2;
+    p.seed = 5;
+    p.n_threads = 2;
+    p.holdout_sequences = 1;
+    p.compare_window = 16;
+    auto a = init_layers(*m, {{1}, {0, 1}});
+    const distill_report ra = distill_heads(*m, tokens, a, p);
+    p.drills = 3;
+    p.drill_weight = 50.0f;
+    auto b = init_layers(*m, {{1}, {0, 1}});
+    const distill_report rb = distill_heads(*m, tokens, b, p);
+    auto b2 = init_layers(*m, {{1}, {0, 1}});
+    distill_heads(*m, tokens, b2, p);
+    p.drill_weight = 1.0f;
+    auto c = init_layers(*m, {{1}, {0, 1}});
+    const distill_report rc = distill_heads(*m, tokens, c, p);
+    ASSERT_EQ(ra.n_sequences, 4);
+    EXPECT_EQ(rb.n_sequences, 7);
+    EXPECT_EQ(rb.calib_tokens, ra.calib_tokens + 3 * 512);
+    EXPECT_EQ(rb.heldout_tokens, ra.heldout_tokens);
+    ASSERT_EQ(ra.heads.size(), rb.heads.size());
+    for (size_t i = 0; i < ra.heads.size(); ++i) {
+        EXPECT_GT(ra.heads[i].window_heldout_loss, 0.0f);
+        EXPECT_EQ(ra.heads[i].window_heldout_loss, rb.heads[i].window_heldout_loss) << i;
+        EXPECT_EQ(ra.heads[i].heldout_target, rb.heads[i].heldout_target) << i;
+        EXPECT_EQ(rb.heads[i].window_heldout_loss, rc.heads[i].window_heldout_loss) << i;
+    }
+    EXPECT_FALSE(same_params(a, b)) << "the drills should change what is trained";
+    EXPECT_TRUE(same_params(b, b2)) << "drills are seeded";
+    EXPECT_FALSE(same_params(b, c)) << "the answer positions' weight should reach the training";
+    p.drill_weight = 0.0f;
+    auto d = init_layers(*m, {{1}, {0, 1}});
+    EXPECT_THROW(distill_heads(*m, tokens, d, p), error);
 }
 
 // Sampling calibration text from the model is reproducible and cut into BOS-led sequences.

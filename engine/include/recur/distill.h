@@ -82,15 +82,19 @@ struct head_chunk {
     // Optional error metric G [hd][hd] (symmetric, positive semi-definite): the loss becomes
     // Σ_t (y_t − o_t)ᵀ G (y_t − o_t). nullptr: G = I, the plain squared error.
     const float *metric = nullptr;
+    // Optional per-position weights w_t [n] (retrieval drills weight the positions that answer
+    // from far back): the loss becomes Σ_t w_t·(y_t − o_t)ᵀ G (y_t − o_t), and its gradient too.
+    // nullptr: every w_t = 1 (bit for bit the unweighted loss).
+    const float *weight = nullptr;
 };
 
 struct chunk_loss {
-    double sq_err = 0;    // Σ_t ‖y_t − o_t‖² (in the chunk's metric when it has one)
-    double sq_target = 0; // Σ_t ‖o_t‖² (for a scale-free loss: sq_err / sq_target, 1 = predicting zero)
+    double sq_err = 0;    // Σ_t w_t‖y_t − o_t‖² (in the chunk's metric when it has one)
+    double sq_target = 0; // Σ_t w_t‖o_t‖² (for a scale-free loss: sq_err / sq_target, 1 = predicting zero)
 };
 
 // The head over one chunk starting from `state` ([hd·hd], in: S before the chunk, out: S after),
-// and its loss. With grad != nullptr also grad += grad_scale · ∂(Σ_t ‖y_t − o_t‖²)/∂θ, with no
+// and its loss. With grad != nullptr also grad += grad_scale · ∂(Σ_t w_t‖y_t − o_t‖²)/∂θ, with no
 // gradient into the incoming state (truncated BPTT). theta, grad: [head_layout::size()].
 // Single-threaded, reentrant (a thread-local scratch grows to the largest chunk seen).
 chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const head_chunk &c, float *state,
@@ -131,6 +135,17 @@ struct distill_params {
     // capture and the trained heads learn what to do there: natural text has few such events,
     // and passkey retrieval is one. 0: the text as it is. Seeded by `seed`. docs/quality.md.
     int32_t repeat_spans = 0;
+    // Retrieval drills: this many extra training sequences of seq_len tokens (placed after the
+    // training sequences, before the held-out ones; make_retrieval_drill), each hiding one fact
+    // ("Note: the locker code of NAME is DIGITS.") far back in filler cut from the training
+    // sequences and asking for it at the end; the positions that predict the answer's digits get
+    // loss weight drill_weight (every other position 1), so the few tokens that must retrieve a
+    // far token count in the loss. Seeded by `seed`. 0: none. docs/quality.md.
+    int32_t drills = 0;
+    float drill_weight = 50.0f;
+    // Fewest and most tokens from the needle's start to the answer's; min_gap is raised to
+    // clear the widest window (+ sinks) trained or compared here, max_gap lowered to what fits.
+    int32_t drill_min_gap = 300, drill_max_gap = 1500;
 
     static constexpr float default_lr = 7e-3f;
 };
@@ -211,5 +226,24 @@ struct repeated_span {
     int64_t src = 0, dst = 0, len = 0;
 };
 std::vector<repeated_span> repeat_spans(std::vector<int32_t> &seq, int32_t count, int32_t min_gap, uint64_t seed);
+
+// One retrieval drill (distill_params::drills): exactly seq_len tokens,
+//   [BOS] filler  needle  filler  question answer  filler
+// needle   "\nNote: the locker code of NAME is DIGITS.\n"
+// question "\nQuestion: what is the locker code of NAME? Answer:"   answer " DIGITS"
+// (a template unlike recur passkey's, so the passkey evaluation is not trained on), the filler a
+// cyclic excerpt of `filler` (calibration tokens), the needle's first token min_gap..max_gap tokens
+// before the answer's first (as far as seq_len allows). weight[t] = `weight` at the positions
+// whose next token is one of the answer's, 1 elsewhere. A pure function of its arguments (seed:
+// splitmix64 only). Throws recur::error when seq_len cannot hold the pieces with min_gap.
+struct retrieval_drill {
+    std::vector<int32_t> tokens;
+    std::vector<float> weight;  // [tokens.size()]
+    std::string name;
+    int code = 0;               // 10000..99999
+    int64_t needle_begin = 0, question_begin = 0, answer_begin = 0, answer_len = 0;
+};
+retrieval_drill make_retrieval_drill(const tokenizer &vocab, const std::vector<int32_t> &filler, int32_t seq_len,
+                                     int32_t min_gap, int32_t max_gap, float weight, uint64_t seed);
 
 } // namespace recur
