@@ -101,6 +101,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             continue;
         } catch (const std::exception &e) {
             fuzz_escaped("fuzz_state", &e);
+        } catch (...) {
+            fuzz_escaped("fuzz_state", nullptr);
         }
         std::vector<float> logits;
         if (ctx.n_past() < ctx.n_ctx()) ctx.eval({2}, logits); // an accepted state must evaluate
