@@ -103,6 +103,54 @@ double cuda_copy_bandwidth(size_t bytes, int repeats) {
     return 2.0 * double(bytes) * repeats / (double(ms) * 1e-3); // read + written
 }
 
+double cuda_gemv_bandwidth(int64_t rows, int64_t n_in, bool pair, int split, bool overlapped, int repeats) {
+    using namespace cuda_detail;
+    require_device();
+    if (rows <= 0 || n_in <= 0 || n_in % 8 != 0 || repeats <= 0) throw error("cuda_gemv_bandwidth: bad shape");
+    const size_t mat = size_t(rows) * size_t(n_in) * (pair ? 2 : 1);      // halves per copy
+    const int copies = int(std::max<size_t>(2, (size_t(256) << 20) / (2 * mat) + 1)); // > 256 MiB in all: past L2
+    dev_buf<__half> w(mat * size_t(copies));
+    CUDA_CHECK(cudaMemset(w.get(), 0x11, w.bytes())); // small finite values (0x1111 ≈ 6e-4)
+    dev_buf<float> x{size_t(n_in)}, y{size_t(rows)};
+    CUDA_CHECK(cudaMemset(x.get(), 0, x.bytes()));
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    auto launches = [&] {
+        pdl_scope pdl(overlapped);
+        for (int i = 0; i < repeats; ++i) {
+            gemv_args a;
+            a.type = tensor_type::F16, a.n_rows = rows, a.n_in = n_in, a.x = x.get(), a.y = y.get(), a.split = split;
+            a.w = w.get() + mat * size_t(i % copies);
+            if (pair) a.w_up = w.get() + mat * size_t(i % copies) + size_t(rows) * size_t(n_in);
+            launch_gemv(a, s);
+        }
+    };
+    launches(); // warm-up, eagerly
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    launches();
+    CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    CUDA_CHECK(cudaGraphLaunch(exec, s)); // warm-up of the graph
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    CUDA_CHECK(cudaEventRecord(e0, s));
+    CUDA_CHECK(cudaGraphLaunch(exec, s));
+    CUDA_CHECK(cudaEventRecord(e1, s));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(g);
+    cudaStreamDestroy(s);
+    return 2.0 * double(mat) * repeats / (double(ms) * 1e-3);
+}
+
 double cuda_gemm_f16_flops(int m, int n, int k, int repeats) {
     using namespace cuda_detail;
     require_device();

@@ -42,6 +42,8 @@ struct gemv_args {
     const void *w_up = nullptr;
     float *y = nullptr;            // [n_rows]
     bool accumulate = false;       // y += W x (the residual add fused in)
+    int split = 0;                 // warps per row, 1, 2 or 4 (0: chosen by the row count); the sweep in
+                                   // cuda_gemv_bandwidth sets it
 };
 void launch_gemv(const gemv_args &a, cudaStream_t s);
 

@@ -311,7 +311,7 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, 
 
 template <tensor_type T, bool NORM, bool PAIR> void launch_gemv_vec(const gemv_args &a, cudaStream_t s) {
     // Enough warps to keep ~32 per SM of a large GPU busy: rows alone when there are many.
-    const int ks = a.n_rows >= 8192 ? 1 : a.n_rows >= 4096 ? 2 : 4;
+    const int ks = a.split == 1 || a.split == 2 || a.split == 4 ? a.split : a.n_rows >= 8192 ? 1 : a.n_rows >= 4096 ? 2 : 4;
     launch_kernel(gemv_vec_kernel<T, NORM, PAIR>, dim3(ceil_div(a.n_rows, gemv_warps / ks)), dim3(gemv_warps * 32), 0, s, a, ks,
                   pdl_on);
 }

@@ -7,6 +7,9 @@
 //   recur_gpu_bench make-hybrid IN OUT [FRACTION]
 //       writes a hybrid of IN with FRACTION (default 0.5) of every layer's KV groups replaced by
 //       recurrent heads (random parameters: speed does not depend on their values).
+//   recur_gpu_bench gemv
+//       the 1B model's decode GEMVs alone, for every warps-per-row split, plain and with
+//       programmatic dependent launch: weight bytes per second (JSON line per case).
 //   recur_gpu_bench run -m MODEL -c N_CTX [-n DECODE] [-b BATCH] [--label L]
 //       prefills N_CTX - DECODE random tokens, then decodes DECODE tokens greedily (the graph
 //       path), after one untimed warm-up of both.
@@ -145,6 +148,20 @@ int main(int argc, char **argv) {
         if (cmd == "roofline") return cmd_roofline();
         if (cmd == "make-hybrid" && argc >= 4) return cmd_make_hybrid(argv[2], argv[3], argc > 4 ? std::atof(argv[4]) : 0.5);
         if (cmd == "run") return cmd_run(argc, argv);
+        if (cmd == "gemv") {
+            // The 1B model's decode GEMVs, each warps-per-row choice, plain and overlapped (PDL):
+            // weight bytes per second against the copy bandwidth, to choose the kernel's split.
+            struct shape { const char *name; int64_t rows, n_in; bool pair; };
+            const shape shapes[] = {{"qkv", 3072, 2048, false}, {"o", 2048, 2048, false},
+                                    {"gate_up", 8192, 2048, true}, {"down", 2048, 8192, false}, {"output", 32000, 2048, false}};
+            for (const shape &sh : shapes)
+                for (int split : {0, 1, 2, 4})
+                    for (bool overlapped : {false, true})
+                        printf("{\"gemv\":\"%s\",\"rows\":%lld,\"n_in\":%lld,\"split\":%d,\"pdl\":%s,\"bytes_per_s\":%.6e}\n",
+                               sh.name, (long long)sh.rows, (long long)sh.n_in, split, overlapped ? "true" : "false",
+                               cuda_gemv_bandwidth(sh.rows, sh.n_in, sh.pair, split, overlapped, 64));
+            return 0;
+        }
         if (cmd == "gemm" && argc >= 5) {
             // The prefill GEMM's cuBLAS call alone at one shape (M output rows, N tokens, K inputs).
             const int M = std::atoi(argv[2]), N = std::atoi(argv[3]), K = std::atoi(argv[4]);
@@ -152,7 +169,7 @@ int main(int argc, char **argv) {
             return 0;
         }
         fprintf(stderr, "usage: recur_gpu_bench roofline | make-hybrid IN OUT [FRACTION] | run -m MODEL -c N_CTX "
-                        "[-n DECODE] [-b BATCH] [--label L] [--profile] | gemm M N K\n");
+                        "[-n DECODE] [-b BATCH] [--label L] [--profile] | gemm M N K | gemv\n");
         return 2;
     } catch (const std::exception &e) {
         fprintf(stderr, "recur_gpu_bench: %s\n", e.what());

@@ -137,6 +137,7 @@ say "models ready: ${runs[*]:-none}"
 results=$work/results.jsonl
 : >"$results"
 "$bin/recur_gpu_bench" roofline >>"$results" || die "roofline"
+timeout 60 "$bin/recur_gpu_bench" gemv >>"$results" 2>>"$work/bench.err" || say "gemv sweep failed ($(tail -1 "$work/bench.err"))"
 bench() { timeout "${BENCH_TIMEOUT:-150}" "$bin/recur_gpu_bench" run "$@" >>"$results" 2>>"$work/bench.err" || say "bench failed: $* ($(tail -1 "$work/bench.err"))"
            save "$results"; } # after every run, so a stopped script still brings back what it measured
 if [[ -f $RECUR_SHARED_DIR/models/stories260K.gguf ]]; then
@@ -173,6 +174,12 @@ for r in runs:
     print(f"{model:<14}{variant:<12}{r['prefill_tokens']:>8}{r['prefill_tok_s']:>15.0f}{pre_pct:>7.1f}%{r['decode_tok_s']:>14.1f}{roof_pct:>11.1f}%{r['kv_bytes']/2**20:>9.1f}")
 def find(model, variant, ctx):
     return next((r for r in runs if r["label"] == f"{model}|{variant}" and r["prefill_tokens"] == ctx), None)
+gemv = [r for r in rows if "gemv" in r]
+if gemv:
+    print("\ndecode GEMV alone (1B shapes, F16, 64 back to back in a graph): % of copy bandwidth by warps per row (0: the kernel's choice)")
+    for name in dict.fromkeys(r["gemv"] for r in gemv):
+        cells = [f"{r['split']}{'+PDL' if r['pdl'] else ''} {100 * r['bytes_per_s'] / bw:.0f}%" for r in gemv if r["gemv"] == name]
+        print(f"  {name:<8}" + "  ".join(cells))
 o2, o16, h16 = find("llama-1b", "original", 2048), find("llama-1b", "original", 16384), find("llama-1b", "50% hybrid", 16384)
 print()
 def verdict(ok): return "met" if ok else "NOT met"

@@ -218,6 +218,11 @@ class cuda_model {
 // bytes per second (read + written) and the cuBLAS F16 GEMM rate (F32 accumulation) in FLOP/s
 // for m × n × k.
 double cuda_copy_bandwidth(size_t bytes, int repeats);
+// The decode GEMV streaming an F16 matrix of rows × n_in (pair: gate and up, SwiGLU fused, 2×
+// the bytes), in weight bytes per second: `repeats` launches back to back in a CUDA graph,
+// cycling through enough copies of the matrix that none is still in L2. split: warps per row
+// (0: the kernel's own choice); overlapped: programmatic dependent launch between them.
+double cuda_gemv_bandwidth(int64_t rows, int64_t n_in, bool pair, int split, bool overlapped, int repeats);
 double cuda_gemm_f16_flops(int m, int n, int k, int repeats);
 
 } // namespace recur
