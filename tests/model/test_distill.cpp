@@ -163,6 +163,41 @@ bool same_params(const std::vector<hybrid_layer> &a, const std::vector<hybrid_la
     return true;
 }
 
+// The analytic gradient grad (computed with grad_scale `scale`) of h's loss against central
+// differences, on a sample of every parameter kind (dt_w, dt_b, a_log, d, the three transforms
+// and, gated, the gate): each mismatch is reported as a failure, and their count returned.
+int finite_difference_mismatches(const random_head &h, const std::vector<float> &grad, float scale) {
+    double rms = 0;
+    for (float g : grad) rms += double(g) * g;
+    rms = std::sqrt(rms / double(grad.size())) / scale;
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < size_t(h.L.n_embd); i += 3) idx.push_back(h.L.dt_w() + i);
+    idx.push_back(h.L.dt_b());
+    idx.push_back(h.L.a_log());
+    for (int i = 0; i < h.L.head_dim; ++i) idx.push_back(h.L.d() + size_t(i));
+    for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
+        for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
+    if (h.L.gated) {
+        for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
+        idx.push_back(h.L.gate_b());
+        idx.push_back(h.L.gate_n());
+    }
+    int bad = 0;
+    for (size_t i : idx) {
+        const float eps = 2e-3f * std::max(1.0f, std::fabs(h.theta[i]));
+        std::vector<float> tp = h.theta, tm = h.theta;
+        tp[i] += eps;
+        tm[i] -= eps;
+        const double fd = (h.loss(tp) - h.loss(tm)) / (double(tp[i]) - double(tm[i]));
+        const double an = double(grad[i]) / scale;
+        if (std::fabs(fd - an) > 2e-2 * std::fabs(an) + 2e-3 * rms) {
+            ++bad;
+            ADD_FAILURE() << "hd " << h.L.head_dim << " parameter " << i << ": analytic " << an << ", finite difference " << fd;
+        }
+    }
+    return bad;
+}
+
 } // namespace
 
 // The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
@@ -176,35 +211,7 @@ TEST(Distill, GradientMatchesFiniteDifferences) {
         std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
         const float scale = 0.5f; // grad_scale is honoured
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
-        double rms = 0;
-        for (float g : grad) rms += double(g) * g;
-        rms = std::sqrt(rms / double(grad.size())) / scale;
-        std::vector<size_t> idx;
-        for (size_t i = 0; i < size_t(h.L.n_embd); i += 3) idx.push_back(h.L.dt_w() + i);
-        idx.push_back(h.L.dt_b());
-        idx.push_back(h.L.a_log());
-        for (int i = 0; i < hd; ++i) idx.push_back(h.L.d() + size_t(i));
-        for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
-            for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
-        if (h.L.gated) {
-            for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
-            idx.push_back(h.L.gate_b());
-            idx.push_back(h.L.gate_n());
-        }
-        int bad = 0;
-        for (size_t i : idx) {
-            const float eps = 2e-3f * std::max(1.0f, std::fabs(h.theta[i]));
-            std::vector<float> tp = h.theta, tm = h.theta;
-            tp[i] += eps;
-            tm[i] -= eps;
-            const double fd = (h.loss(tp) - h.loss(tm)) / (double(tp[i]) - double(tm[i]));
-            const double an = double(grad[i]) / scale;
-            if (std::fabs(fd - an) > 2e-2 * std::fabs(an) + 2e-3 * rms) {
-                ++bad;
-                ADD_FAILURE() << "hd " << hd << " parameter " << i << ": analytic " << an << ", finite difference " << fd;
-            }
-        }
-        EXPECT_EQ(bad, 0);
+        EXPECT_EQ(finite_difference_mismatches(h, grad, scale), 0) << "hd " << hd;
         // The state leaves the chunk exactly as a forward without gradients leaves it.
         std::vector<float> st2 = h.state0;
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st2.data(), nullptr, 0.0f);
@@ -250,36 +257,7 @@ TEST(Distill, WeightedLossGradientMatchesFiniteDifferences) {
         std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
         const float scale = 0.5f;
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
-        double rms = 0;
-        for (float gv : grad) rms += double(gv) * gv;
-        rms = std::sqrt(rms / double(grad.size())) / scale;
-        std::vector<size_t> idx;
-        for (size_t i = 0; i < size_t(h.L.n_embd); i += 3) idx.push_back(h.L.dt_w() + i);
-        idx.push_back(h.L.dt_b());
-        idx.push_back(h.L.a_log());
-        for (int i = 0; i < hd; ++i) idx.push_back(h.L.d() + size_t(i));
-        for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
-            for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
-        if (h.L.gated) {
-            for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
-            idx.push_back(h.L.gate_b());
-            idx.push_back(h.L.gate_n());
-        }
-        int bad = 0;
-        for (size_t i : idx) {
-            const float eps = 2e-3f * std::max(1.0f, std::fabs(h.theta[i]));
-            std::vector<float> tp = h.theta, tm = h.theta;
-            tp[i] += eps;
-            tm[i] -= eps;
-            const double fd = (h.loss(tp) - h.loss(tm)) / (double(tp[i]) - double(tm[i]));
-            const double an = double(grad[i]) / scale;
-            if (std::fabs(fd - an) > 2e-2 * std::fabs(an) + 2e-3 * rms) {
-                ++bad;
-                ADD_FAILURE() << "round " << round << " parameter " << i << ": analytic " << an
-                              << ", finite difference " << fd;
-            }
-        }
-        EXPECT_EQ(bad, 0);
+        EXPECT_EQ(finite_difference_mismatches(h, grad, scale), 0) << "round " << round;
     }
 }
 
