@@ -198,6 +198,19 @@ int finite_difference_mismatches(const random_head &h, const std::vector<float> 
     return bad;
 }
 
+// What the held-out comparisons share: 512-token sequences (four of the test text), the last
+// held out and measured against an untrained 16-token window.
+distill_params heldout_params() {
+    distill_params p;
+    p.seq_len = 512;
+    p.chunk = 64;
+    p.seed = 5;
+    p.n_threads = 2;
+    p.holdout_sequences = 1;
+    p.compare_window = 16;
+    return p;
+}
+
 } // namespace
 
 // The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
@@ -601,14 +614,8 @@ TEST(Distill, RepeatSpansCopiesSpansFarEnoughBack) {
 TEST(Distill, CopyDrillsLeaveTheHeldOutSequencesAlone) {
     auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
     const auto tokens = text_tokens(*m, 0, 20000, 512 + 3 * 511); // 4 full sequences, BOS-led
-    distill_params p;
+    distill_params p = heldout_params();
     p.steps = 20;
-    p.seq_len = 512;
-    p.chunk = 64;
-    p.seed = 5;
-    p.n_threads = 2;
-    p.holdout_sequences = 1;
-    p.compare_window = 16;
     auto a = init_layers(*m, {{1}, {0, 1}});
     const distill_report ra = distill_heads(*m, tokens, a, p);
     p.repeat_spans = 4;
@@ -681,15 +688,9 @@ TEST(Distill, RetrievalDrillHidesAFactFarBackAndWeighsItsAnswer) {
 TEST(Distill, RetrievalDrillsTrainWithTheirWeightsAndLeaveTheHeldOutAlone) {
     auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
     const auto tokens = text_tokens(*m, 0, 20000, 512 + 3 * 511); // 4 full sequences, BOS-led
-    distill_params p;
+    distill_params p = heldout_params();
     p.steps = 40;
-    p.seq_len = 512;
-    p.chunk = 64;
     p.batch = 2;
-    p.seed = 5;
-    p.n_threads = 2;
-    p.holdout_sequences = 1;
-    p.compare_window = 16;
     auto a = init_layers(*m, {{1}, {0, 1}});
     const distill_report ra = distill_heads(*m, tokens, a, p);
     p.drills = 3;
