@@ -17,7 +17,10 @@ cp "$build/tests/recur_gpu_tests" "$build/tests/recur_gpu_bench" "$stage/bin/"
 for lib in $(ldd "$stage/bin/recur_gpu_tests" | awk '/=>/ {print $3}' | grep -E 'sentencepiece|protobuf|gtest' || true); do
   cp -L "$lib" "$stage/lib/"
 done
-gguf_dir=$(python3 -c 'import gguf, os; print(os.path.dirname(gguf.__file__))')
+# gguf-py from the project's venv (installer/setup.sh makes it) unless PYTHON names another.
+py=${PYTHON:-python3}
+[[ -z ${PYTHON:-} && -x .venv/bin/python ]] && py=.venv/bin/python
+gguf_dir=$("$py" -c 'import gguf, os; print(os.path.dirname(gguf.__file__))')
 cp -r "$gguf_dir" "$stage/py/"
 find "$stage/py" -name __pycache__ -prune -exec rm -rf {} +
 cp "$shared/models/stories260K.gguf" "$stage/shared/models/"
@@ -54,4 +57,4 @@ du -sh "$stage"
 if (( $(du -sm "$stage" | cut -f1) > 62 )); then
   echo "stage: $(du -sm "$stage" | cut -f1) MiB is over what a device run carries (64 MiB): stage a build configured with -DCMAKE_CUDA_ARCHITECTURES=90-real, or NO_CLI=1" >&2
 fi
-echo 'device run: command "tests/gpu/run.sh", carry ["build-gpu-stage"], timeout_s 590'
+echo 'device run: command "tests/gpu/run.sh /tmp/recur-gpu 2>&1; tests/gpu/profile.sh /tmp/recur-gpu 2>&1", carry ["build-gpu-stage"], timeout_s 420'
