@@ -174,10 +174,15 @@ TEST_P(GpuModel, OverlappedDecodeEqualsPlainLaunches) {
     auto m = model::load(variant_path(GetParam()));
     cuda_params gp;
     gp.n_ctx = 160;
+    // The variable is read when a model is made; restored after, for the tests that follow (run.sh
+    // runs the whole suite with RECUR_CUDA_PDL=1 once).
+    const char *was = std::getenv("RECUR_CUDA_PDL");
+    const std::string saved = was ? was : "";
     setenv("RECUR_CUDA_PDL", "1", 1);
     cuda_model overlapped(*m, gp);
     unsetenv("RECUR_CUDA_PDL");
     cuda_model plain(*m, gp);
+    if (was) setenv("RECUR_CUDA_PDL", saved.c_str(), 1);
     if (!overlapped.decode_overlaps()) GTEST_SKIP() << "no programmatic dependent launch on this device (compute capability < 9.0)";
     ASSERT_FALSE(plain.decode_overlaps());
     const auto prompt = prompt_tokens(*m, 40);
