@@ -289,18 +289,14 @@ template <bool TC> __global__ void __launch_bounds__(att_threads) attn_prefill_k
         if (Rg >= n_rows) continue;
         a.out[int64_t(Rg / g) * a.out_ld + int64_t(src.kv_head * g + Rg % g) * hd + d] = O[r * L.ldo + d] / rl[r];
     }
-    if (a.lse && lane < 16) {
-        const int r = warp * 16 + lane, Rg = row0 + r;
-        if (Rg < n_rows) a.lse[int64_t(Rg / g) * a.lse_ld + src.kv_head * g + Rg % g] = rm[r] + logf(rl[r]);
-    }
-    if (collect && lane < 16) {
-        const int r = warp * 16 + lane, Rg = row0 + r;
-        if (Rg < n_rows && pos0 + Rg / g >= a.recency_window) {
-            const int head = src.kv_head * g + Rg % g;
-            for (int s2 = 0; s2 < L.stat_w; ++s2)
-                atomicAdd(&a.stats[int64_t(head) * L.stat_w + s2], double(st[r * L.stat_w + s2]) / double(rl[r]));
-        }
-    }
+    // Per row (a lane each): its log-sum-exp when asked, its statistics when gathering.
+    const int r = warp * 16 + lane, Rg = row0 + r;
+    if (lane >= 16 || Rg >= n_rows) return;
+    const int head = src.kv_head * g + Rg % g;
+    if (a.lse) a.lse[int64_t(Rg / g) * a.lse_ld + head] = rm[r] + logf(rl[r]);
+    if (collect && pos0 + Rg / g >= a.recency_window)
+        for (int s2 = 0; s2 < L.stat_w; ++s2)
+            atomicAdd(&a.stats[int64_t(head) * L.stat_w + s2], double(st[r * L.stat_w + s2]) / double(rl[r]));
 }
 
 // ---- prefill on mma.sync, FlashAttention-2 style --------------------------------------------------

@@ -94,6 +94,22 @@ cublasHandle_t cublas_handle();
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
 
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// (Shared by the row kernels, the recurrent heads' dt and the gated read-out's gate.)
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float part[32];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
+    __syncthreads(); // part may still be read by a previous call
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? part[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 // ---- programmatic dependent launch (PDL, sm_90 and later) --------------------------------------
 //
 // A decode step is ~8 small kernels a layer, each of which used to start only after the previous

@@ -765,7 +765,8 @@ struct cuda_model::impl {
         const bool graphable = n == 1 && params.decode_graph && recency_window == 0 && !params.profile_ops;
         // Decode kernels overlap their predecessors' tails (PDL, common.cuh); the profile's
         // events between ops would only break the chains.
-        pdl_scope pdl(n == 1 && overlap_decode && !params.profile_ops);
+        const bool overlap = n == 1 && overlap_decode && !params.profile_ops;
+        pdl_scope pdl(overlap);
         if (graphable && graph) {
             CUDA_CHECK(cudaGraphLaunch(graph, stream));
         } else if (graphable && decode_calls > 0) {
@@ -783,7 +784,7 @@ struct cuda_model::impl {
         } else {
             forward_kernels(n, all_rows);
         }
-        if (n == 1 && !pdl_on) overlap_decode = false; // the driver refused it: plain launches from now on
+        if (overlap && !pdl_on) overlap_decode = false; // the driver refused it: plain launches from now on
         if (n == 1) ++decode_calls;
         profile_collect(n == 1);
         CUDA_CHECK(cudaEventRecord(ev1, stream));

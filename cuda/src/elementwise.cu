@@ -10,21 +10,6 @@ namespace recur::cuda_detail {
 
 namespace {
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-__device__ float block_sum(float v) {
-    __shared__ float part[32];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
-    __syncthreads(); // part may still be read by a previous call
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? part[lane] : 0.0f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 __device__ float block_max(float v) {
     __shared__ float part[32];
 #pragma unroll

@@ -30,15 +30,8 @@ __global__ void dt_kernel(rec_args a) {
     const float *x = a.xn + int64_t(t) * a.xn_ld, *w = a.dt_w + int64_t(r) * a.n_embd;
     float s = 0;
     for (int i = threadIdx.x; i < a.n_embd; i += blockDim.x) s += w[i] * x[i];
-    __shared__ float part[4];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w2 = 1; w2 < int(blockDim.x >> 5); ++w2) s += part[w2];
-        a.dt[int64_t(r) * a.n + t] = softplus(s + a.dt_b[r]);
-    }
+    s = block_sum(s);
+    if (threadIdx.x == 0) a.dt[int64_t(r) * a.n + t] = softplus(s + a.dt_b[r]);
 }
 
 // out(which, o) = M_which[head]·x_which at row o (x_which[o] itself where M_which is null), for
@@ -375,16 +368,10 @@ __global__ void wr_add_kernel(wr_args a, const float *y, float *attn, int64_t ld
         return;
     }
     // log Z_out = gate_w·xn_t + gate_b + gate_n·log(n_out): n_out = e - S + 1 tokens are outside.
-    __shared__ float part[wr_add_threads / 32];
     const float *w = a.gate_w + int64_t(h) * a.n_embd, *x = a.xn + int64_t(t) * a.n_embd;
-    float z = 0;
-    for (int i = threadIdx.x; i < a.n_embd; i += wr_add_threads) z += w[i] * x[i];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = z;
-    __syncthreads();
-    z = a.gate_b[h] + a.gate_n[h] * logf(float(e - a.S + 1));
-    for (int k = 0; k < wr_add_threads / 32; ++k) z += part[k];
+    float dot = 0;
+    for (int i = threadIdx.x; i < a.n_embd; i += wr_add_threads) dot += w[i] * x[i];
+    const float z = block_sum(dot) + a.gate_b[h] + a.gate_n[h] * logf(float(e - a.S + 1));
     const float gate = 1.0f / (1.0f + __expf(a.lse[int64_t(t) * a.lse_ld + head] - z)); // overflow: g = 0
     for (int d = threadIdx.x; d < a.hd; d += wr_add_threads) attn[off + d] = (1.0f - gate) * attn[off + d] + gate * y[off + d];
 }
