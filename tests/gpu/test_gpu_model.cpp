@@ -65,6 +65,26 @@ std::string variant_path(const variant &v) {
 
 class GpuModel : public ::testing::TestWithParam<variant> {};
 
+// Window + recurrent groups with sinks and transforms, additive and gated (the gated-read-out
+// sensitivity check below compares exactly these two files).
+const variant winrec_additive{"winrec", true, {0.75, 5, 2, true, 8, 2, true}};
+const variant winrec_gated{"winrec_gated", true, {0.75, 5, 2, true, 8, 2, true, true}};
+
+// Two models fed the same prompt and the same greedy tokens must give the same logits, bit for bit
+// (same kernels, same arithmetic), at every one of `steps` decode steps.
+void expect_identical_decodes(cuda_model &a, cuda_model &b, const std::vector<int32_t> &prompt, int steps,
+                              const std::string &what) {
+    std::vector<float> la, lb;
+    a.eval(prompt, la);
+    b.eval(prompt, lb);
+    for (int i = 0; i < steps; ++i) {
+        const int32_t next = argmax_of(la, 0, la.size());
+        a.eval({next}, la);
+        b.eval({next}, lb);
+        ASSERT_EQ(la, lb) << what << ", decode step " << i;
+    }
+}
+
 TEST_P(GpuModel, LogitsMatchCpuInPrefillAndEveryDecodeStep) {
     REQUIRE_STORIES();
     auto m = model::load(variant_path(GetParam()));
@@ -133,11 +153,11 @@ INSTANTIATE_TEST_SUITE_P(
                       variant{"sinks", true, {0.75, 5, 2, true, 8, 2}},
                       // window + recurrent groups: tokens leaving windows of 5 (2 sink rows, trained
                       // transforms) feed recurrent heads; and every replaced group so, no sinks
-                      variant{"winrec", true, {0.75, 5, 2, true, 8, 2, true}},
+                      winrec_additive,
                       variant{"winrec_all", true, {0.5, 6, 1, false, 9, 0, true}},
                       // the same with the gated read-out (what convert writes by default): the
                       // window attention's log-sum-exp, prefill and decode kernels alike
-                      variant{"winrec_gated", true, {0.75, 5, 2, true, 8, 2, true, true}},
+                      winrec_gated,
                       variant{"winrec_gated_all", true, {0.5, 6, 1, false, 9, 0, true, true}}),
     [](const ::testing::TestParamInfo<variant> &i) { return i.param.name; });
 
@@ -150,15 +170,9 @@ TEST(GpuModelFeatures, DecodeGraphEqualsEagerDecode) {
     gp.decode_graph = false;
     cuda_model eager(*m, gp);
     const auto prompt = prompt_tokens(*m, 1);
-    std::vector<float> a, b;
-    graph.eval(prompt, a);
-    eager.eval(prompt, b);
-    for (int i = 0; i < 20; ++i) {
-        const int32_t next = argmax_of(a, 0, a.size());
-        graph.eval({next}, a);
-        eager.eval({next}, b);
-        ASSERT_EQ(a, b) << "step " << i << ": the graph replays the same kernels";
-    }
+    expect_identical_decodes(graph, eager, prompt, 20, "the graph replays the same kernels");
+    if (HasFatalFailure()) return;
+    std::vector<float> a;
     graph.reset();
     EXPECT_EQ(graph.n_past(), 0);
     graph.eval(prompt, a);
@@ -185,16 +199,7 @@ TEST_P(GpuModel, OverlappedDecodeEqualsPlainLaunches) {
     if (was) setenv("RECUR_CUDA_PDL", saved.c_str(), 1);
     if (!overlapped.decode_overlaps()) GTEST_SKIP() << "no programmatic dependent launch on this device (compute capability < 9.0)";
     ASSERT_FALSE(plain.decode_overlaps());
-    const auto prompt = prompt_tokens(*m, 40);
-    std::vector<float> a, b;
-    overlapped.eval(prompt, a);
-    plain.eval(prompt, b);
-    for (int i = 0; i < 48; ++i) {
-        const int32_t next = argmax_of(b, 0, b.size());
-        overlapped.eval({next}, a);
-        plain.eval({next}, b);
-        ASSERT_EQ(a, b) << GetParam().name << " decode step " << i;
-    }
+    expect_identical_decodes(overlapped, plain, prompt_tokens(*m, 40), 48, GetParam().name + ", overlapped against plain");
 }
 
 // The ask pipeline keeps the common prefix of two prompts and reads only the rest: after
@@ -271,8 +276,8 @@ TEST(GpuModelFeatures, RecencyStatisticsMatchCpu) {
 // Runs without a device.
 TEST(GpuModelFeatures, GatedVariantDiffersFromAdditiveBeyondTheBound) {
     if (!gpu_test::file_exists(stories_path())) GTEST_SKIP() << stories_path() << " not found";
-    auto gated = model::load(variant_path(variant{"winrec_gated", true, {0.75, 5, 2, true, 8, 2, true, true}}));
-    auto additive = model::load(variant_path(variant{"winrec", true, {0.75, 5, 2, true, 8, 2, true}}));
+    auto gated = model::load(variant_path(winrec_gated));
+    auto additive = model::load(variant_path(winrec_additive));
     const auto prompt = prompt_tokens(*gated, 60);
     context_params cp;
     cp.n_ctx = 128, cp.n_threads = 2;
