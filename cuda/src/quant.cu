@@ -208,22 +208,6 @@ __device__ __forceinline__ float dot8(const float w[8], float4 a, float4 b) {
 // barriers before its first weight load (the earlier kernel reached 0.9-2.4 TB/s on an H200).
 constexpr int gemv_warps = 4, gemv_unroll = 8;
 
-// ks warps share a row (ks in {1, 2, 4}; a block holds 4 / ks rows): short matrices (o_proj,
-// down: 2048 rows on a 132-SM GPU) otherwise have too few warps in flight to cover the memory
-// latency, each walking its long row in several dependent rounds. The ks partial sums meet in
-// shared memory.
-// ks is a runtime argument: as a template parameter it tripled the instances (8 types × norm ×
-// pair), and with them the binaries, for no measurable gain.
-// Bytes of one row of n_in weights of type T (whole blocks: n_in is a multiple of the block).
-template <tensor_type T> __device__ __forceinline__ int64_t row_bytes_of(int64_t n_in) {
-    if constexpr (T == tensor_type::F32) return 4 * n_in;
-    else if constexpr (T == tensor_type::F16 || T == tensor_type::BF16) return 2 * n_in;
-    else if constexpr (T == tensor_type::Q8_0) return n_in / 32 * 34;
-    else if constexpr (T == tensor_type::Q4_0) return n_in / 32 * 18;
-    else if constexpr (T == tensor_type::Q4_1) return n_in / 32 * 20;
-    else if constexpr (T == tensor_type::Q4_K) return n_in / 256 * 144;
-    else return n_in / 256 * 210; // Q6_K
-}
 // Bytes [p, p + n) into L2 (a hint: nothing is loaded into registers), widened to 16-byte
 // boundaries as the bulk copy unit needs (cudaMalloc'd buffers are 256-byte aligned, so the
 // widened range stays inside the allocation's pages).
@@ -234,8 +218,16 @@ __device__ __forceinline__ void prefetch_row_l2(const uint8_t *p, int64_t n) {
 #endif
 }
 
+// ks warps share a row (ks in {1, 2, 4}; a block holds 4 / ks rows): short matrices (o_proj,
+// down: 2048 rows on a 132-SM GPU) otherwise have too few warps in flight to cover the memory
+// latency, each walking its long row in several dependent rounds. The ks partial sums meet in
+// shared memory.
+// ks is a runtime argument: as a template parameter it tripled the instances (8 types × norm ×
+// pair), and with them the binaries, for no measurable gain. prefetch_row_bytes: the bytes of a
+// row (row_bytes(type, n_in), from the host's type table) when the launch overlaps its
+// predecessor (PDL) and the row is worth asking L2 for; 0 otherwise.
 template <tensor_type T, bool NORM, bool PAIR>
-__global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, int ks, bool pdl_overlapping) {
+__global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, int ks, int64_t prefetch_row_bytes) {
     __shared__ float part[gemv_warps][3];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, split = warp % ks;
     const int64_t row = int64_t(blockIdx.x) * (gemv_warps / ks) + warp / ks;
@@ -264,10 +256,9 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_vec_kernel(gemv_args a, 
     // that kernel finishes. Into L2, not registers: holding a round of converted weights across
     // the wait took 107-192 registers a thread (44-48 without), a quarter of the resident
     // warps; per-lane line prefetches cost 8-10 registers.
-    if (pdl_overlapping && live && lane == 0 && split == 0) {
-        const int64_t rb = row_bytes_of<T>(a.n_in);
-        prefetch_row_l2(wg + row * rb, rb);
-        if constexpr (PAIR) prefetch_row_l2(wu + row * rb, rb);
+    if (prefetch_row_bytes > 0 && live && lane == 0 && split == 0) {
+        prefetch_row_l2(wg + row * prefetch_row_bytes, prefetch_row_bytes);
+        if constexpr (PAIR) prefetch_row_l2(wu + row * prefetch_row_bytes, prefetch_row_bytes);
     }
     pdl_wait();
     pdl_trigger();
@@ -313,7 +304,7 @@ template <tensor_type T, bool NORM, bool PAIR> void launch_gemv_vec(const gemv_a
     // Enough warps to keep ~32 per SM of a large GPU busy: rows alone when there are many.
     const int ks = a.split == 1 || a.split == 2 || a.split == 4 ? a.split : a.n_rows >= 8192 ? 1 : a.n_rows >= 4096 ? 2 : 4;
     launch_kernel(gemv_vec_kernel<T, NORM, PAIR>, dim3(ceil_div(a.n_rows, gemv_warps / ks)), dim3(gemv_warps * 32), 0, s, a, ks,
-                  pdl_on);
+                  pdl_on ? int64_t(row_bytes(a.type, a.n_in)) : int64_t(0));
 }
 
 // Float rows whose length is not a multiple of 8 (stories260K's n_ff = 172): elementwise, with
