@@ -83,23 +83,33 @@ cuda_device cuda_device_info(int device) {
 
 bool cuda_available() { return cuda_device_info().available; }
 
-double cuda_copy_bandwidth(size_t bytes, int repeats) {
-    using namespace cuda_detail;
-    require_device();
-    dev_buf<uint8_t> a(bytes), b(bytes);
-    a.zero();
+namespace {
+// Device milliseconds of the work `enqueue` puts on stream s, between two events.
+template <class Enqueue> float device_ms(cudaStream_t s, Enqueue &&enqueue) {
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
-    CUDA_CHECK(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice)); // warm-up
-    CUDA_CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < repeats; ++i) CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
-    CUDA_CHECK(cudaEventRecord(e1));
+    CUDA_CHECK(cudaEventRecord(e0, s));
+    enqueue();
+    CUDA_CHECK(cudaEventRecord(e1, s));
     CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
+    return ms;
+}
+} // namespace
+
+double cuda_copy_bandwidth(size_t bytes, int repeats) {
+    using namespace cuda_detail;
+    require_device();
+    dev_buf<uint8_t> a(bytes), b(bytes);
+    a.zero();
+    CUDA_CHECK(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice)); // warm-up
+    const float ms = device_ms(nullptr, [&] {
+        for (int i = 0; i < repeats; ++i) CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
+    });
     return 2.0 * double(bytes) * repeats / (double(ms) * 1e-3); // read + written
 }
 
@@ -134,17 +144,7 @@ double cuda_gemv_bandwidth(int64_t rows, int64_t n_in, bool pair, int split, boo
     CUDA_CHECK(cudaStreamEndCapture(s, &g));
     CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
     CUDA_CHECK(cudaGraphLaunch(exec, s)); // warm-up of the graph
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    CUDA_CHECK(cudaEventRecord(e0, s));
-    CUDA_CHECK(cudaGraphLaunch(exec, s));
-    CUDA_CHECK(cudaEventRecord(e1, s));
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
+    const float ms = device_ms(s, [&] { CUDA_CHECK(cudaGraphLaunch(exec, s)); });
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(g);
     cudaStreamDestroy(s);
@@ -165,17 +165,9 @@ double cuda_gemm_f16_flops(int m, int n, int k, int repeats) {
     launch_cast(tmp.get(), x.get(), tensor_type::F16, int64_t(x.size()), nullptr);
     cublasHandle_t h = cublas_handle();
     gemm_cublas(h, nullptr, tensor_type::F16, w.get(), x.get(), m, k, n, y.get(), m, false); // warm-up
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    CUDA_CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < repeats; ++i) gemm_cublas(h, nullptr, tensor_type::F16, w.get(), x.get(), m, k, n, y.get(), m, false);
-    CUDA_CHECK(cudaEventRecord(e1));
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
+    const float ms = device_ms(nullptr, [&] {
+        for (int i = 0; i < repeats; ++i) gemm_cublas(h, nullptr, tensor_type::F16, w.get(), x.get(), m, k, n, y.get(), m, false);
+    });
     return 2.0 * double(m) * n * k * repeats / (double(ms) * 1e-3);
 }
 
