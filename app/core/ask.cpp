@@ -61,7 +61,6 @@ const char *reuse_source_name(reuse_source r) {
 struct ask_engine::impl {
     recur::context_params cp;
     std::unique_ptr<inference_session> ctx; // the CPU's context or the GPU's model
-    bool told_no_snapshots = false;         // the "snapshots are CPU-only" warning, given once
     recur::chat_format fmt = recur::chat_format::plain;
     std::vector<std::string> stop_strings;
     std::vector<std::string> control_texts; // spellings of control tokens, broken up in content
@@ -346,15 +345,8 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
     res.reused_from = reused > 0 ? reuse_source::context : reuse_source::none;
     // Snapshots hold documents read whole; in passage mode the passages change with every
     // question, so there is nothing worth restoring (or saving) beyond the instructions.
-    // Engine state files are CPU-only; on the GPU a document is read again in each new process
-    // (fast there), and the user is told once why no snapshot is used or written.
-    const bool snapshots = ctx.supports_state_files();
-    if (!snapshots && store && whole && !s.told_no_snapshots) {
-        res.warnings.push_back("engine snapshots are CPU-only: on " + ctx.device_name() +
-                               " the document is not saved for reuse in a later run");
-        s.told_no_snapshots = true;
-    }
-    if (snapshots && store && whole && reused < prompt.boundary) {
+    // A snapshot taken on either device loads on the other (recur/state_file.h).
+    if (store && whole && reused < prompt.boundary) {
         std::vector<snapshot_record> snaps;
         if (auto own = store->snapshot(res.session_id); own && own->model_fingerprint == s.fingerprint) snaps.push_back(*own);
         for (const snapshot_record &r : store->snapshots_for_document(document_id, s.fingerprint))
@@ -434,7 +426,7 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
             done_before = int64_t(boundary - reused);
             // Save when there is no snapshot, or this read added a good share to it: writing the
             // whole state after every short question would cost more than it saves.
-            if (snapshots && store && whole && params_.save_snapshots && !store->read_only()) {
+            if (store && whole && params_.save_snapshots && !store->read_only()) {
                 const std::optional<snapshot_record> own = store->snapshot(res.session_id);
                 const int32_t have = own && own->model_fingerprint == s.fingerprint ? own->n_past : 0;
                 const int32_t added = int32_t(boundary) - have;

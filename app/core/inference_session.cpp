@@ -151,7 +151,6 @@ class cpu_session final : public inference_session {
     void truncate(int32_t n) override { ctx_.truncate(n); }
     int n_threads() const override { return ctx_.n_threads(); }
     recur::memory_report memory() const override { return ctx_.memory(); }
-    bool supports_state_files() const override { return true; }
     void save_state(const std::string &path) const override { ctx_.save_state(path); }
     void load_state(const std::string &path) override { ctx_.load_state(path); }
     void collect_recency(int32_t window) override { ctx_.collect_recency(window); }
@@ -176,7 +175,6 @@ class cuda_session final : public inference_session {
               const recur::progress_callback &progress) override {
         if (!progress) {
             gpu_.eval(tokens, logits_out, all_logits);
-            history_.insert(history_.end(), tokens.begin(), tokens.end());
             return;
         }
         if (tokens.empty()) throw recur::error("eval: no tokens given");
@@ -194,7 +192,6 @@ class cuda_session final : public inference_session {
             const int64_t n = std::min<int64_t>(params_.n_batch, total - done);
             const std::vector<int32_t> slice(tokens.begin() + done, tokens.begin() + done + n);
             gpu_.eval(slice, part, all_logits);
-            history_.insert(history_.end(), slice.begin(), slice.end());
             if (all_logits) std::copy(part.begin(), part.end(), logits_out.begin() + done * int64_t(n_vocab));
             else if (done + n == total) std::copy(part.begin(), part.end(), logits_out.begin());
             done += n;
@@ -202,13 +199,11 @@ class cuda_session final : public inference_session {
         progress(total, total);
     }
     int32_t decode_greedy(int32_t token) override {
-        const int32_t next = gpu_.decode_greedy(token);
-        history_.push_back(token);
-        return next;
+        return gpu_.decode_greedy(token);
     }
     int32_t n_past() const override { return gpu_.n_past(); }
     int32_t n_ctx() const override { return gpu_.n_ctx(); }
-    const std::vector<int32_t> &tokens() const override { return history_; }
+    const std::vector<int32_t> &tokens() const override { return gpu_.tokens(); }
     bool can_truncate(int32_t n) const override {
         if (n < 0 || n > gpu_.n_past()) return false;
         // Mirrors cuda_model::truncate (and the CPU): recurrent states and rings cannot be rewound.
@@ -217,7 +212,6 @@ class cuda_session final : public inference_session {
     }
     void truncate(int32_t n) override {
         gpu_.truncate(n);
-        history_.resize(size_t(n));
     }
     int n_threads() const override { return 1; }
     // The CPU report's layout (per-layer groups, full-attention comparison) with the device's
@@ -240,13 +234,10 @@ class cuda_session final : public inference_session {
         return r;
     }
     gpu_memory_plan gpu_memory() const override { return from_cuda_plan(gpu_.memory()); }
-    bool supports_state_files() const override { return false; }
-    void save_state(const std::string &) const override {
-        throw recur::error("engine state files are CPU-only: the CUDA backend cannot save its state");
-    }
-    void load_state(const std::string &) override {
-        throw recur::error("engine state files are CPU-only: the CUDA backend cannot load a saved state");
-    }
+    // The same files as the CPU's (recur/state_file.h): a snapshot taken on either device
+    // loads on the other.
+    void save_state(const std::string &path) const override { gpu_.save_state(path); }
+    void load_state(const std::string &path) override { gpu_.load_state(path); }
     void collect_recency(int32_t window) override { gpu_.collect_recency(window); }
     const recur::recency_stats &recency() const override { return gpu_.recency(); }
 
@@ -254,7 +245,6 @@ class cuda_session final : public inference_session {
     const recur::model &model_;
     recur::context_params params_;
     recur::cuda_model gpu_;
-    std::vector<int32_t> history_;
 };
 #endif
 

@@ -13,10 +13,10 @@
 //         one-line notice says why (notice()), which the caller shows once (stderr, status bar);
 //         a CPU-only build has no GPU to miss, so auto is quietly the CPU there.
 //
-// What only the CPU does is refused, never silently skipped: engine state files
-// (save_state/load_state) throw on the GPU; supports_state_files() lets a caller skip them with a
-// notice instead. Rewinding a hybrid to a position other than 0 or the end throws on either
-// device (a recurrent state cannot be rewound); plain models rewind anywhere on both.
+// Engine state files (save_state/load_state) are one format on both devices: a snapshot taken on
+// the GPU loads on the CPU and the other way round (recur/state_file.h). Rewinding a hybrid to a
+// position other than 0 or the end throws on either device (a recurrent state cannot be
+// rewound); plain models rewind anywhere on both.
 //
 // No CUDA type appears here: the CLI and the app compile this header with or without the backend.
 #include "recur/model.h"
@@ -122,8 +122,7 @@ class inference_session {
     // The GPU planner's numbers; valid only on the GPU.
     virtual gpu_memory_plan gpu_memory() const { return {}; }
 
-    // Engine state files (recur::context::save_state/load_state): CPU only.
-    virtual bool supports_state_files() const = 0;
+    // Engine state files (recur/state_file.h), the same on both devices.
     virtual void save_state(const std::string &path) const = 0;
     virtual void load_state(const std::string &path) = 0;
 

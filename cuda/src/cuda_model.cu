@@ -12,6 +12,8 @@
 #include "kernels.cuh"
 #include "recur/cuda_backend.h"
 #include "recur/quants.h"
+#include "recur/state_file.h"
+#include "state_layout.h"
 
 #include <algorithm>
 #include <cmath>
@@ -218,6 +220,8 @@ struct cuda_model::impl {
     cuda_memory_plan mem;
     cuda_device dev;
     int32_t n_past = 0;
+    std::vector<int32_t> history;  // the n_past tokens, in order
+    int64_t last_logits_row = -1;  // row of `logits` holding the last position's; -1: none
     int g = 1, hd = 0, nq = 0, nkv = 0, n_splits = 1, rec_chunk = 64;
     cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
@@ -797,6 +801,8 @@ struct cuda_model::impl {
             stats_stale = true;
         }
         n_past += n;
+        history.insert(history.end(), tokens, tokens + n);
+        last_logits_row = all_rows && n > 1 ? n - 1 : 0;
     }
 };
 
@@ -867,6 +873,8 @@ void cuda_model::reset() {
     impl &s = *impl_;
     CUDA_CHECK(cudaStreamSynchronize(s.stream));
     s.n_past = 0;
+    s.history.clear();
+    s.last_logits_row = -1;
     s.rec_state.zero();
     s.op_ms.clear(); // profile_ops: a new sequence starts a new profile
     for (auto &D : s.layers)
@@ -882,9 +890,112 @@ void cuda_model::truncate(int32_t n) {
         throw error("truncate: a hybrid model's recurrent state and windows can only be reset to position 0");
     CUDA_CHECK(cudaStreamSynchronize(s.stream)); // no kernel still writes rows past n
     s.n_past = n;
+    s.history.resize(size_t(n));
+    s.last_logits_row = -1;
 }
 
 int32_t cuda_model::n_past() const { return impl_->n_past; }
+const std::vector<int32_t> &cuda_model::tokens() const { return impl_->history; }
+
+// The state file's parts are gathered on the host in the file's layout (recur/state_file.h):
+// the map (state_layout.h) says which blocks of the device's buffers go where.
+void cuda_model::save_state(const std::string &path) const {
+    const impl &s = *impl_;
+    const model_hparams &hp = s.hp;
+    const state_layout L = state_layout_of(s.m);
+    const cuda_state_map map = map_cuda_state(s.m);
+    CUDA_CHECK(cudaStreamSynchronize(s.stream)); // the copies below go through the legacy stream
+    const size_t hd = size_t(s.hd), n = size_t(s.n_past);
+    std::vector<uint16_t> kv(2 * size_t(L.attention_groups) * n * hd);
+    state_view v;
+    v.kv_elem_bytes = 2;
+    v.tokens = s.history;
+    for (int32_t grp = 0; grp < L.attention_groups; ++grp) {
+        uint16_t *k = kv.data() + size_t(2 * grp) * n * hd, *vv = k + n * hd;
+        if (n) {
+            const size_t at = size_t(grp) * size_t(s.params.n_ctx) * hd;
+            CUDA_CHECK(cudaMemcpy(k, s.k_cache.get() + at, n * hd * 2, cudaMemcpyDeviceToHost));
+            CUDA_CHECK(cudaMemcpy(vv, s.v_cache.get() + at, n * hd * 2, cudaMemcpyDeviceToHost));
+        }
+        v.k_rows.push_back(k);
+        v.v_rows.push_back(vv);
+    }
+    std::vector<float> dev_rec(s.rec_state.size()), rec(L.recurrent_floats);
+    s.rec_state.download(dev_rec.data(), dev_rec.size());
+    for (const state_block &b : map.recurrent)
+        std::copy_n(dev_rec.begin() + ptrdiff_t(b.device_at), b.count, rec.begin() + ptrdiff_t(b.file_at));
+    std::vector<uint16_t> dev_k(s.ring_k.size()), dev_v(s.ring_v.size());
+    std::vector<uint16_t> win_k(L.window_rows * hd), win_v(L.window_rows * hd);
+    s.ring_k.download(reinterpret_cast<__half *>(dev_k.data()), dev_k.size());
+    s.ring_v.download(reinterpret_cast<__half *>(dev_v.data()), dev_v.size());
+    for (const state_block &b : map.windows) {
+        std::copy_n(dev_k.begin() + ptrdiff_t(b.device_at * hd), b.count * hd, win_k.begin() + ptrdiff_t(b.file_at * hd));
+        std::copy_n(dev_v.begin() + ptrdiff_t(b.device_at * hd), b.count * hd, win_v.begin() + ptrdiff_t(b.file_at * hd));
+    }
+    std::vector<float> dt;
+    dt.reserve(L.dt_ring_floats);
+    for (const dev_layer &D : s.layers)
+        for (const dev_layer::wr_group &G : D.wr) {
+            const size_t at = dt.size();
+            dt.resize(at + G.dt_ring.size());
+            G.dt_ring.download(dt.data() + at, G.dt_ring.size());
+        }
+    std::vector<float> logits;
+    if (s.last_logits_row >= 0) {
+        logits.resize(size_t(hp.n_vocab));
+        CUDA_CHECK(cudaMemcpy(logits.data(), s.logits.get() + size_t(s.last_logits_row) * hp.n_vocab,
+                              logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    v.recurrent = rec.data();
+    v.window_k = win_k.data();
+    v.window_v = win_v.data();
+    v.dt_rings = dt.data();
+    v.logits = logits.empty() ? nullptr : logits.data();
+    write_state_file(path, s.m, v);
+}
+
+void cuda_model::load_state(const std::string &path) {
+    impl &s = *impl_;
+    // Read and checked in full before the device is touched: a bad file changes nothing.
+    loaded_state ls = read_state_file(path, s.m, s.params.n_ctx, 2);
+    const state_layout L = state_layout_of(s.m);
+    const cuda_state_map map = map_cuda_state(s.m);
+    CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    const size_t hd = size_t(s.hd), n = size_t(ls.n_past());
+    for (int32_t grp = 0; grp < L.attention_groups; ++grp) {
+        if (!n) break;
+        const size_t at = size_t(grp) * size_t(s.params.n_ctx) * hd;
+        CUDA_CHECK(cudaMemcpy(s.k_cache.get() + at, ls.k_rows[size_t(grp)], n * hd * 2, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(s.v_cache.get() + at, ls.v_rows[size_t(grp)], n * hd * 2, cudaMemcpyHostToDevice));
+    }
+    std::vector<float> dev_rec(s.rec_state.size());
+    for (const state_block &b : map.recurrent)
+        std::copy_n(ls.recurrent.begin() + ptrdiff_t(b.file_at), b.count, dev_rec.begin() + ptrdiff_t(b.device_at));
+    s.rec_state.upload(dev_rec.data(), dev_rec.size());
+    if (L.window_rows) {
+        // The file's rows are bytes (F16, unaligned in the file): copied row block by row block.
+        std::vector<uint16_t> dev_k(s.ring_k.size()), dev_v(s.ring_v.size());
+        for (const state_block &b : map.windows) {
+            std::memcpy(dev_k.data() + b.device_at * hd, ls.window_k + b.file_at * hd * 2, b.count * hd * 2);
+            std::memcpy(dev_v.data() + b.device_at * hd, ls.window_v + b.file_at * hd * 2, b.count * hd * 2);
+        }
+        s.ring_k.upload(reinterpret_cast<const __half *>(dev_k.data()), dev_k.size());
+        s.ring_v.upload(reinterpret_cast<const __half *>(dev_v.data()), dev_v.size());
+    }
+    size_t dt_at = 0;
+    for (dev_layer &D : s.layers)
+        for (dev_layer::wr_group &G : D.wr) {
+            G.dt_ring.upload(ls.dt_rings.data() + dt_at, G.dt_ring.size());
+            dt_at += G.dt_ring.size();
+        }
+    s.last_logits_row = -1;
+    if (!ls.logits.empty()) {
+        CUDA_CHECK(cudaMemcpy(s.logits.get(), ls.logits.data(), ls.logits.size() * sizeof(float), cudaMemcpyHostToDevice));
+        s.last_logits_row = 0;
+    }
+    s.n_past = ls.n_past();
+    s.history = std::move(ls.tokens);
+}
 int32_t cuda_model::n_ctx() const { return impl_->params.n_ctx; }
 const cuda_memory_plan &cuda_model::memory() const { return impl_->mem; }
 std::string cuda_model::device_name() const { return impl_->dev.name; }

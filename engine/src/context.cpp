@@ -9,6 +9,7 @@
 #include "recur/model.h"
 #include "recur/quants.h"
 #include "recur/recurrent_head.h"
+#include "recur/state_file.h"
 #include "recur/thread_pool.h"
 
 #include <algorithm>
@@ -979,168 +980,50 @@ void context::set_layer_observer(layer_observer obs) { impl_->observer = std::mo
 
 } // namespace recur
 
-// ---- state files -------------------------------------------------------------------------------
-//   "RECURST1" | u32 version | u64 model fingerprint | u32 n_layer, n_head_kv, head_dim, kv elem bytes,
-//   n_vocab | i32 n_past | i32 tokens[n_past] | per layer, per attention group: K rows then V rows
-//   [n_past][head_dim] | recurrent states (f32) | window groups' sink rows and rings (K then V) | dt rings of window +
-//   recurrent heads (f32) | u32 has_logits, f32 logits[n_vocab] | u64 FNV-1a of
-//   everything before it.
+// ---- state files (the format and its checks: recur/state_file.h) -----------------------------
 namespace recur {
 
-namespace {
-constexpr char state_magic[8] = {'R', 'E', 'C', 'U', 'R', 'S', 'T', '1'};
-constexpr uint32_t state_version = 1;
-
-struct fnv_writer {
-    FILE *f;
-    uint64_t hash = 1469598103934665603ull;
-    bool ok = true;
-    void bytes(const void *p, size_t n) {
-        if (n == 0) return;
-        const auto *b = static_cast<const uint8_t *>(p);
-        for (size_t i = 0; i < n; ++i) hash = (hash ^ b[i]) * 1099511628211ull;
-        if (n && fwrite(p, 1, n, f) != n) ok = false;
-    }
-    template <typename T> void put(T v) { bytes(&v, sizeof v); }
-};
-
-struct fnv_reader {
-    const std::string &path;
-    const uint8_t *p, *end;
-    uint64_t hash = 1469598103934665603ull;
-    void bytes(void *dst, size_t n) {
-        if (size_t(end - p) < n) throw error("state file '" + path + "' is truncated");
-        if (n == 0) return; // dst may be null for an empty vector
-        std::memcpy(dst, p, n);
-        for (size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
-        p += n;
-    }
-    // Hashes n bytes in place and returns where they start (no copy).
-    const uint8_t *view(size_t n) {
-        if (size_t(end - p) < n) throw error("state file '" + path + "' is truncated");
-        const uint8_t *at = p;
-        for (size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
-        p += n;
-        return at;
-    }
-    template <typename T> T get() {
-        T v;
-        bytes(&v, sizeof v);
-        return v;
-    }
-};
-} // namespace
-
 void context::save_state(const std::string &path) const {
-    const model_hparams &hp = model_.hparams();
     const impl &s = *impl_;
-    const std::string tmp = path + ".part";
-    FILE *f = fopen(tmp.c_str(), "wb");
-    if (!f) throw error("cannot create state file '" + tmp + "': " + std::strerror(errno));
-    fnv_writer w{f};
-    w.bytes(state_magic, sizeof state_magic);
-    w.put<uint32_t>(state_version);
-    w.put<uint64_t>(model_.fingerprint());
-    w.put<uint32_t>(uint32_t(hp.n_layer));
-    w.put<uint32_t>(uint32_t(hp.n_head_kv));
-    w.put<uint32_t>(uint32_t(hp.head_dim));
-    w.put<uint32_t>(uint32_t(s.kv_elem_bytes));
-    w.put<uint32_t>(uint32_t(hp.n_vocab));
-    w.put<int32_t>(n_past_);
-    w.bytes(history_.data(), history_.size() * sizeof(int32_t));
-    const size_t row = size_t(hp.head_dim) * s.kv_elem_bytes;
-    for (int l = 0; l < hp.n_layer; ++l)
+    state_view v;
+    v.kv_elem_bytes = uint32_t(s.kv_elem_bytes);
+    v.tokens = history_;
+    for (int l = 0; l < model_.hparams().n_layer; ++l)
         for (int32_t grp : s.attention_groups[size_t(l)]) {
-            w.bytes(s.k_cache.get() + s.kv_offset(l, grp, 0), row * size_t(n_past_));
-            w.bytes(s.v_cache.get() + s.kv_offset(l, grp, 0), row * size_t(n_past_));
+            v.k_rows.push_back(s.k_cache.get() + s.kv_offset(l, grp, 0));
+            v.v_rows.push_back(s.v_cache.get() + s.kv_offset(l, grp, 0));
         }
-    w.bytes(s.rec_state.data(), s.rec_state.size() * sizeof(float));
-    w.bytes(s.window_k.get(), s.window_bytes);
-    w.bytes(s.window_v.get(), s.window_bytes);
-    w.bytes(s.dt_ring.data(), s.dt_ring.size() * sizeof(float));
-    w.put<uint32_t>(last_logits_.empty() ? 0 : 1);
-    w.bytes(last_logits_.data(), last_logits_.size() * sizeof(float));
-    const uint64_t checksum = w.hash;
-    w.put<uint64_t>(checksum);
-    const bool flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    const bool closed = fclose(f) == 0;
-    if (!w.ok || !flushed || !closed) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw error("writing state file '" + path + "' failed: " + std::strerror(err));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw error("cannot rename '" + tmp + "': " + std::strerror(err));
-    }
+    v.recurrent = s.rec_state.data();
+    v.window_k = s.window_k.get();
+    v.window_v = s.window_v.get();
+    v.dt_rings = s.dt_ring.data();
+    v.logits = last_logits_.empty() ? nullptr : last_logits_.data();
+    write_state_file(path, model_, v);
 }
 
 void context::load_state(const std::string &path) {
     const model_hparams &hp = model_.hparams();
     impl &s = *impl_;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw error("cannot open state file '" + path + "'");
-    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    fnv_reader r{path, reinterpret_cast<const uint8_t *>(data.data()),
-                 reinterpret_cast<const uint8_t *>(data.data()) + data.size()};
-    char magic[8];
-    r.bytes(magic, sizeof magic);
-    if (std::memcmp(magic, state_magic, sizeof magic) != 0) throw error("'" + path + "' is not a RecurDesk state file");
-    if (r.get<uint32_t>() != state_version) throw error("state file '" + path + "' has an unsupported version");
-    if (r.get<uint64_t>() != model_.fingerprint())
-        throw error("state file '" + path + "' was saved for another model (fingerprints differ)");
-    const uint32_t n_layer = r.get<uint32_t>(), n_kv = r.get<uint32_t>(), hd = r.get<uint32_t>();
-    const uint32_t elem = r.get<uint32_t>(), n_vocab = r.get<uint32_t>();
-    if (n_layer != uint32_t(hp.n_layer) || n_kv != uint32_t(hp.n_head_kv) || hd != uint32_t(hp.head_dim) ||
-        n_vocab != uint32_t(hp.n_vocab))
-        throw error("state file '" + path + "' does not match the model's shape");
-    if (elem != s.kv_elem_bytes)
-        throw error("state file '" + path + "' holds a " + std::string(elem == 4 ? "F32" : "F16") +
-                    " KV cache; this context uses " + (s.kv_elem_bytes == 4 ? "F32" : "F16"));
-    const int32_t n_past = r.get<int32_t>();
-    if (n_past < 0 || n_past > params_.n_ctx)
-        throw error("state file '" + path + "' holds " + std::to_string(n_past) + " tokens; the context has room for " +
-                    std::to_string(params_.n_ctx));
-    // Read everything into temporaries first so a damaged file leaves the context untouched.
-    std::vector<int32_t> tokens(static_cast<size_t>(n_past));
-    r.bytes(tokens.data(), tokens.size() * sizeof(int32_t));
-    for (int32_t t : tokens)
-        if (t < 0 || t >= hp.n_vocab) throw error("state file '" + path + "' holds an invalid token id");
-    const size_t row = size_t(hd) * elem;
-    std::vector<const uint8_t *> rows_at;
-    for (int l = 0; l < hp.n_layer; ++l)
-        for (size_t g = 0; g < s.attention_groups[size_t(l)].size(); ++g)
-            for (int kv = 0; kv < 2; ++kv) rows_at.push_back(r.view(row * size_t(n_past)));
-    std::vector<float> rec(s.rec_state.size());
-    r.bytes(rec.data(), rec.size() * sizeof(float));
-    const uint8_t *ring_k = r.view(s.window_bytes), *ring_v = r.view(s.window_bytes);
-    std::vector<float> dt_ring(s.dt_ring.size());
-    r.bytes(dt_ring.data(), dt_ring.size() * sizeof(float));
-    std::vector<float> logits;
-    if (r.get<uint32_t>()) {
-        logits.resize(n_vocab);
-        r.bytes(logits.data(), logits.size() * sizeof(float));
-    }
-    const uint64_t expect = r.hash;
-    if (r.get<uint64_t>() != expect) throw error("state file '" + path + "' is damaged (checksum mismatch)");
-    if (r.p != r.end) throw error("state file '" + path + "' has trailing bytes");
-
+    // Everything is read and checked first, so a damaged file leaves the context untouched.
+    loaded_state ls = read_state_file(path, model_, params_.n_ctx, uint32_t(s.kv_elem_bytes));
+    const int32_t n_past = ls.n_past();
+    const size_t row = size_t(hp.head_dim) * s.kv_elem_bytes;
     size_t i = 0;
     for (int l = 0; l < hp.n_layer; ++l)
         for (int32_t grp : s.attention_groups[size_t(l)]) {
-            std::memcpy(s.k_cache.get() + s.kv_offset(l, grp, 0), rows_at[i++], row * size_t(n_past));
-            std::memcpy(s.v_cache.get() + s.kv_offset(l, grp, 0), rows_at[i++], row * size_t(n_past));
+            std::memcpy(s.k_cache.get() + s.kv_offset(l, grp, 0), ls.k_rows[i], row * size_t(n_past));
+            std::memcpy(s.v_cache.get() + s.kv_offset(l, grp, 0), ls.v_rows[i], row * size_t(n_past));
+            ++i;
         }
-    s.rec_state = std::move(rec);
-    s.dt_ring = std::move(dt_ring);
+    s.rec_state = std::move(ls.recurrent);
+    s.dt_ring = std::move(ls.dt_rings);
     if (s.window_bytes) {
-        std::memcpy(s.window_k.get(), ring_k, s.window_bytes);
-        std::memcpy(s.window_v.get(), ring_v, s.window_bytes);
+        std::memcpy(s.window_k.get(), ls.window_k, s.window_bytes);
+        std::memcpy(s.window_v.get(), ls.window_v, s.window_bytes);
     }
-    history_ = std::move(tokens);
+    history_ = std::move(ls.tokens);
     n_past_ = n_past;
-    last_logits_ = std::move(logits);
+    last_logits_ = std::move(ls.logits);
 }
 
 } // namespace recur

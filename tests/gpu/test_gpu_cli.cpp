@@ -10,11 +10,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
+#include <utility>
 #include <unistd.h>
 
 namespace {
@@ -144,4 +146,29 @@ TEST(GpuCli, ContextTooLargeIsRefusedBeforeAllocating) {
         EXPECT_NE(a.err.find("recur: note: running on the CPU; the GPU could not take the model"), std::string::npos) << a.err;
     else
         EXPECT_NE(a.err.find("(running on the CPU; the GPU could not take the model: "), std::string::npos) << a.err;
+}
+
+// `ask` keeps an engine snapshot of the document it read, in the same file format on both
+// devices: a follow-up in a new process reads nothing of the document again, whichever device
+// wrote the snapshot and whichever reads it.
+TEST(GpuCli, AskSnapshotsCrossDevices) {
+    REQUIRE_GPU_AND_CLI();
+    const std::string doc = recur_test::scratch("story.txt");
+    std::ofstream(doc) << "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+                          "park. One day, she saw a big red ball under a tree. She ran to the ball and kicked it "
+                          "high into the sky. Her friend Tom laughed and clapped his hands.\n";
+    for (const auto &[first, second] : {std::pair{"cuda", "cpu"}, std::pair{"cpu", "cuda"}}) {
+        const std::string db = recur_test::scratch(std::string("sessions-") + first + ".db");
+        std::remove(db.c_str());
+        const std::string args = "ask -m " + stories() + " --doc " + doc + " --session " + db + " -n 8 --temp 0 --json --device ";
+        const run_result a = run_cli(args + first + " -q \"Who is Lily?\"");
+        ASSERT_EQ(a.exit_code, 0) << a.err;
+        EXPECT_NE(a.out.find("\"snapshot\":\"/"), std::string::npos) << first << ": no snapshot written: " << a.out;
+        const run_result b = run_cli(args + second + " -q \"What did Lily kick?\"");
+        ASSERT_EQ(b.exit_code, 0) << b.err;
+        EXPECT_NE(b.out.find(std::string("\"device\":\"") + second + "\""), std::string::npos) << b.out;
+        EXPECT_NE(b.out.find("\"reused_from\":\"snapshot\""), std::string::npos)
+            << "a snapshot written on " << first << " was not used on " << second << ": " << b.out << b.err;
+        EXPECT_GT(json_number(b.out, "reused_tokens"), 40.0) << b.out;
+    }
 }

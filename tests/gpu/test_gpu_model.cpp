@@ -1,8 +1,8 @@
 // GPU parity of the whole model: cuda_model against the CPU context on stories260K (F32 weights,
 // head_dim 8: the CUDA-core attention path) as the original and as hybrids written here with
 // recurrent heads, window groups and trained-looking transforms; greedy tokens, logits of
-// prefill and of every decode step, recency statistics, graph against eager decode, and the
-// memory planner's refusal. They skip without a device, and without stories260K (set
+// prefill and of every decode step, recency statistics, graph against eager decode, state files
+// across devices, and the memory planner's refusal. They skip without a device, and without stories260K (set
 // RECUR_SHARED_DIR to the folder holding models/stories260K.gguf).
 #include "gpu_test_util.h"
 #include "recur/error.h"
@@ -235,6 +235,100 @@ TEST_P(GpuModel, TruncateKeepsThePrefix) {
     // there (cuBLAS may pick other kernels), then rounded to F16. The F32 parity bound applies.
     EXPECT_LE(e.nmse, 1e-6);
     EXPECT_THROW(reused.truncate(reused.n_past() + 1), error);
+}
+
+// Engine state files are one format on both devices (recur/state_file.h): a state saved on the
+// GPU and loaded on the GPU continues bit for bit; loaded on the CPU it gives the GPU's last
+// logits exactly and continues within the parity bound of a CPU that read the prompt itself; a
+// CPU's state loaded on the GPU likewise. The prompt passes every window (8 + 2 sink rows), so
+// rings have wrapped and window + recurrent states hold evicted tokens. A damaged file, and an
+// F32 CPU cache's state, are refused and change nothing.
+TEST_P(GpuModel, StateFilesCrossDevices) {
+    REQUIRE_STORIES();
+    auto m = model::load(variant_path(GetParam()));
+    const int V = m->hparams().n_vocab;
+    const auto prompt = prompt_tokens(*m, 45);
+    const std::string gpu_state = recur_test::scratch("gpu-" + GetParam().name + ".state");
+    const std::string cpu_state = recur_test::scratch("cpu-" + GetParam().name + ".state");
+    context_params cp;
+    cp.n_ctx = 160, cp.n_batch = 16, cp.n_threads = 2;
+    cuda_params gp;
+    gp.n_ctx = 160, gp.n_batch = 16;
+
+    cuda_model gpu(*m, gp);
+    std::vector<float> lg;
+    gpu.eval(prompt, lg);
+    gpu.save_state(gpu_state);
+    context native(*m, cp);
+    std::vector<float> ln;
+    native.eval(prompt, ln);
+    native.save_state(cpu_state);
+
+    cuda_model gpu_from_gpu(*m, gp), gpu_from_cpu(*m, gp);
+    gpu_from_gpu.load_state(gpu_state);
+    gpu_from_cpu.load_state(cpu_state);
+    context cpu_from_gpu(*m, cp);
+    cpu_from_gpu.load_state(gpu_state);
+    for (const int32_t n : {gpu_from_gpu.n_past(), gpu_from_cpu.n_past(), cpu_from_gpu.n_past()})
+        EXPECT_EQ(n, int32_t(prompt.size()));
+    EXPECT_EQ(gpu_from_gpu.tokens(), prompt);
+    EXPECT_EQ(gpu_from_cpu.tokens(), prompt);
+    EXPECT_EQ(cpu_from_gpu.tokens(), prompt);
+    ASSERT_EQ(cpu_from_gpu.last_logits(), lg) << "the GPU's last logits travel in the file";
+
+    double worst_cpu = 0, worst_gpu = 0;
+    std::vector<float> l_gg, l_gc, l_cg;
+    for (int step = 0; step < 24; ++step) {
+        const int32_t next = argmax_of(ln, 0, size_t(V));
+        gpu.eval({next}, lg);
+        gpu_from_gpu.eval({next}, l_gg);
+        gpu_from_cpu.eval({next}, l_gc);
+        cpu_from_gpu.eval({next}, l_cg);
+        native.eval({next}, ln);
+        ASSERT_EQ(l_gg, lg) << "GPU state loaded on the GPU, decode step " << step;
+        const error_stats on_cpu = compare(l_cg, ln), on_gpu = compare(l_gc, ln);
+        worst_cpu = std::max(worst_cpu, on_cpu.nmse);
+        worst_gpu = std::max(worst_gpu, on_gpu.nmse);
+        ASSERT_LE(on_cpu.nmse, 1e-3) << "GPU state continued on the CPU, decode step " << step;
+        ASSERT_LE(on_gpu.nmse, 1e-3) << "CPU state continued on the GPU, decode step " << step;
+    }
+    printf("  %-16s GPU state on CPU: worst nmse %.3e; CPU state on GPU: worst nmse %.3e\n", GetParam().name.c_str(),
+           worst_cpu, worst_gpu);
+
+    // A damaged file: refused before the device is touched.
+    std::string bytes;
+    {
+        FILE *f = fopen(gpu_state.c_str(), "rb");
+        ASSERT_NE(f, nullptr);
+        char buf[4096];
+        for (size_t got; (got = fread(buf, 1, sizeof buf, f)) > 0;) bytes.append(buf, got);
+        fclose(f);
+    }
+    const std::string cut = recur_test::scratch("cut-" + GetParam().name + ".state");
+    {
+        FILE *f = fopen(cut.c_str(), "wb");
+        ASSERT_NE(f, nullptr);
+        fwrite(bytes.data(), 1, bytes.size() / 2, f);
+        fclose(f);
+    }
+    const int32_t before = gpu.n_past();
+    EXPECT_THROW(gpu.load_state(cut), error);
+    EXPECT_EQ(gpu.n_past(), before);
+    // The GPU's cache is F16: an F32 CPU cache's state is refused with a message.
+    context_params cp32 = cp;
+    cp32.kv_type = tensor_type::F32;
+    context f32(*m, cp32);
+    f32.eval(prompt, ln);
+    const std::string f32_state = recur_test::scratch("f32-" + GetParam().name + ".state");
+    f32.save_state(f32_state);
+    try {
+        gpu.load_state(f32_state);
+        ADD_FAILURE() << "an F32 state was accepted";
+    } catch (const error &e) {
+        EXPECT_NE(std::string(e.what()).find("F32"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(gpu.n_past(), before);
+    for (const std::string &f : {gpu_state, cpu_state, cut, f32_state}) std::remove(f.c_str());
 }
 
 TEST(GpuModelFeatures, RecencyStatisticsMatchCpu) {

@@ -196,6 +196,15 @@ class cuda_model {
     void truncate(int32_t n);
     int32_t n_past() const;
     int32_t n_ctx() const;
+    // The n_past tokens evaluated, in order (what prefix reuse and state files need).
+    const std::vector<int32_t> &tokens() const;
+    // Engine state files in the CPU context's format (recur/state_file.h, docs/FORMAT.md): a
+    // state saved here loads into a CPU context of the same model file and the other way round
+    // (both sides keep F16 caches; a state of an F32 CPU cache is refused with a message).
+    // load_state reads and checks the whole file before touching the device, so a damaged file,
+    // another model's state or one longer than n_ctx throws recur::error and changes nothing.
+    void save_state(const std::string &path) const;
+    void load_state(const std::string &path);
     const cuda_memory_plan &memory() const;
     std::string device_name() const;
     // Recency statistics, as context::collect_recency / recency().
