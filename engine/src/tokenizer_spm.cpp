@@ -173,7 +173,14 @@ class spm_tokenizer final : public tokenizer {
   private:
     void encode_with(const sentencepiece::SentencePieceProcessor &sp, std::string_view text,
                      std::vector<int> &ids, std::vector<int32_t> &out) const {
-        const auto status = sp.Encode(absl::string_view(text.data(), text.size()), &ids);
+        // Like the loaders (load_status above), the library may throw rather than return a
+        // Status; callers expect recur::error for anything a text can provoke.
+        sentencepiece::util::Status status;
+        try {
+            status = sp.Encode(absl::string_view(text.data(), text.size()), &ids);
+        } catch (const std::exception &e) {
+            throw error(std::string("sentencepiece: ") + e.what());
+        }
         if (!status.ok()) throw error("sentencepiece: " + std::string(status.message()));
         out.insert(out.end(), ids.begin(), ids.end());
     }
