@@ -879,6 +879,9 @@ void cuda_model::reset() {
     s.op_ms.clear(); // profile_ops: a new sequence starts a new profile
     for (auto &D : s.layers)
         for (auto &G : D.wr) G.dt_ring.zero();
+    // cudaMemset runs on the legacy stream, which does not order itself with the model's
+    // non-blocking stream: the next forward must not start before the zeros are written.
+    CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void cuda_model::truncate(int32_t n) {
@@ -993,6 +996,9 @@ void cuda_model::load_state(const std::string &path) {
         CUDA_CHECK(cudaMemcpy(s.logits.get(), ls.logits.data(), ls.logits.size() * sizeof(float), cudaMemcpyHostToDevice));
         s.last_logits_row = 0;
     }
+    // cudaMemcpy from pageable memory may return before its DMA lands, and the legacy stream it
+    // uses does not order itself with the model's non-blocking stream: wait for every copy.
+    CUDA_CHECK(cudaDeviceSynchronize());
     s.n_past = ls.n_past();
     s.history = std::move(ls.tokens);
 }
@@ -1009,6 +1015,7 @@ void cuda_model::collect_recency(int32_t window) {
         s.stats.reset(s.hp.n_layer, s.hp.n_head, s.n_bins, window);
         s.d_stats.resize(size_t(s.hp.n_layer) * s.hp.n_head * (2 + s.n_bins));
         s.d_stats.zero();
+        CUDA_CHECK(cudaDeviceSynchronize()); // the legacy stream's memset before the model's stream reads it
         s.stats_stale = false;
     }
 }
