@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <sys/resource.h>
 
@@ -33,6 +34,9 @@ recur_app::device_request device_request_of(const options &o) {
 }
 
 void print_notice(const std::string &text) {
+    // Commands that make several sessions (kl, passkey) would repeat auto's reason each time.
+    static std::set<std::string> printed;
+    if (!printed.insert(text).second) return;
     fprintf(stderr, "recur: note: %s\n", text.c_str());
 }
 

@@ -31,6 +31,19 @@ constexpr int passkey_max_new = 12;
 // prompts and their accuracies compare.
 constexpr uint64_t default_passkey_seed = 42;
 
+// The passkey scorer's view of a session (CPU or GPU).
+class session_sequence final : public recur::eval_sequence {
+  public:
+    explicit session_sequence(recur_app::inference_session &s) : s_(s) {}
+    void eval(const std::vector<int32_t> &tokens, std::vector<float> &logits, bool all_logits) override {
+        s_.eval(tokens, logits, all_logits);
+    }
+    void truncate(int32_t n) override { s_.truncate(n); }
+
+  private:
+    recur_app::inference_session &s_;
+};
+
 // Both models must read the text as the same token ids, or their distributions are over
 // different things.
 void check_same_vocabulary(const model &a, const model &b, const std::string &b_path) {
@@ -57,7 +70,9 @@ int cmd_kl(const options &o) {
 
     context_params cp = make_context_params(o, *orig, n_ctx);
     cp.n_ctx = n_ctx;
-    context ctx_o(*orig, cp), ctx_h(*hyb, cp);
+    const std::unique_ptr<recur_app::inference_session> session_o = make_session(o, *orig, cp);
+    const std::unique_ptr<recur_app::inference_session> session_h = make_session(o, *hyb, cp);
+    recur_app::inference_session &ctx_o = *session_o, &ctx_h = *session_h;
     const int32_t n_vocab = orig->hparams().n_vocab;
     // Logits of both models for every position are compared a batch at a time, so memory stays
     // at 2 × batch × n_vocab floats whatever -c is (49k-token vocabularies make a row 192 KiB).
@@ -104,6 +119,7 @@ int cmd_kl(const options &o) {
         j.field("top1_agreement", double(agree) / n);
         j.field("n_tokens", int64_t(scored)).field("n_chunks", int64_t(n_chunks)).field("n_ctx", int64_t(n_ctx));
         j.field("replaced_groups", int64_t(hyb->replaced_group_count())).field("seconds", secs);
+        j.field("device", recur_app::device_kind_name(ctx_o.kind()));
         j.end_object();
         std::cout << j.str() << "\n";
     } else {
@@ -149,6 +165,7 @@ int cmd_passkey(const options &o) {
         std::vector<trial_result> trials;
     };
     std::vector<length_result> results;
+    std::string device = "cpu";
     auto t_all = clock_type::now();
     for (const int64_t len : lengths) {
         if (len + passkey_max_new > int64_t(INT32_MAX)) throw error("--lengths: " + std::to_string(len) + " is too long");
@@ -157,19 +174,21 @@ int cmd_passkey(const options &o) {
         lr.beyond = len > n_ctx_train; // still run: how a model degrades past it is worth knowing
         context_params cp = make_context_params(o, *m, int(len) + passkey_max_new);
         cp.n_ctx = int32_t(len) + passkey_max_new;
-        context ctx(*m, cp);
+        const std::unique_ptr<recur_app::inference_session> session = make_session(o, *m, cp);
+        session_sequence ctx(*session);
+        device = recur_app::device_kind_name(session->kind());
         std::vector<float> logits;
         for (int t = 0; t < o.trials; ++t) {
             const quality::passkey_trial tr = quality::make_passkey_trial(seed, len, t);
             const quality::passkey_prompt p = recur::passkey_trial_prompt(vocab, parts, tr, size_t(len));
             double nll = -1;
             if (o.answer_nll) {
-                nll = recur::passkey_answer_nll(ctx, p.tokens, recur::passkey_answer_tokens(vocab, tr.passkey));
+                nll = recur::score_passkey_answer(ctx, p.tokens, recur::passkey_answer_tokens(vocab, tr.passkey)).nll;
                 lr.answer_nll += nll;
             }
             ctx.truncate(0);
             auto t0 = clock_type::now();
-            ctx.eval(p.tokens, logits);
+            ctx.eval(p.tokens, logits, false);
             lr.prefill_s += seconds_since(t0);
             lr.prefill_tokens += double(p.tokens.size());
             // Greedy continuation, stopped once a run of digits has ended.
@@ -197,6 +216,7 @@ int cmd_passkey(const options &o) {
         j.begin_object();
         j.field("model", sanitize_utf8(m->name())).field("seed", uint64_t(seed)).field("filler", filler_path);
         j.field("n_ctx_train", int64_t(n_ctx_train)).field("replaced_groups", int64_t(m->replaced_group_count()));
+        j.field("device", device);
         j.key("lengths").begin_array();
         for (const auto &lr : results) {
             j.begin_object().field("tokens", int64_t(lr.tokens));

@@ -422,7 +422,8 @@ int cmd_analyze(const options &o) {
                     std::to_string(o.window) + ")");
     context_params cp = make_context_params(o, *m, n_ctx);
     cp.n_ctx = int32_t(ids.size());
-    context ctx(*m, cp);
+    const std::unique_ptr<recur_app::inference_session> session = make_session(o, *m, cp);
+    recur_app::inference_session &ctx = *session;
     ctx.collect_recency(o.window);
     std::vector<float> logits;
     auto t0 = clock_type::now();
@@ -438,6 +439,7 @@ int cmd_analyze(const options &o) {
         json_writer j;
         j.begin_object();
         j.field("window", int64_t(o.window)).field("n_tokens", int64_t(ids.size())).field("seconds", secs);
+        j.field("device", recur_app::device_kind_name(ctx.kind()));
         j.field("group_size", int64_t(hp.group_size()));
         j.key("layers").begin_array();
         for (int l = 0; l < hp.n_layer; ++l) {
@@ -533,13 +535,14 @@ int main(int argc, char **argv) {
             fputs(recur_cli::usage().c_str(), stdout);
             return 0;
         }
-        // These commands run through recur::context directly (CPU only): an explicit request
-        // for the GPU is refused rather than quietly ignored; auto means "whatever works".
-        static const char *const cpu_only[] = {"tokenize", "analyze", "convert", "quantize", "kl", "passkey"};
+        // These commands run on the CPU only: an explicit request for the GPU is refused rather
+        // than quietly ignored; auto means "whatever works".
+        static const char *const cpu_only[] = {"tokenize", "convert", "quantize"};
         for (const char *c : cpu_only)
             if (o.command == c && o.device == "cuda")
                 throw error("--device cuda: `recur " + o.command +
-                            "` runs on the CPU only (the GPU serves generate, bench, perplexity, ask and info)");
+                            "` runs on the CPU only (the GPU serves generate, bench, perplexity, ask, info, "
+                            "analyze, kl and passkey)");
         if (o.command == "info") return cmd_info(o);
         if (o.command == "tokenize") return cmd_tokenize(o);
         if (o.command == "generate") return cmd_generate(o);

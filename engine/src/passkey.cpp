@@ -42,12 +42,37 @@ passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts
     return build_passkey_prompt(parts, length, trial.depth, trial.filler_start);
 }
 
+namespace {
+class context_sequence final : public eval_sequence {
+  public:
+    explicit context_sequence(context &c) : c_(c) {}
+    void eval(const std::vector<int32_t> &tokens, std::vector<float> &logits, bool all_logits) override {
+        c_.eval(tokens, logits, all_logits);
+    }
+    void truncate(int32_t n) override { c_.truncate(n); }
+
+  private:
+    context &c_;
+};
+} // namespace
+
 passkey_answer_score score_passkey_answer(context &ctx, const std::vector<int32_t> &prompt,
+                                          const std::vector<int32_t> &answer) {
+    context_sequence seq(ctx);
+    return score_passkey_answer(seq, prompt, answer);
+}
+
+std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new) {
+    context_sequence seq(ctx);
+    return passkey_continuation(seq, vocab, logits, max_new);
+}
+
+passkey_answer_score score_passkey_answer(eval_sequence &seq, const std::vector<int32_t> &prompt,
                                           const std::vector<int32_t> &answer) {
     if (answer.empty()) throw std::invalid_argument("passkey_answer_nll: the answer has no tokens");
     std::vector<float> logits;
-    ctx.truncate(0);
-    ctx.eval(prompt, logits);
+    seq.truncate(0);
+    seq.eval(prompt, logits, false);
     const int32_t V = int32_t(logits.size());
     passkey_answer_score s;
     int32_t argmax = 0;
@@ -55,7 +80,7 @@ passkey_answer_score score_passkey_answer(context &ctx, const std::vector<int32_
     s.top1 = argmax == answer[0];
     if (answer.size() > 1) {
         std::vector<float> rows; // [answer.size() - 1][V]: row j predicts answer[j + 1]
-        ctx.eval(std::vector<int32_t>(answer.begin(), answer.end() - 1), rows, true);
+        seq.eval(std::vector<int32_t>(answer.begin(), answer.end() - 1), rows, true);
         for (size_t j = 1; j < answer.size(); ++j) {
             const float *row = rows.data() + (j - 1) * size_t(V);
             s.nll += log_sum_exp(row, V, argmax) - row[size_t(answer[j])];
@@ -65,7 +90,7 @@ passkey_answer_score score_passkey_answer(context &ctx, const std::vector<int32_
     return s;
 }
 
-std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new) {
+std::string passkey_continuation(eval_sequence &seq, const tokenizer &vocab, std::vector<float> &logits, int max_new) {
     sampling_params greedy;
     greedy.temperature = 0;
     greedy.repeat_penalty = 1.0f;
@@ -80,7 +105,7 @@ std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vect
         text = vocab.decode(generated);
         const std::string run = first_digit_run(text);
         if (!run.empty() && text.find(run) + run.size() < text.size()) break;
-        if (step + 1 < max_new) ctx.eval({tok}, logits);
+        if (step + 1 < max_new) seq.eval({tok}, logits, false);
     }
     return text;
 }

@@ -172,3 +172,43 @@ TEST(GpuCli, AskSnapshotsCrossDevices) {
         EXPECT_GT(json_number(b.out, "reused_tokens"), 40.0) << b.out;
     }
 }
+
+// The quality tools run on the GPU too: recency statistics (analyze), KL against a hybrid (kl)
+// and the passkey answer likelihood (passkey --answer-nll) agree with the CPU's.
+TEST(GpuCli, QualityToolsAgreeWithCpu) {
+    REQUIRE_GPU_AND_CLI();
+    const std::string text = gpu_test::shared_dir() + "/data/prideprejudice.txt";
+    if (!gpu_test::file_exists(text)) GTEST_SKIP() << text << " not found";
+    const run_result an_g = run_cli("analyze -m " + stories() + " -f " + text + " -c 256 --json --device cuda");
+    const run_result an_c = run_cli("analyze -m " + stories() + " -f " + text + " -c 256 --json --device cpu");
+    ASSERT_EQ(an_g.exit_code, 0) << an_g.err;
+    ASSERT_EQ(an_c.exit_code, 0) << an_c.err;
+    EXPECT_NE(an_g.out.find("\"device\":\"cuda\""), std::string::npos) << an_g.out;
+    // The first head's recency: the statistics are sums of softmax weights, F32 on both sides.
+    const double rg = json_number(an_g.out, "recency"), rc = json_number(an_c.out, "recency");
+    ASSERT_GT(rc, 0.0) << an_c.out;
+    EXPECT_NEAR(rg, rc, 1e-3) << "recency of layer 0, head 0";
+
+    const std::string hybrid = recur_test::scratch("stories-kl-hybrid.gguf");
+    gpu_test::write_hybrid(*recur::model::load(stories()), hybrid, {0.5, 5, 2, true, 8, 2, true, true});
+    const std::string kl_args = "kl -m " + stories() + " --hybrid " + hybrid + " -f " + text + " -c 128 --chunks 4 --json --device ";
+    const run_result kl_g = run_cli(kl_args + "cuda"), kl_c = run_cli(kl_args + "cpu");
+    ASSERT_EQ(kl_g.exit_code, 0) << kl_g.err;
+    ASSERT_EQ(kl_c.exit_code, 0) << kl_c.err;
+    EXPECT_NE(kl_g.out.find("\"device\":\"cuda\""), std::string::npos) << kl_g.out;
+    const double kg = json_number(kl_g.out, "kl"), kc = json_number(kl_c.out, "kl");
+    std::printf("kl: cpu %.6f, cuda %.6f; ppl_original cpu %.5f, cuda %.5f\n", kc, kg, json_number(kl_c.out, "ppl_original"),
+                json_number(kl_g.out, "ppl_original"));
+    ASSERT_GT(kc, 0.0) << kl_c.out;
+    EXPECT_NEAR(kg / kc, 1.0, 1e-2);
+    EXPECT_NEAR(json_number(kl_g.out, "ppl_original") / json_number(kl_c.out, "ppl_original"), 1.0, 1e-3);
+
+    const std::string pk_args = "passkey -m " + hybrid + " -f " + text + " --lengths 256 --trials 3 --answer-nll --json --device ";
+    const run_result pk_g = run_cli(pk_args + "cuda"), pk_c = run_cli(pk_args + "cpu");
+    ASSERT_EQ(pk_g.exit_code, 0) << pk_g.err;
+    ASSERT_EQ(pk_c.exit_code, 0) << pk_c.err;
+    EXPECT_NE(pk_g.out.find("\"device\":\"cuda\""), std::string::npos) << pk_g.out;
+    const double ng = json_number(pk_g.out, "answer_nll"), nc = json_number(pk_c.out, "answer_nll");
+    ASSERT_GT(nc, 0.0) << pk_c.out;
+    EXPECT_NEAR(ng / nc, 1.0, 1e-3) << "mean answer NLL over the 3 prompts";
+}

@@ -139,6 +139,18 @@ std::vector<int32_t> passkey_answer_tokens(const tokenizer &vocab, int passkey);
 passkey_prompt passkey_trial_prompt(const tokenizer &vocab, passkey_parts &parts, const passkey_trial &trial,
                                     size_t length);
 
+// What the scoring below needs of one model's sequence: recur::context through the overloads
+// that take one, or anything else that evaluates tokens (the app's inference_session, CPU or
+// GPU) through its own small adapter.
+class eval_sequence {
+  public:
+    virtual ~eval_sequence() = default;
+    // As context::eval: appends tokens; logits of the last token, or [n][n_vocab] when all_logits.
+    virtual void eval(const std::vector<int32_t> &tokens, std::vector<float> &logits, bool all_logits) = 0;
+    // As context::truncate (0 always works).
+    virtual void truncate(int32_t n) = 0;
+};
+
 // A passkey answer scored teacher-forced (the prompt, then the key's tokens one after another):
 // nll = -log P(answer | prompt) in nats, summed over the key's tokens, a continuous measure of
 // retrieval, far less noisy than whether a greedy answer is right; top1 = every key token was
@@ -149,14 +161,18 @@ struct passkey_answer_score {
     double nll = 0;
     bool top1 = false;
 };
+passkey_answer_score score_passkey_answer(eval_sequence &seq, const std::vector<int32_t> &prompt,
+                                          const std::vector<int32_t> &answer);
 passkey_answer_score score_passkey_answer(context &ctx, const std::vector<int32_t> &prompt,
                                           const std::vector<int32_t> &answer);
 inline double passkey_answer_nll(context &ctx, const std::vector<int32_t> &prompt, const std::vector<int32_t> &answer) {
     return score_passkey_answer(ctx, prompt, answer).nll;
 }
 
-// Greedy continuation of a prompt already evaluated in ctx (logits: its last row), stopped at the
-// end of generation, after max_new tokens, or once a run of digits has ended. Returns the text.
+// Greedy continuation of a prompt already evaluated in the sequence (logits: its last row),
+// stopped at the end of generation, after max_new tokens, or once a run of digits has ended.
+// Returns the text.
+std::string passkey_continuation(eval_sequence &seq, const tokenizer &vocab, std::vector<float> &logits, int max_new);
 std::string passkey_continuation(context &ctx, const tokenizer &vocab, std::vector<float> &logits, int max_new);
 
 } // namespace recur
