@@ -3,6 +3,7 @@
 #include "cmd_convert.h"
 
 #include "cli_common.h"
+#include "core/conversion.h"
 
 #include "recur/convert.h"
 #include "recur/distill.h"
@@ -29,13 +30,6 @@ extern "C" void on_sigint(int) {
     std::signal(SIGINT, SIG_DFL);
 }
 
-// Without --steps: SmolLM2-135M with 25% of its KV groups replaced converts in 4 minutes on an
-// idle 2-core VM (capture of 32k tokens 1.3 min, 8000 steps 2.5 min) and in under 10 with the
-// cores shared; more heads get proportionally fewer steps so the time stays about the same.
-// (Measured: docs/FORMAT.md "Distillation".)
-constexpr int default_steps_at_25pct = 8000;
-constexpr int default_calib_tokens = 32768; // tokens of -f used for distillation
-constexpr uint64_t default_seed = 1234;     // distillation is reproducible without --seed
 // Copy drills per training sequence (distill_params::repeat_spans); chosen by measurement,
 // docs/quality.md.
 constexpr int default_repeat_spans = 0;
@@ -80,14 +74,13 @@ int cmd_convert(const options &o) {
     if (o.file.empty() && o.calib_self == 0)
         throw error("convert needs calibration text (-f FILE) or --calib-self N");
     if (o.output_path.empty()) throw error("convert needs an output file (-o OUT.gguf)");
-    const uint64_t seed = o.sampling.seed == random_seed ? default_seed : o.sampling.seed;
-    convert_params cp;
+    // The default conversion (core/conversion.h, also the app's), then the options.
+    convert_params cp = recur_app::default_conversion(*m, o.fraction, o.output_path, o.n_threads);
+    const uint64_t seed = o.sampling.seed == random_seed ? cp.distill.seed : o.sampling.seed;
     cp.window = o.window;
-    cp.fraction = o.fraction;
     cp.threshold = o.threshold;
-    cp.n_threads = o.n_threads;
     cp.n_batch = o.n_batch;
-    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(2048, m->hparams().n_ctx_train);
+    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : recur_app::default_analysis_tokens(*m);
     cp.analysis_tokens = n_ctx;
     cp.window_tokens = o.window_tokens;
     cp.wr_window = o.wr_window;
@@ -107,11 +100,11 @@ int cmd_convert(const options &o) {
     if (o.sinks < -1) throw error("--sinks must not be negative");
     if (o.sinks >= 0) cp.sinks = o.sinks;
     cp.try_without_sinks = o.sinks < 0; // the default, not the user's: the held-out text may overrule it
-    if (o.kind == "auto") cp.automatic = true;
-    else if (o.kind == "recurrent") cp.kind = replacement_kind::recurrent;
+    cp.automatic = o.kind == "auto";
+    if (o.kind == "recurrent") cp.kind = replacement_kind::recurrent;
     else if (o.kind == "window") cp.kind = replacement_kind::window;
     else if (o.kind == "window+recurrent" || o.kind == "window_recurrent") cp.kind = replacement_kind::window_recurrent;
-    else throw error("--kind must be auto, recurrent, window or window+recurrent");
+    else if (!cp.automatic) throw error("--kind must be auto, recurrent, window or window+recurrent");
     if (o.write_candidates && !cp.automatic) throw error("--write-candidates needs --kind auto");
     if (o.per_group_only && !cp.automatic) throw error("--per-group-only needs --kind auto");
     if (cp.kind == replacement_kind::window && !cp.automatic) {
@@ -119,23 +112,11 @@ int cmd_convert(const options &o) {
         cp.steps = 0;
     } else if (o.steps_given) {
         cp.steps = o.steps;
-    } else {
-        // Fixed-time default: the work per step grows with the number of heads trained (auto
-        // trains two sets of heads, recurrent and window + recurrent, so takes twice as long).
-        const double frac = o.fraction >= 0 ? o.fraction : 0.25;
-        const double scale = frac > 0.25 ? 0.25 / frac : 1.0;
-        cp.steps = std::max(50, int(default_steps_at_25pct * scale));
-    }
+    } // else default_conversion's fixed-time default
     cp.distill.lr = o.lr;
     cp.distill.seed = seed;
     cp.distill.seq_len = std::min(1024, n_ctx);
-    cp.distill.checkpoint_path = o.output_path + ".ckpt";
     cp.distill.resume = o.resume;
-    {
-        const std::string out = o.output_path;
-        const size_t slash = out.find_last_of('/');
-        cp.distill.scratch_dir = slash == std::string::npos ? "." : out.substr(0, slash + 1);
-    }
     // --kind auto trains twice, checkpointing to OUT.ckpt.recurrent and OUT.ckpt.winrec.
     auto checkpoint_exists = [&] {
         const std::string &c = cp.distill.checkpoint_path;
@@ -154,14 +135,8 @@ int cmd_convert(const options &o) {
         });
         if (!o.json) fprintf(stderr, "\n");
     } else {
-        const std::string text = read_file(o.file);
-        ids = m->vocab().encode(text, !o.no_bos, false);
         // Analysis reads the first n_ctx tokens; distillation up to --calib-tokens.
-        const bool distils = cp.steps > 0 || cp.automatic; // auto measures the kinds even untrained
-        const size_t keep = distils ? size_t(o.calib_tokens > 0 ? o.calib_tokens : default_calib_tokens)
-                                    : size_t(n_ctx);
-        if (ids.size() > std::max<size_t>(keep, size_t(n_ctx))) ids.resize(std::max<size_t>(keep, size_t(n_ctx)));
-        if (distils && ids.size() > keep) ids.resize(keep);
+        ids = recur_app::calibration_tokens(*m, read_file(o.file), !o.no_bos, cp, o.calib_tokens);
     }
 
     std::signal(SIGINT, on_sigint);
