@@ -3,6 +3,8 @@
 #include "app_settings.h"
 #include "chat_model.h"
 #include "chat_view.h"
+#include "convert_dialog.h"
+#include "convert_worker.h"
 #include "document_view.h"
 #include "engine_worker.h"
 #include "first_run_dialog.h"
@@ -234,6 +236,8 @@ void MainWindow::buildMenus() {
     QMenu *settings = menuBar()->addMenu(tr("S&ettings"));
     settings->addAction(tr("&Preferences…"), this, &MainWindow::showPreferences)
         ->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Comma));
+    m_convertAct = settings->addAction(tr("Make a &Hybrid Model…"), this, &MainWindow::showConvertDialog);
+    m_convertAct->setStatusTip(tr("Replace recency-aware attention heads of the model with fixed-memory heads"));
 
     QMenu *help = menuBar()->addMenu(tr("&Help"));
     help->addAction(tr("&Keyboard Shortcuts"), this, &MainWindow::showShortcuts)
@@ -563,6 +567,41 @@ void MainWindow::showPreferences() {
     }
     if (m_answering) stop();
     loadModelFromSettings(false);
+}
+
+void MainWindow::showConvertDialog() {
+    const QString modelPath = m_settings->engineConfig().modelPath;
+    if (modelPath.isEmpty()) {
+        QMessageBox::information(this, tr("Make a Hybrid Model"),
+                                 tr("Choose a model first (Settings ▸ Preferences): the hybrid is made from it."));
+        return;
+    }
+    if (m_model.hybrid && m_model.path == modelPath) {
+        QMessageBox::information(this, tr("Make a Hybrid Model"),
+                                 tr("%1 is already a hybrid. Choose the original model in Settings ▸ Preferences "
+                                    "to make another.")
+                                     .arg(QFileInfo(modelPath).fileName()));
+        return;
+    }
+    // A dialog for another model than the one in use now is replaced, unless it is converting.
+    if (m_convertDialog && !m_convertDialog->isRunning() && m_convertDialog->request().modelPath != modelPath) {
+        delete m_convertDialog;
+        m_convertDialog = nullptr;
+    }
+    if (!m_convertDialog) {
+        if (!m_convertHost) m_convertHost = std::make_unique<ConvertHost>();
+        m_convertDialog = new ConvertDialog(m_convertHost->worker(), modelPath, m_documentPath, this);
+        connect(m_convertDialog, &ConvertDialog::useModelRequested, this, [this](const QString &path) {
+            m_settings->setModelPath(path);
+            if (m_answering) stop();
+            loadModelFromSettings(false);
+        });
+    }
+    if (m_convertDialog->request().calibrationPath.isEmpty() && !m_documentPath.isEmpty())
+        m_convertDialog->setCalibrationPath(m_documentPath);
+    m_convertDialog->show();
+    m_convertDialog->raise();
+    m_convertDialog->activateWindow();
 }
 
 void MainWindow::renameSession() {

@@ -12,6 +12,8 @@
 #include <memory>
 
 class EngineWorker;
+class ConvertHost;
+class ConvertDialog;
 class AppSettings;
 class SessionCatalog;
 class ChatModel;
@@ -53,6 +55,8 @@ class MainWindow : public QMainWindow {
     HeadsPanel *headsPanel() const { return m_heads; }
     DocumentView *documentView() const { return m_document; }
     QString statusText() const;
+    // The "Make a Hybrid Model" dialog, made on first use (null before).
+    ConvertDialog *convertDialog() const { return m_convertDialog; }
 
   public slots:
     void openDocumentFile(const QString &path);
@@ -61,6 +65,8 @@ class MainWindow : public QMainWindow {
     void stop();
     void showPanel(MainWindow::Panel panel);
     void newSession();
+    // Opens "Make a Hybrid Model" for the model in use (its conversion runs on a thread of its own).
+    void showConvertDialog();
     // Applies the theme in the settings, then refreshTheme().
     void applyTheme();
     // Re-reads the current palette and Theme::colors() into the charts and custom views.
@@ -137,6 +143,9 @@ class MainWindow : public QMainWindow {
     QLabel *m_modelLabel, *m_deviceLabel, *m_memoryLabel;
     QMenu *m_recentMenu;
     QAction *m_openAct, *m_newSessionAct, *m_renameAct, *m_deleteAct, *m_exportAct, *m_stopAct, *m_askAct;
+    QAction *m_convertAct;
+    std::unique_ptr<ConvertHost> m_convertHost; // the conversion's thread, made on first use
+    ConvertDialog *m_convertDialog = nullptr;
 
     ModelInfo m_model;
     MemorySample m_lastMemory;

@@ -171,6 +171,36 @@ struct AnswerStats {
     QStringList warnings;
 };
 
+// "Make a hybrid" (ConvertWorker): the default conversion of core/conversion.h (kind auto,
+// default sinks, fixed-time distillation, then the end-to-end and retrieval checks) of a model.
+struct ConvertRequest {
+    QString modelPath;       // the original model
+    QString calibrationPath; // a .txt/.md/.pdf the recency analysis and distillation read
+    double fraction = 0.25;  // of the KV groups to replace
+    QString outputPath;      // the hybrid .gguf (written through OUT.part, checkpoints beside it)
+    int threads = 0;         // 0: all cores
+    int steps = -1;          // distillation steps; -1: the fixed-time default
+};
+
+// Where a conversion is: phase "analysis" (recency, tokens), "capture", "train" (steps),
+// "evaluate", "compare" (end-to-end KL), "retrieval" (passkey check), "writing".
+struct ConvertProgress {
+    QString phase;
+    qint64 done = 0, total = 0;
+    double tokensPerSecond = 0;
+    double loss = -1;        // train: mean relative error over the heads, else -1
+    double etaSeconds = -1;  // of this phase, -1 when unknown
+};
+
+struct ConvertSummary {
+    QString outputPath;
+    int replacedGroups = 0, totalGroups = 0;
+    int recurrentGroups = 0, windowGroups = 0, windowRecurrentGroups = 0;
+    double kvFractionKept = 1;  // attention KV bytes of the hybrid / of the original
+    QString kept;               // what the end-to-end check kept ("mix", "window", ...), or empty
+    double seconds = 0;
+};
+
 Q_DECLARE_METATYPE(EngineConfig)
 Q_DECLARE_METATYPE(SamplingConfig)
 Q_DECLARE_METATYPE(DocumentInfo)
@@ -181,6 +211,9 @@ Q_DECLARE_METATYPE(MemorySample)
 Q_DECLARE_METATYPE(MemoryPlan)
 Q_DECLARE_METATYPE(HeadStats)
 Q_DECLARE_METATYPE(AnswerStats)
+Q_DECLARE_METATYPE(ConvertRequest)
+Q_DECLARE_METATYPE(ConvertProgress)
+Q_DECLARE_METATYPE(ConvertSummary)
 
 // What the devices offer, for the preferences' device choice: whether this build has the CUDA
 // backend and whether a GPU answers (queried once per process; safe from any thread).

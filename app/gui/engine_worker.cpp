@@ -216,6 +216,9 @@ void EngineWorker::registerMetaTypes() {
         qRegisterMetaType<MemorySample>();
         qRegisterMetaType<MemoryPlan>();
         qRegisterMetaType<HeadStats>();
+        qRegisterMetaType<ConvertRequest>();
+        qRegisterMetaType<ConvertProgress>();
+        qRegisterMetaType<ConvertSummary>();
         qRegisterMetaType<AnswerStats>();
         return true;
     }();

@@ -1,6 +1,7 @@
 #include "screenshots.h"
 
 #include "chat_model.h"
+#include "convert_dialog.h"
 #include "engine_worker.h"
 #include "heads_panel.h"
 #include "main_window.h"
@@ -115,6 +116,23 @@ int runScreenshots(MainWindow &w, const ScreenshotOptions &o) {
     ok &= shoot(w, o.directory, QStringLiteral("04-heads-panel.png"));
     if (!s.isEmpty()) {
         w.headsPanel()->exportPng(QDir(o.directory).filePath(QStringLiteral("04b-heads-export.png")));
+    }
+
+    // Make a Hybrid Model, converting the model in use (into the temporary folder), shot during
+    // the capture and then stopped: a whole conversion takes minutes.
+    w.showConvertDialog();
+    if (ConvertDialog *d = w.convertDialog()) {
+        d->setOutputPath(tmp.filePath(QStringLiteral("hybrid-25.gguf")));
+        d->start();
+        waitUntil([&] { return !d->isRunning() || d->statusText().contains(QStringLiteral(" of ")); }, timeout);
+        settle(1500);
+        const QString path = QDir(o.directory).filePath(QStringLiteral("06-make-hybrid.png"));
+        const bool shot = d->grab().save(path, "PNG");
+        std::fprintf(stderr, "%s %s\n", shot ? "wrote" : "FAILED", qPrintable(path));
+        ok &= shot;
+        d->stopConversion();
+        waitUntil([&] { return !d->isRunning(); }, timeout);
+        d->close();
     }
 
     Theme::apply(QStringLiteral("dark"));
