@@ -48,6 +48,7 @@ class MainWindow : public QMainWindow {
 
     bool isBusy() const { return m_busy; }
     bool isModelReady() const { return m_modelReady; }
+    const ModelInfo &modelInfo() const { return m_model; }
     qint64 currentSession() const { return m_session; }
     ChatModel *chatModel() const { return m_chat; }
     SessionListModel *sessionModel() const { return m_sessions; }

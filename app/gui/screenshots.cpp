@@ -120,7 +120,8 @@ int runScreenshots(MainWindow &w, const ScreenshotOptions &o) {
 
     // Make a Hybrid Model, converting the model in use (into the temporary folder), shot during
     // the capture and then stopped: a whole conversion takes minutes.
-    w.showConvertDialog();
+    // (Not for a hybrid: the window says it is one already, in a message box.)
+    if (!w.modelInfo().hybrid) w.showConvertDialog();
     if (ConvertDialog *d = w.convertDialog()) {
         d->setOutputPath(tmp.filePath(QStringLiteral("hybrid-25.gguf")));
         d->start();
