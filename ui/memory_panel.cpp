@@ -108,7 +108,7 @@ MemoryPanel::MemoryPanel(QWidget *parent) : QWidget(parent) {
     m_kv = new QLineSeries;
     m_kv->setName(tr("Attention KV cache"));
     m_rec = new QLineSeries;
-    m_rec->setName(tr("Recurrent state"));
+    m_rec->setName(tr("Fixed-size state"));
     m_full = new QLineSeries;
     m_full->setName(tr("Full attention would use"));
     // Full attention last and dashed: where it coincides with the KV line (a model with no
@@ -130,7 +130,7 @@ MemoryPanel::MemoryPanel(QWidget *parent) : QWidget(parent) {
 
     m_layers = new QChart;
     m_layerKv = new QBarSet(tr("Attention KV"));
-    m_layerRec = new QBarSet(tr("Recurrent state"));
+    m_layerRec = new QBarSet(tr("Fixed-size state"));
     m_layerBars = new QStackedBarSeries;
     m_layerBars->append(m_layerKv);
     m_layerBars->append(m_layerRec);
@@ -246,7 +246,7 @@ QVector<QPointF> MemoryPanel::points(Series s) const {
     QVector<QPointF> out;
     for (const MemorySample &m : m_samples) {
         const qint64 v = s == Series::Kv          ? m.kvUsedBytes
-                         : s == Series::Recurrent ? m.recurrentBytes
+                         : s == Series::FixedState ? m.fixedStateBytes
                                                   : m.fullAttentionUsedBytes;
         out.push_back(QPointF(double(m.tokens), double(v)));
     }
@@ -257,7 +257,7 @@ QVector<double> MemoryPanel::layerValues(Series s) const {
     QVector<double> out;
     for (const LayerMemory &l : m_latest.layers)
         out.push_back(double(s == Series::Kv          ? l.kvUsedBytes
-                             : s == Series::Recurrent ? l.recurrentBytes
+                             : s == Series::FixedState ? l.fixedStateBytes
                                                       : l.fullAttentionUsedBytes));
     return out;
 }
@@ -266,7 +266,7 @@ void MemoryPanel::rebuild() {
     double maxBytes = 0, maxTokens = 0;
     for (const MemorySample &m : m_samples) {
         maxBytes = std::max(
-            {maxBytes, double(m.kvUsedBytes), double(m.recurrentBytes), double(m.fullAttentionUsedBytes)});
+            {maxBytes, double(m.kvUsedBytes), double(m.fixedStateBytes), double(m.fullAttentionUsedBytes)});
         maxTokens = std::max(maxTokens, double(m.tokens));
     }
     const Unit u = unitFor(maxBytes);
@@ -276,13 +276,13 @@ void MemoryPanel::rebuild() {
     for (int i = 0; i < m_samples.size(); i += step) {
         const MemorySample &m = m_samples[i];
         kv.push_back({double(m.tokens), m.kvUsedBytes / u.div});
-        rec.push_back({double(m.tokens), m.recurrentBytes / u.div});
+        rec.push_back({double(m.tokens), m.fixedStateBytes / u.div});
         full.push_back({double(m.tokens), m.fullAttentionUsedBytes / u.div});
     }
     if (!m_samples.isEmpty() && (m_samples.size() - 1) % step != 0) {
         const MemorySample &m = m_samples.last();
         kv.push_back({double(m.tokens), m.kvUsedBytes / u.div});
-        rec.push_back({double(m.tokens), m.recurrentBytes / u.div});
+        rec.push_back({double(m.tokens), m.fixedStateBytes / u.div});
         full.push_back({double(m.tokens), m.fullAttentionUsedBytes / u.div});
     }
     m_kv->replace(kv);
@@ -302,9 +302,12 @@ void MemoryPanel::rebuild() {
     const QLocale loc;
     QString s = tr("After <b>%1 tokens</b>: attention KV <b>%2</b>")
                     .arg(loc.toString(m.tokens), formatBytes(m.kvUsedBytes));
-    s += tr(", recurrent state <b>%1</b>").arg(formatBytes(m.recurrentBytes));
+    s += tr(", fixed-size state <b>%1</b>").arg(formatBytes(m.fixedStateBytes));
+    if (m.windowBytes >= 0 && m.fixedStateBytes > 0)
+        s += tr(" (recurrent states %1, window rows %2)")
+                 .arg(formatBytes(m.fixedStateBytes - m.windowBytes), formatBytes(m.windowBytes));
     s += tr(", full attention would use <b>%1</b>").arg(formatBytes(m.fullAttentionUsedBytes));
-    const qint64 used = m.kvUsedBytes + m.recurrentBytes;
+    const qint64 used = m.kvUsedBytes + m.fixedStateBytes;
     if (m.fullAttentionUsedBytes > 0 && used < m.fullAttentionUsedBytes)
         s += tr(" (%1% saved)")
                  .arg(100.0 * (1.0 - double(used) / double(m.fullAttentionUsedBytes)), 0, 'f', 0);
@@ -321,14 +324,14 @@ void MemoryPanel::rebuildLayers() {
     double maxBytes = 0;
     for (const LayerMemory &l : m_latest.layers)
         maxBytes =
-            std::max({maxBytes, double(l.kvUsedBytes + l.recurrentBytes), double(l.fullAttentionUsedBytes)});
+            std::max({maxBytes, double(l.kvUsedBytes + l.fixedStateBytes), double(l.fullAttentionUsedBytes)});
     const Unit u = unitFor(maxBytes);
     QList<qreal> kv, rec;
     QList<QPointF> full;
     for (int i = 0; i < n; ++i) {
         const LayerMemory &l = m_latest.layers[i];
         kv.push_back(l.kvUsedBytes / u.div);
-        rec.push_back(l.recurrentBytes / u.div);
+        rec.push_back(l.fixedStateBytes / u.div);
         // A step line: the full-attention level across the width of each bar.
         full.push_back({i - 0.4, l.fullAttentionUsedBytes / u.div});
         full.push_back({i + 0.4, l.fullAttentionUsedBytes / u.div});

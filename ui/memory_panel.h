@@ -20,7 +20,7 @@ class QStackedBarSeries;
 class MemoryPanel : public QWidget {
     Q_OBJECT
   public:
-    enum class Series { Kv, Recurrent, FullAttention };
+    enum class Series { Kv, FixedState, FullAttention };
 
     explicit MemoryPanel(QWidget *parent = nullptr);
     ~MemoryPanel() override;

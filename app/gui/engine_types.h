@@ -90,7 +90,10 @@ struct ModelInfo {
 struct LayerMemory {
     int attentionGroups = 0, replacedGroups = 0;
     qint64 kvUsedBytes = 0;            // KV rows filled so far (attention groups)
-    qint64 recurrentBytes = 0;         // fixed-size recurrent states (replaced groups)
+    // Memory of the replaced groups, whatever the document's length: recurrent states and window
+    // groups' rows (windowBytes of it).
+    qint64 fixedStateBytes = 0;
+    qint64 windowBytes = 0;
     qint64 fullAttentionUsedBytes = 0; // KV this layer would hold now with every group attention
 };
 
@@ -102,7 +105,8 @@ struct MemorySample {
     qint64 weightsBytes = 0;
     qint64 kvAllocatedBytes = 0; // the cache allocated for the whole context
     qint64 kvUsedBytes = 0;
-    qint64 recurrentBytes = 0;
+    qint64 fixedStateBytes = 0; // recurrent states and window rows (as LayerMemory)
+    qint64 windowBytes = -1;    // of which window rows; -1: not known (samples stored before)
     qint64 fullAttentionUsedBytes = 0;
     qint64 scratchBytes = 0;
     QVector<LayerMemory> layers;
@@ -113,7 +117,7 @@ struct MemoryPlan {
     QString device;
     qint64 documentTokens = 0;    // the document (as it would be put in the prompt)
     qint64 neededBytes = 0;       // weights + cache + scratch for those tokens
-    qint64 cacheBytes = 0;        // of which KV cache and recurrent state
+    qint64 cacheBytes = 0;        // of which KV cache and fixed-size state (recurrent, windows)
     qint64 availableBytes = 0;    // memory of this device the app may use
     qint64 maxTokensFit = 0;      // the longest context that fits in availableBytes
     qint64 contextLength = 0;     // the context the worker made (settings, clamped)

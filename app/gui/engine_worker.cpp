@@ -51,7 +51,8 @@ MemorySample toSample(const recur::memory_report &r) {
     s.weightsBytes = qint64(r.weights_bytes);
     s.kvAllocatedBytes = qint64(r.kv_bytes);
     s.kvUsedBytes = qint64(r.kv_used_bytes);
-    s.recurrentBytes = qint64(r.recurrent_bytes + r.window_bytes); // fixed-size state of any kind
+    s.fixedStateBytes = qint64(r.recurrent_bytes + r.window_bytes);
+    s.windowBytes = qint64(r.window_bytes);
     s.scratchBytes = qint64(r.scratch_bytes);
     // What full attention would hold for the tokens so far (the report gives it at n_ctx).
     const double filled = r.n_ctx > 0 ? double(r.n_past) / double(r.n_ctx) : 0.0;
@@ -62,7 +63,8 @@ MemorySample toSample(const recur::memory_report &r) {
         l.attentionGroups = lm.attention_groups;
         l.replacedGroups = lm.replaced_groups;
         l.kvUsedBytes = qint64(lm.kv_used_bytes);
-        l.recurrentBytes = qint64(lm.recurrent_bytes + lm.window_bytes);
+        l.fixedStateBytes = qint64(lm.recurrent_bytes + lm.window_bytes);
+        l.windowBytes = qint64(lm.window_bytes);
         l.fullAttentionUsedBytes = qint64(std::llround(double(lm.full_attention_kv_bytes) * filled));
         s.layers.push_back(l);
     }

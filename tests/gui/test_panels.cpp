@@ -18,14 +18,15 @@ MemorySample sample(qint64 tokens, int layers = 4) {
     s.weightsBytes = 90 << 20;
     s.kvAllocatedBytes = 4096 * 1024;
     s.kvUsedBytes = tokens * 1024;
-    s.recurrentBytes = 64 * 1024;
+    s.fixedStateBytes = 64 * 1024;
+    s.windowBytes = 16 * 1024; // of it
     s.fullAttentionUsedBytes = tokens * 2048;
     for (int l = 0; l < layers; ++l) {
         LayerMemory m;
         m.attentionGroups = 1;
         m.replacedGroups = l % 2;
         m.kvUsedBytes = tokens * 256;
-        m.recurrentBytes = l % 2 ? 32 * 1024 : 0;
+        m.fixedStateBytes = l % 2 ? 32 * 1024 : 0;
         m.fullAttentionUsedBytes = tokens * 512;
         s.layers.push_back(m);
     }
@@ -107,12 +108,15 @@ class TestPanels : public QObject {
         QCOMPARE(kv.size(), 5);
         QCOMPARE(kv.last(), QPointF(1024, 1024 * 1024));
         QCOMPARE(panel.points(MemoryPanel::Series::FullAttention).last().y(), 1024.0 * 2048);
-        QCOMPARE(panel.points(MemoryPanel::Series::Recurrent).last().y(), 64.0 * 1024);
+        QCOMPARE(panel.points(MemoryPanel::Series::FixedState).last().y(), 64.0 * 1024);
         QCOMPARE(panel.layerValues(MemoryPanel::Series::Kv).size(), 4);
-        QCOMPARE(panel.layerValues(MemoryPanel::Series::Recurrent).at(1), 32.0 * 1024);
+        QCOMPARE(panel.layerValues(MemoryPanel::Series::FixedState).at(1), 32.0 * 1024);
         const QString sum = panel.summaryText();
         QVERIFY2(sum.contains(QStringLiteral("1.00 MiB")) && sum.contains(QStringLiteral("2.00 MiB")) &&
                      sum.contains(QStringLiteral("47% saved")),
+                 qPrintable(sum));
+        // The replaced groups' memory, split into recurrent states and window rows.
+        QVERIFY2(sum.contains(QStringLiteral("fixed-size state <b>64 KiB</b> (recurrent states 48 KiB, window rows 16 KiB)")),
                  qPrintable(sum));
         // The same token count again replaces the point (decode samples between prefill ones).
         panel.addSample(sample(1024));
