@@ -177,6 +177,8 @@ void ConvertDialog::start() {
     }
     m_useButton->setEnabled(false);
     m_written.clear();
+    m_phase.clear();
+    m_stage = 0;
     setRunning(true);
     m_bar->setValue(0);
     m_status->setText(tr("Starting…"));
@@ -205,7 +207,13 @@ void ConvertDialog::onStarted(const ConvertRequest &) {
 
 void ConvertDialog::onProgress(const ConvertProgress &p) {
     if (p.total > 0) m_bar->setValue(int(1000.0 * double(p.done) / double(p.total)));
-    QString line = phaseTitle(p.phase);
+    // The bar restarts with every phase (a conversion has six to eight of them): the stage number
+    // says the conversion as a whole is moving on.
+    if (p.phase != m_phase) {
+        m_phase = p.phase;
+        ++m_stage;
+    }
+    QString line = tr("Stage %1 · %2").arg(m_stage).arg(phaseTitle(p.phase));
     if (p.phase == QLatin1String("train")) line += tr(": step %1 of %2").arg(p.done).arg(p.total);
     else if (p.total > 0) line += tr(": %1 of %2 tokens").arg(p.done).arg(p.total);
     if (p.loss >= 0) line += tr(", relative error %1").arg(p.loss, 0, 'f', 4);

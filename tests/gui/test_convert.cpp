@@ -184,6 +184,9 @@ class TestConvert : public QObject {
         QSignalSpy use(&dlg, &ConvertDialog::useModelRequested);
         dlg.start();
         QVERIFY(dlg.isRunning());
+        // Progress names the stage and the phase ("Stage 2 · Recording what the original heads do: ...").
+        QTRY_VERIFY_WITH_TIMEOUT(dlg.statusText().startsWith(QStringLiteral("Stage ")) || !dlg.isRunning(), 60000);
+        QVERIFY2(dlg.isRunning(), "finished before any progress was shown");
         QTRY_VERIFY_WITH_TIMEOUT(!dlg.isRunning(), 300000);
         QVERIFY2(dlg.statusText().startsWith(QStringLiteral("Wrote dialog.gguf")), qPrintable(dlg.statusText()));
         QVERIFY(isGguf(out));
