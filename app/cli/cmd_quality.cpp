@@ -177,17 +177,15 @@ int cmd_passkey(const options &o) {
         // Made once the first prompt is built: a length too short for the prompt is refused
         // before anything else is said (auto's note about the device included).
         std::unique_ptr<recur_app::inference_session> session;
-        std::unique_ptr<session_sequence> seq;
         std::vector<float> logits;
         for (int t = 0; t < o.trials; ++t) {
             const quality::passkey_trial tr = quality::make_passkey_trial(seed, len, t);
             const quality::passkey_prompt p = recur::passkey_trial_prompt(vocab, parts, tr, size_t(len));
             if (!session) {
                 session = make_session(o, *m, cp);
-                seq = std::make_unique<session_sequence>(*session);
                 device = recur_app::device_kind_name(session->kind());
             }
-            session_sequence &ctx = *seq;
+            session_sequence ctx(*session);
             double nll = -1;
             if (o.answer_nll) {
                 nll = recur::score_passkey_answer(ctx, p.tokens, recur::passkey_answer_tokens(vocab, tr.passkey)).nll;

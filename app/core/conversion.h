@@ -8,20 +8,10 @@
 #include "recur/convert.h"
 #include "recur/model.h"
 
-#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace recur_app {
-
-// SmolLM2-135M with 25% of its KV groups replaced converts in about 20 minutes on a 2-core VM
-// (docs/quality.md); more heads get proportionally fewer steps, so the time stays about the same.
-constexpr int default_steps_at_25pct = 8000;
-constexpr int default_calib_tokens = 32768; // tokens of the calibration text distilled on
-constexpr uint64_t default_conversion_seed = 1234;
-
-// Distillation steps for a fraction of groups replaced (fraction < 0: as 25%).
-int default_steps(double fraction);
 
 // Tokens the recency analysis reads: the first n_ctx tokens of the text (at most the model's
 // training context).
@@ -32,12 +22,9 @@ int default_analysis_tokens(const recur::model &m);
 recur::convert_params default_conversion(const recur::model &m, double fraction, const std::string &out_path,
                                          int n_threads);
 
-// Points p's checkpoint and scratch files at out_path's folder (OUT.ckpt, OUT.ckpt.recurrent, ...).
-void set_conversion_output(recur::convert_params &p, const std::string &out_path);
-
 // The calibration tokens of a text for p: the analysis reads the first p.analysis_tokens; a
 // conversion that distils (steps > 0, or kind auto, which measures the kinds even untrained)
-// keeps up to calib_tokens (0: default_calib_tokens).
+// keeps up to calib_tokens (0: the default, 32768) instead.
 std::vector<int32_t> calibration_tokens(const recur::model &m, const std::string &text, bool add_bos,
                                         const recur::convert_params &p, int calib_tokens = 0);
 

@@ -12,8 +12,6 @@
 #include <QElapsedTimer>
 #include <QFileInfo>
 
-#include <chrono>
-
 namespace {
 
 // Progress is emitted at most this often (the engine reports every batch or step): the dialog
@@ -91,7 +89,6 @@ void ConvertWorker::convert(const ConvertRequest &request) {
             else ++s.windowRecurrentGroups;
         }
         s.kvFractionKept = r.kv_fraction_kept;
-        if (r.end_to_end.measured) s.kept = QString::fromStdString(r.end_to_end.kept);
         s.seconds = double(clock.elapsed()) / 1000.0;
         emit finished(s);
     } catch (const recur::cancelled_error &) {

@@ -201,7 +201,6 @@ struct ConvertSummary {
     int replacedGroups = 0, totalGroups = 0;
     int recurrentGroups = 0, windowGroups = 0, windowRecurrentGroups = 0;
     double kvFractionKept = 1;  // attention KV bytes of the hybrid / of the original
-    QString kept;               // what the end-to-end check kept ("mix", "window", ...), or empty
     double seconds = 0;
 };
 
