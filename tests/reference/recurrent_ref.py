@@ -14,6 +14,11 @@ Writes tests/unit/data/recurrent_golden.bin (little-endian), read by tests/unit/
             xn [T][n_embd], dt_w [n_embd], dt_b, a_log, d [hd], q [T][hd], k [T][hd], v [T][hd], state0 [hd][hd]
   outputs float32 (rounded from float64): dt [T], y [T][hd], state [hd][hd]
 Run: python3 tests/reference/recurrent_ref.py [--out PATH] [--check] (deterministic: fixed seed).
+--delta writes tests/unit/data/recurrent_delta_golden.bin (magic b"RRD1", same layout) for the
+delta-rule read-out instead (recurrent_head_weights::delta_rule):
+    k̂_t = k_t / sqrt(‖k_t‖² + 1e-6),  β_t = 1 − exp(−dt_t)
+    S_t = a_t (I − β_t k̂_t k̂_tᵀ) S_{t-1} + β_t k̂_t v_tᵀ
+    y_t = S_tᵀ q_t / sqrt(hd) + d ⊙ v_t
 --check also runs the chunked (SSD) form in float64 and prints its difference from the sequential one.
 """
 import argparse
@@ -43,6 +48,22 @@ def scan(q, k, v, dt, a_log, d, state0):
     for t in range(T):
         a = np.exp(-dt[t] * A)
         S = a * S + dt[t] * np.outer(k[t], v[t])
+        y[t] = scale * (S.T @ q[t]) + d * v[t]
+    return y, S
+
+
+def scan_delta(q, k, v, dt, a_log, d, state0, eps=1e-6):
+    """The delta rule, with the projector formed as a matrix. Same arguments and results as scan."""
+    T, hd = q.shape
+    scale = 1.0 / np.sqrt(hd)
+    A = np.exp(a_log)
+    S = state0.astype(np.float64).copy()
+    y = np.empty((T, hd))
+    for t in range(T):
+        a = np.exp(-dt[t] * A)
+        beta = 1.0 - np.exp(-dt[t])
+        kh = k[t] / np.sqrt(k[t] @ k[t] + eps)
+        S = a * (np.eye(hd) - beta * np.outer(kh, kh)) @ S + beta * np.outer(kh, v[t])
         y[t] = scale * (S.T @ q[t]) + d * v[t]
     return y, S
 
@@ -105,22 +126,25 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "unit", "data", "recurrent_golden.bin"))
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--delta", action="store_true")
     args = ap.parse_args()
+    if args.delta and args.out == ap.get_default("out"):
+        args.out = os.path.join(here, "..", "unit", "data", "recurrent_delta_golden.bin")
 
     hd, n_embd, T = 64, 96, 200
     rng = np.random.default_rng(20250301)
     c, bits = make_case(rng, hd, n_embd, T)
     dt = compute_dt(c["xn"], c["dt_w"], float(c["dt_b"]))
-    y, S = scan(c["q"], c["k"], c["v"], dt, float(c["a_log"]), c["d"], c["state0"])
+    y, S = (scan_delta if args.delta else scan)(c["q"], c["k"], c["v"], dt, float(c["a_log"]), c["d"], c["state0"])
 
-    if args.check:
+    if args.check and not args.delta:
         for chunk in (1, 16, 64, 100):
             yc, Sc = scan_chunked(c["q"], c["k"], c["v"], dt, float(c["a_log"]), c["d"], c["state0"], chunk)
             print(f"chunk {chunk}: max|y diff| {np.abs(yc - y).max():.3e}  max|S diff| {np.abs(Sc - S).max():.3e}")
         print(f"dt range {dt.min():.4f}..{dt.max():.4f}, max|y| {np.abs(y).max():.3f}, max|S| {np.abs(S).max():.3f}")
 
     with open(args.out, "wb") as f:
-        f.write(b"RRH1" + struct.pack("<3I", hd, n_embd, T))
+        f.write((b"RRD1" if args.delta else b"RRH1") + struct.pack("<3I", hd, n_embd, T))
         for name in ("xn", "dt_w", "dt_b", "a_log", "d", "q", "k", "v", "state0"):
             f.write(bits[name].astype("<u2").tobytes())
         for arr in (dt, y, S):

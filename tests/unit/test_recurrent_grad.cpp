@@ -32,6 +32,7 @@ struct gproblem {
     size_t stride = 0; // q, k, v rows; > hd on purpose
     std::vector<double> xn, dt_w, d, q, k, v, state0, wy, wS;
     double dt_b = 0, a_log = 0;
+    bool delta = false; // the delta-rule read-out (recurrent_head_weights::delta_rule)
 };
 
 gproblem make_gproblem(int hd, int ne, int T, uint32_t seed, float a_log = std::log(0.5f)) {
@@ -77,9 +78,31 @@ double loss_f64(const gproblem &p) {
         const double dt = softplus(z), a = std::exp(-dt * A);
         const double *q = &p.q[size_t(t) * p.stride], *k = &p.k[size_t(t) * p.stride],
                      *v = &p.v[size_t(t) * p.stride];
-        for (int r = 0; r < hd; ++r)
-            for (int c = 0; c < hd; ++c)
-                S[size_t(r) * hd + c] = a * S[size_t(r) * hd + c] + dt * k[r] * v[c];
+        if (p.delta) {
+            // S <- a·(I − β k̂ k̂ᵀ)·S + β k̂ vᵀ, written with the projector as a matrix (the code under
+            // test never forms it), k̂ = k / sqrt(‖k‖² + eps), β = 1 − exp(−dt).
+            double kk = 0;
+            for (int r = 0; r < hd; ++r)
+                kk += k[r] * k[r];
+            const double nrm = std::sqrt(kk + double(delta_key_eps)), beta = 1.0 - std::exp(-dt);
+            std::vector<double> kh(hd), P(size_t(hd) * hd), PS(size_t(hd) * hd, 0.0);
+            for (int r = 0; r < hd; ++r)
+                kh[r] = k[r] / nrm;
+            for (int r = 0; r < hd; ++r)
+                for (int c = 0; c < hd; ++c)
+                    P[size_t(r) * hd + c] = (r == c ? 1.0 : 0.0) - beta * kh[r] * kh[c];
+            for (int r = 0; r < hd; ++r)
+                for (int m = 0; m < hd; ++m)
+                    for (int c = 0; c < hd; ++c)
+                        PS[size_t(r) * hd + c] += P[size_t(r) * hd + m] * S[size_t(m) * hd + c];
+            for (int r = 0; r < hd; ++r)
+                for (int c = 0; c < hd; ++c)
+                    S[size_t(r) * hd + c] = a * PS[size_t(r) * hd + c] + beta * kh[r] * v[c];
+        } else {
+            for (int r = 0; r < hd; ++r)
+                for (int c = 0; c < hd; ++c)
+                    S[size_t(r) * hd + c] = a * S[size_t(r) * hd + c] + dt * k[r] * v[c];
+        }
         for (int c = 0; c < hd; ++c) {
             double y = 0;
             for (int r = 0; r < hd; ++r)
@@ -114,6 +137,7 @@ grads_out analytic(const gproblem &p) {
     w.dt_b = float(p.dt_b);
     w.a_log = float(p.a_log);
     w.d = d.data();
+    w.delta_rule = p.delta;
     std::vector<float> dt(T);
     recurrent_compute_dt(w, T, xn.data(), size_t(p.ne), dt.data());
 
@@ -226,7 +250,7 @@ TEST(RecurrentGrad, MatchesFiniteDifferencesHd64) {
 
 // Training a long sequence in two segments, last first, chaining dstate, gives the gradients of
 // one call; and dstate == nullptr means a zero gradient on the final state.
-TEST(RecurrentGrad, SegmentsChainThroughDstate) {
+static void check_segments_chain(bool delta) {
     const gproblem p = make_gproblem(64, 16, 300, 11u);
     const int hd = p.hd, T = p.T, cut = 97;
     const size_t hh = size_t(hd) * hd;
@@ -236,6 +260,7 @@ TEST(RecurrentGrad, SegmentsChainThroughDstate) {
     w.head_dim = hd;
     w.a_log = float(p.a_log);
     w.d = d.data();
+    w.delta_rule = delta;
     std::vector<float> dt(T);
     for (int t = 0; t < T; ++t)
         dt[t] = 0.05f + 0.3f * float(t % 7) / 7.0f;
@@ -284,6 +309,32 @@ TEST(RecurrentGrad, SegmentsChainThroughDstate) {
     run(0, T, s0.data(), zeros.data(), dq_b, da_b);
     EXPECT_EQ(dq_a, dq_b);
     EXPECT_EQ(da_a, da_b);
+}
+
+TEST(RecurrentGrad, SegmentsChainThroughDstate) {
+    check_segments_chain(false);
+}
+
+// The delta-rule read-out: every entry at small sizes (segments of 32 tokens in its backward), and
+// sampled entries at hd = 64 with a long memory.
+TEST(RecurrentGrad, DeltaRuleMatchesFiniteDifferences) {
+    for (int hd : {8, 5})
+        for (int T : {1, 2, 33, 70}) {
+            gproblem p = make_gproblem(hd, 12, T, 300u + uint32_t(T) + uint32_t(hd));
+            p.delta = true;
+            std::printf("[delta] hd=%d n_embd=12 T=%d\n", hd, T);
+            check_all(p, false, 1e-4);
+        }
+    for (float a_log : {std::log(0.5f), -5.0f}) {
+        gproblem p = make_gproblem(64, 16, 40, 9u, a_log);
+        p.delta = true;
+        std::printf("[delta] hd=64 n_embd=16 T=40 a_log=%.2f\n", a_log);
+        check_all(p, true, 1e-4);
+    }
+}
+
+TEST(RecurrentGrad, DeltaRuleSegmentsChainThroughDstate) {
+    check_segments_chain(true);
 }
 
 TEST(RecurrentGrad, BadArgumentsThrow) {

@@ -181,15 +181,17 @@ struct golden {
     std::vector<float> dt, y, state; // float64 results rounded to float32
 };
 
-golden load_golden() {
-    const std::string path = std::string(RECUR_SOURCE_DIR) + "/tests/unit/data/recurrent_golden.bin";
+// delta: the delta-rule read-out's file (recurrent_ref.py --delta).
+golden load_golden(bool delta = false) {
+    const std::string path = std::string(RECUR_SOURCE_DIR) + "/tests/unit/data/" +
+                             (delta ? "recurrent_delta_golden.bin" : "recurrent_golden.bin");
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error("cannot open " + path);
     char magic[4];
     uint32_t hdr[3];
     f.read(magic, 4);
     f.read(reinterpret_cast<char *>(hdr), sizeof hdr);
-    if (!f || std::memcmp(magic, "RRH1", 4) != 0) throw std::runtime_error("bad header in " + path);
+    if (!f || std::memcmp(magic, delta ? "RRD1" : "RRH1", 4) != 0) throw std::runtime_error("bad header in " + path);
     golden g;
     g.hd = int(hdr[0]);
     g.n_embd = int(hdr[1]);
@@ -278,6 +280,55 @@ TEST(RecurrentHead, GoldenFromNumpy) {
             check("step", y, s);
         }
     }
+}
+
+// The delta rule against its float64 numpy reference (the projector formed as a matrix there):
+// the sequential scan, the chunked entry point (which runs the same sequential form) and the step.
+TEST(RecurrentHead, DeltaRuleGoldenFromNumpy) {
+    const golden g = load_golden(true);
+    ASSERT_EQ(g.hd, 64);
+    const int hd = g.hd, T = g.T;
+    recurrent_head_weights w;
+    w.head_dim = hd;
+    w.n_embd = g.n_embd;
+    w.dt_w = g.dt_w.data();
+    w.dt_b = g.dt_b;
+    w.a_log = g.a_log;
+    w.d = g.d.data();
+    w.delta_rule = true;
+    const double tol = 1e-4;
+    std::vector<float> dt(T);
+    recurrent_compute_dt(w, T, g.xn.data(), size_t(g.n_embd), dt.data());
+    auto check = [&](const char *what, const std::vector<float> &y, const std::vector<float> &s) {
+        const double ey = norm_err(y.data(), g.y.data(), y.size()), es = norm_err(s.data(), g.state.data(), s.size());
+        std::printf("[delta] %-12s y err %.2e  state err %.2e\n", what, ey, es);
+        EXPECT_LT(ey, tol) << what;
+        EXPECT_LT(es, tol) << what;
+    };
+    {
+        std::vector<float> y(size_t(T) * hd), s = g.state0;
+        recurrent_scan_ref(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd);
+        check("ref", y, s);
+    }
+    {
+        std::vector<float> y(size_t(T) * hd), s = g.state0;
+        std::vector<float> scratch(recurrent_scan_scratch_floats(hd, 32));
+        recurrent_scan_chunked(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd, 32,
+                               scratch.data());
+        check("chunked", y, s);
+    }
+    {
+        std::vector<float> y(size_t(T) * hd), s = g.state0;
+        for (int t = 0; t < T; ++t)
+            recurrent_step(w, &g.q[size_t(t) * hd], &g.k[size_t(t) * hd], &g.v[size_t(t) * hd], dt[t], s.data(),
+                           &y[size_t(t) * hd]);
+        check("step", y, s);
+    }
+    // The additive read-out on the same inputs is far from it: the comparison can fail.
+    w.delta_rule = false;
+    std::vector<float> y(size_t(T) * hd), s = g.state0;
+    recurrent_scan_ref(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd);
+    EXPECT_GT(norm_err(y.data(), g.y.data(), y.size()), 1e-2);
 }
 
 // The golden comparison can fail: a small change of one parameter is far outside its tolerance.

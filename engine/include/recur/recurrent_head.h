@@ -41,7 +41,18 @@ struct recurrent_head_weights {
     const float *dt_w = nullptr; // [n_embd]
     float dt_b = 0, a_log = 0;   // dt bias; log of the decay rate exp(a_log) > 0 (Mamba: A = -exp(A_log))
     const float *d = nullptr;    // [head_dim] skip connection
+    // The delta-rule read-out (docs/FORMAT.md "Delta rule"; DeltaNet / Gated DeltaNet) instead of
+    // the additive one: the state is written by correcting what it already returns for the key,
+    //   k̂_t = k_t / sqrt(‖k_t‖² + eps),  β_t = 1 − exp(−dt_t)  (= sigmoid(dt_w·xn + dt_b)),
+    //   u_t = S_{t-1}ᵀ k̂_t,  S_t = a_t (S_{t-1} − β_t k̂_t u_tᵀ) + β_t k̂_t v_tᵀ,
+    // so a new value for a key overwrites the old one instead of adding to it (the additive state
+    // sums every k vᵀ, in which one far token is a rank-one term among hundreds). Same state size,
+    // same parameters. Every function below honours it; the chunked scan runs the sequential form.
+    bool delta_rule = false;
 };
+
+// eps under the delta rule's key norm: keeps k̂ finite for a zero key.
+constexpr float delta_key_eps = 1e-6f;
 
 // dt[t] = softplus(dt_w · xn[t] + dt_b) for t < n_tokens.
 // xn: [n_tokens][xn_stride] (the first n_embd of each row are used); dt: [n_tokens].
