@@ -810,6 +810,10 @@ cuda_model::cuda_model(const model &m, const cuda_params &p) {
     if (p.n_ctx <= 0 || p.n_batch <= 0) throw error("cuda_model: n_ctx and n_batch must be positive");
     const cuda_device dev = cuda_device_info(p.device);
     if (!dev.available) throw error("cuda_model: " + dev.error);
+    for (const hybrid_layer &H : m.hybrid())
+        if (H.delta_rule && !H.recurrent_groups.empty())
+            throw error("cuda_model: this hybrid's recurrent heads use the delta-rule read-out (recurformer.read_out = "
+                        "delta), which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
     const cuda_memory_plan plan_ = plan(m, p);
     if (!plan_.fits())
         throw error("cuda_model: a context of " + std::to_string(p.n_ctx) + " tokens does not fit: " + plan_.describe() +

@@ -587,6 +587,7 @@ struct context::impl {
         w.dt_b = H.dt_b[size_t(r)];
         w.a_log = H.a_log[size_t(r)];
         w.d = H.d.data() + size_t(r) * hp.head_dim;
+        w.delta_rule = H.delta_rule;
         return w;
     }
 

@@ -465,6 +465,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         w.set_string("recurformer.selection", p.threshold >= 0 ? "threshold:" + std::to_string(p.threshold)
                                                                 : "fraction:" + std::to_string(p.fraction));
         w.set_string("recurformer.kind", kind_name);
+        if (p.distill.delta_rule) w.set_string("recurformer.read_out", "delta"); // absent: additive
         if (any_window) w.set_uint32("recurformer.sinks", uint32_t(sinks)); // what --sinks asked for (informational)
         w.set_uint32("recurformer.calibration_tokens", uint32_t(analysed.size()));
         w.set_uint32("recurformer.distillation_steps", uint32_t(p.steps));
@@ -672,6 +673,16 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         }
         if (best > 0) {
             const candidate &c = cands[best - 1];
+            if (p.write_candidates) {
+                // Keep the rejected per-group mix for measurement, as OUT-mix.gguf.
+                std::string base = out_path;
+                if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
+                if (std::rename(out_path.c_str(), (base + "-mix.gguf").c_str()) != 0) {
+                    const int err = errno;
+                    remove_all();
+                    throw error("convert: cannot rename '" + out_path + "' to '" + base + "-mix.gguf': " + std::strerror(err));
+                }
+            }
             if (std::rename(c.path.c_str(), out_path.c_str()) != 0) {
                 const int err = errno;
                 remove_all();

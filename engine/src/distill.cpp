@@ -388,6 +388,7 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     w.dt_b = theta[L.dt_b()];
     w.a_log = theta[L.a_log()];
     w.d = theta + L.d();
+    w.delta_rule = L.delta;
 
     // q' = q Mqᵀ etc.: [n][hd]·[hd][hd] with the transposed transforms.
     kn.gemm(n, hd, hd, c.q, size_t(hd), theta + L.mq(), size_t(hd), qp, size_t(hd), 0.0f, nullptr, rec_kernels::tri_none);
@@ -741,7 +742,11 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     if (heads.empty()) return rep;
     // Per head: recurrent and additive window + recurrent heads share one layout, gated ones add the gate.
     std::vector<head_layout> Ls;
-    for (auto &h : heads) Ls.emplace_back(E, hd, p.wr_gated && h.window > 0);
+    for (auto &h : heads) {
+        Ls.emplace_back(E, hd, p.wr_gated && h.window > 0);
+        Ls.back().delta = p.delta_rule;
+    }
+    for (auto &H : layers) H.delta_rule = p.delta_rule;
 
     std::vector<std::vector<int32_t>> seq_tokens = calibration_sequences(m, tokens, p.seq_len);
     if (seq_tokens.empty()) throw error("distill: the calibration text needs at least 2 tokens");
@@ -1178,6 +1183,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         if (heads[i].window > 0) cfg.add_value(heads[i].window);
         if (heads[i].sinks > 0) cfg.add_value(heads[i].sinks); // absent: hashes of older runs stay valid
         if (L.gated) cfg.add_value(int32_t(-1));                 // likewise
+        if (L.delta) cfg.add_value(int32_t(-2));                 // likewise
         cfg.add(h.theta.data(), P * sizeof(float));
         rep.train_state_bytes += (4 * P + seqs.size() * hh) * sizeof(float);
     }

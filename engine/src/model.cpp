@@ -205,9 +205,13 @@ void model::load_hybrid() {
         throw format_error("hybrid: recurformer.version " + std::to_string(recurformer_version_) +
                            " is not supported (1 is)");
     recency_window_ = int32_t(f.get_int("recurformer.window", 32));
+    const std::string read_out = f.get_string("recurformer.read_out", "additive");
+    if (read_out != "additive" && read_out != "delta")
+        throw format_error("hybrid: recurformer.read_out is '" + read_out + "'; this engine serves 'additive' and 'delta'");
     const int g = hp_.group_size(), hd = hp_.head_dim, E = hp_.n_embd;
     for (int32_t l = 0; l < hp_.n_layer; ++l) {
         hybrid_layer &H = hybrid_[size_t(l)];
+        H.delta_rule = read_out == "delta";
         const std::string key = "recurformer.blk." + std::to_string(l) + ".";
         for (int64_t grp : f.get_int_array(key + "replaced_groups")) {
             if (grp < 0 || grp >= hp_.n_head_kv)

@@ -22,6 +22,7 @@
 #include <set>
 #include <random>
 #include <sys/wait.h>
+#include <tuple>
 
 using namespace recur;
 
@@ -215,12 +216,14 @@ distill_params heldout_params() {
 
 // The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
 // non-zero incoming state, and the squared error (plain, and in a metric), against central
-// differences; rounds 3 and 4 with the gated window + recurrent read-out (gate_w, gate_b too).
+// differences; rounds 3 and 4 with the gated window + recurrent read-out (gate_w, gate_b too);
+// rounds 5 and 6 with the delta-rule read-out (plain, and gated in a metric).
 TEST(Distill, GradientMatchesFiniteDifferences) {
-    for (int round = 0; round < 5; ++round) {
-        const int hd = round == 0 || round == 3 ? 8 : 16;
-        random_head h(24, hd, 45, 7u + uint32_t(round), round >= 3);
-        h.use_metric = round == 2 || round == 4; // trains in a metric (output_metric)
+    for (int round = 0; round < 7; ++round) {
+        const int hd = round == 0 || round == 3 || round == 5 ? 8 : 16;
+        random_head h(24, hd, 45, 7u + uint32_t(round), round == 3 || round == 4 || round == 6);
+        h.L.delta = round >= 5;
+        h.use_metric = round == 2 || round == 4 || round == 6; // trains in a metric (output_metric)
         std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
         const float scale = 0.5f; // grad_scale is honoured
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
@@ -352,7 +355,10 @@ TEST(Distill, TrainingReducesTheLossDeterministically) {
 
 // The loss distill reports for a head of the first replaced layer equals the squared error
 // between the original model's head output and what the engine's hybrid forward computes there.
+// Both read-outs: additive, and the delta rule (the file says so, and the engine honours it).
 TEST(Distill, ReportedLossMatchesTheEngineForward) {
+  for (bool delta : {false, true}) {
+    SCOPED_TRACE(delta ? "delta rule" : "additive");
     auto m = model::load(stories);
     const auto tokens = text_tokens(*m, 0, 4000, 300);
     const auto &hp = m->hparams();
@@ -362,6 +368,7 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
     cp.steps = 40;
     cp.distill.seq_len = 512; // one sequence: the whole text
     cp.distill.chunk = 32;
+    cp.distill.delta_rule = delta;
     cp.n_threads = 2;
     const auto res = convert_to_hybrid(*m, tokens, cp, tmp("distill_match.gguf"));
     ASSERT_FALSE(res.distill.heads.empty());
@@ -400,6 +407,9 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
     EXPECT_EQ(H.final_loss[0], res.distill.heads[0].final_loss);
     EXPECT_EQ(h->file().get_int("recurformer.distillation_steps", -1), 40);
     EXPECT_FALSE(H.q_proj.empty());
+    EXPECT_EQ(H.delta_rule, delta);
+    EXPECT_EQ(h->file().get_string("recurformer.read_out", "additive"), delta ? "delta" : "additive");
+  }
 }
 
 // The same for window + recurrent groups: the loss distill reports (window softmax computed from
@@ -411,8 +421,9 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
 // gated (the default: shared normaliser, the window's log-sum-exp from the engine's attention) and
 // additive (--wr-additive).
 TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
-  for (const auto &[sinks, gated] : {std::pair<int32_t, bool>{0, true}, {3, true}, {3, false}}) {
-    SCOPED_TRACE("sinks " + std::to_string(sinks) + (gated ? ", gated" : ", additive"));
+  for (const auto &[sinks, gated, delta] :
+       {std::tuple<int32_t, bool, bool>{0, true, false}, {3, true, false}, {3, false, false}, {3, true, true}}) {
+    SCOPED_TRACE("sinks " + std::to_string(sinks) + (gated ? ", gated" : ", additive") + (delta ? ", delta rule" : ""));
     auto m = model::load(stories);
     const auto tokens = text_tokens(*m, 0, 4000, 300);
     const auto &hp = m->hparams();
@@ -426,6 +437,7 @@ TEST(Distill, WindowRecurrentLossMatchesTheEngineForward) {
     cp.distill.seq_len = 512; // one sequence: the whole text
     cp.distill.chunk = 32;
     cp.distill.wr_gated = gated;
+    cp.distill.delta_rule = delta;
     cp.n_threads = 2;
     const auto res = convert_to_hybrid(*m, tokens, cp, tmp("distill_wr.gguf"));
     ASSERT_FALSE(res.distill.heads.empty());

@@ -502,6 +502,34 @@ TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
         << load_error(tmp("gate_on_rec.gguf"));
 }
 
+// The delta-rule read-out (recurformer.read_out = delta; its logits are checked against the numpy
+// reference in ModelGolden): batches, decode and saved states agree; the same tensors read out
+// additively give other logits (so the key is honoured); an unknown read-out is refused by name.
+TEST(Hybrid, DeltaRuleBatchDecodeStateAndBadKey) {
+    auto m = model::load(models_dir + "/hybrid-delta.gguf");
+    for (const hybrid_layer &H : m->hybrid()) EXPECT_TRUE(H.delta_rule);
+    const int n_vocab = m->hparams().n_vocab;
+    const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("delta.state"), true);
+    auto base = gguf_file::open(models_dir + "/hybrid-delta.gguf");
+    write_variant(*base, tmp("delta_additive.gguf"), [](gguf_writer &w) { w.set_string("recurformer.read_out", "additive"); });
+    {
+        auto a = model::load(tmp("delta_additive.gguf"));
+        EXPECT_FALSE(a->hybrid()[0].delta_rule);
+        context_params cp;
+        cp.n_ctx = 64;
+        cp.kv_type = tensor_type::F32;
+        context ctx(*a, cp);
+        std::vector<float> lg;
+        ctx.eval(tokens, lg, true);
+        EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab,
+                                 n_vocab),
+                  1e-2f);
+    }
+    write_variant(*base, tmp("delta_bogus.gguf"), [](gguf_writer &w) { w.set_string("recurformer.read_out", "softmax"); });
+    EXPECT_NE(load_error(tmp("delta_bogus.gguf")).find("recurformer.read_out is 'softmax'"), std::string::npos)
+        << load_error(tmp("delta_bogus.gguf"));
+}
+
 // The recurrent part matters: with the recurrent tensors' d and transforms the logits differ from
 // the same groups served as plain windows (kind 1), so a window-only engine path would fail the
 // golden test.

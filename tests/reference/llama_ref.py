@@ -76,6 +76,8 @@ class Model:
     rec_groups: dict = field(default_factory=dict)
     # layer -> {group: S}: window groups that also keep positions 0..S-1 (attention sinks)
     sinks: dict = field(default_factory=dict)
+    # recurformer.read_out = "delta": the recurrent heads use the delta rule (docs/FORMAT.md)
+    delta: bool = False
 
     def w(self, name: str) -> np.ndarray:
         return self.tensors[name]
@@ -151,6 +153,7 @@ def load_model(path: str, use_cache: bool = True) -> Model:
         tokenizer_model=_field_value(r, "tokenizer.ggml.model"),
     )
     if _field_value(r, "recurformer.version"):
+        m.delta = _field_value(r, "recurformer.read_out") == "delta"
         for l in range(m.n_layer):
             groups = _field_value(r, f"recurformer.blk.{l}.replaced_groups")
             if groups:
@@ -215,13 +218,16 @@ def rope(x: np.ndarray, positions: np.ndarray, m: Model) -> np.ndarray:
     return out
 
 
-def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d):
+def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d, delta=False):
     """The RecurFormer recurrent head (DESIGN §3), sequentially, float64.
 
     q, k, v: [T, hd] (no RoPE); xn: [T, n_embd] the attention-normed layer input.
       dt_t = softplus(dt_w . xn_t + dt_b);  a_t = exp(-dt_t * exp(a_log))
       S_t  = a_t S_{t-1} + dt_t k_t v_t^T    (S: [hd, hd], S_{-1} = 0)
-      y_t  = S_t^T q_t / sqrt(hd) + d * v_t"""
+      y_t  = S_t^T q_t / sqrt(hd) + d * v_t
+    delta: the delta rule instead of the additive update (docs/FORMAT.md "Delta rule"):
+      S_t = a_t (I - beta_t kh_t kh_t^T) S_{t-1} + beta_t kh_t v_t^T,
+      kh_t = k_t / sqrt(|k_t|^2 + 1e-6),  beta_t = 1 - exp(-dt_t)"""
     T, hd = q.shape
     z = xn @ dt_w + dt_b
     dt = np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, 20))))
@@ -229,7 +235,12 @@ def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d):
     S = np.zeros((hd, hd))
     y = np.empty((T, hd))
     for t in range(T):
-        S = a[t] * S + dt[t] * np.outer(k[t], v[t])
+        if delta:
+            kh = k[t] / np.sqrt(k[t] @ k[t] + 1e-6)
+            beta = 1.0 - np.exp(-dt[t])
+            S = a[t] * (np.eye(hd) - beta * np.outer(kh, kh)) @ S + beta * np.outer(kh, v[t])
+        else:
+            S = a[t] * S + dt[t] * np.outer(k[t], v[t])
         y[t] = S.T @ q[t] / np.sqrt(hd) + d * v[t]
     return y
 
@@ -307,7 +318,8 @@ def forward(m: Model, tokens) -> np.ndarray:
                 qh = qh @ m.w(p + "rec.q_proj")[r].T
                 kh = kh @ m.w(p + "rec.k_proj")[r].T
                 vh = vh @ m.w(p + "rec.v_proj")[r].T
-            args = (m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r], m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r])
+            args = (m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r], m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r],
+                    m.delta)
             W = m.windows.get(l, {}).get(g)
             if W:
                 # Window + recurrent: the window's softmax output is already in a[:, head]; token

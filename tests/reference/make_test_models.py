@@ -246,6 +246,8 @@ def write_model(path: str, spec: dict, seed: int) -> None:
         group = n_head // n_head_kv
         w.add_uint32("recurformer.version", 1)
         w.add_uint32("recurformer.window", 32)
+        if spec.get("delta"):  # delta-rule read-out of every recurrent head (docs/FORMAT.md)
+            w.add_string("recurformer.read_out", "delta")
         hrng = np.random.default_rng(seed + 7)
         windows = spec.get("windows", {})  # layer -> {group: W}: window kind instead of recurrent
         winrec = spec.get("winrec", {})    # layer -> {group: W}: window + recurrent
@@ -384,6 +386,10 @@ MODELS.append(dict(_base, name="hybrid-sinks", dtype="f32", n_head_kv=2, hybrid=
 # and without sinks; layer 1 also has a plain recurrent group (its gate rows are unused).
 MODELS.append(dict(_base, name="hybrid-gated", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
                    winrec={0: {0: 4, 1: 9}, 1: {0: 6}}, sinks={0: {1: 2}}, proj=True, gate=True))
+# The delta-rule read-out (docs/FORMAT.md "Delta rule") on every kind with recurrent heads: plain
+# recurrent groups and gated window + recurrent ones, with sinks and trained transforms.
+MODELS.append(dict(_base, name="hybrid-delta", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
+                   winrec={0: {0: 4}, 1: {0: 6}}, sinks={0: {0: 2}}, proj=True, gate=True, delta=True))
 MODELS.append(dict(_base, name="qwen2-sinks", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [0, 1]}, windows={1: {1: 4}}, winrec={1: {0: 5}},
                    sinks={1: {0: 2, 1: 3}}))

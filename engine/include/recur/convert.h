@@ -44,7 +44,8 @@ struct convert_params {
     // eighth, at least one) and the kind is chosen on them.
     int32_t holdout_sequences = 0;
     // automatic: also write the all-recurrent and all-window+recurrent hybrids it trained, as
-    // OUT-recurrent.gguf and OUT-winrec.gguf (OUT without its .gguf), for measurement.
+    // OUT-recurrent.gguf and OUT-winrec.gguf (OUT without its .gguf), for measurement; and when the
+    // end-to-end checks reject the per-group mix, the mix as OUT-mix.gguf.
     bool write_candidates = false;
     // automatic: after the per-group choice, compare the whole hybrid with the all-window one
     // (untrained: it costs a forward pass) on the held-out sequences, by the mean KL divergence of

@@ -43,6 +43,7 @@ namespace recur {
 struct head_layout {
     int32_t n_embd = 0, head_dim = 0;
     bool gated = false;
+    bool delta = false; // the delta-rule read-out (same parameters, so the same size)
     head_layout() = default;
     head_layout(int32_t e, int32_t hd, bool gate = false) : n_embd(e), head_dim(hd), gated(gate) {}
     size_t hh() const { return size_t(head_dim) * size_t(head_dim); }
@@ -129,6 +130,9 @@ struct distill_params {
     // output replaces the attention mass outside the window) rather than the additive one (the
     // head's output is added to the window's). docs/FORMAT.md "Window + recurrent".
     bool wr_gated = true;
+    // Train (and write) delta-rule read-outs (recurrent_head_weights::delta_rule) instead of
+    // additive ones; docs/FORMAT.md "Delta rule".
+    bool delta_rule = false;
     // Copy drills: in every training sequence (not the held-out ones), this many spans of 8..32
     // tokens are written again further on, at least one window + recurrent window (or 64 tokens)
     // after their source, so the original's heads make long-range copies (induction) during

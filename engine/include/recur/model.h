@@ -102,6 +102,9 @@ struct hybrid_layer {
     std::vector<float> gate_w;              // [R][n_embd]
     std::vector<float> gate_b, gate_n;      // [R]
     std::vector<float> final_loss;          // [R] distillation loss per head, empty when untrained
+    // The recurrent heads read out by the delta rule (recurrent_head_weights::delta_rule) rather
+    // than the additive one: recurformer.read_out = "delta" (one value for the whole file).
+    bool delta_rule = false;
 
     bool group_is(int32_t grp, replacement_kind k) const {
         return group_replaced[size_t(grp)] && group_kind[size_t(grp)] == k;
