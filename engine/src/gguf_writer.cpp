@@ -1,5 +1,7 @@
 #include "recur/gguf_writer.h"
 
+#include "atomic_file.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -134,44 +136,33 @@ void gguf_writer::add_tensor(const std::string &name, tensor_type type, const st
 }
 
 void gguf_writer::write(const std::string &path) const {
-    const std::string tmp = path + ".part";
-    FILE *f = fopen(tmp.c_str(), "wb");
-    if (!f) throw error("cannot create '" + tmp + "': " + std::strerror(errno));
-    byte_sink s(f);
-    s.put<uint32_t>(0x46554747);
-    s.put<uint32_t>(3);
-    s.put<uint64_t>(tensors_.size());
-    s.put<uint64_t>(kv_.size());
-    for (auto &[k, v] : kv_) {
-        s.str(k);
-        write_value(s, v, true);
-    }
-    uint64_t offset = 0;
-    for (auto &t : tensors_) {
-        s.str(t.name);
-        s.put<uint32_t>(uint32_t(t.ne.size()));
-        for (auto d : t.ne) s.put<int64_t>(d);
-        s.put<uint32_t>(uint32_t(t.type));
-        s.put<uint64_t>(offset);
-        offset += (t.n_bytes + alignment - 1) / alignment * alignment;
-    }
-    s.pad();
-    for (auto &t : tensors_) {
-        s.bytes(t.data, t.n_bytes);
+    write_file_atomically(path, "", [&](FILE *f) {
+        byte_sink s(f);
+        s.put<uint32_t>(0x46554747);
+        s.put<uint32_t>(3);
+        s.put<uint64_t>(tensors_.size());
+        s.put<uint64_t>(kv_.size());
+        for (auto &[k, v] : kv_) {
+            s.str(k);
+            write_value(s, v, true);
+        }
+        uint64_t offset = 0;
+        for (auto &t : tensors_) {
+            s.str(t.name);
+            s.put<uint32_t>(uint32_t(t.ne.size()));
+            for (auto d : t.ne)
+                s.put<int64_t>(d);
+            s.put<uint32_t>(uint32_t(t.type));
+            s.put<uint64_t>(offset);
+            offset += (t.n_bytes + alignment - 1) / alignment * alignment;
+        }
         s.pad();
-    }
-    const bool flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    const bool closed = fclose(f) == 0;
-    if (!s.ok() || !flushed || !closed) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw error("writing '" + path + "' failed: " + std::strerror(err));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw error("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(err));
-    }
+        for (auto &t : tensors_) {
+            s.bytes(t.data, t.n_bytes);
+            s.pad();
+        }
+        return s.ok();
+    });
 }
 
 } // namespace recur

@@ -7,6 +7,7 @@
 #include "recur/state_file.h"
 
 #include "recur/error.h"
+#include "atomic_file.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -86,46 +87,34 @@ void write_state_file(const std::string &path, const model &m, const state_view 
         (L.dt_ring_floats && !s.dt_rings))
         throw error("save_state: the state lacks parts the model has");
     const uint64_t fingerprint = m.fingerprint(); // before the file exists: it may read the model file
-    const std::string tmp = path + ".part";
-    FILE *f = fopen(tmp.c_str(), "wb");
-    if (!f) throw error("cannot create state file '" + tmp + "': " + std::strerror(errno));
-    fnv_writer w{f};
-    w.bytes(state_magic, sizeof state_magic);
-    w.put<uint32_t>(state_version);
-    w.put<uint64_t>(fingerprint);
-    w.put<uint32_t>(uint32_t(hp.n_layer));
-    w.put<uint32_t>(uint32_t(hp.n_head_kv));
-    w.put<uint32_t>(uint32_t(hp.head_dim));
-    w.put<uint32_t>(s.kv_elem_bytes);
-    w.put<uint32_t>(uint32_t(hp.n_vocab));
-    const int32_t n_past = int32_t(s.tokens.size());
-    w.put<int32_t>(n_past);
-    w.bytes(s.tokens.data(), s.tokens.size() * sizeof(int32_t));
-    const size_t row = size_t(hp.head_dim) * s.kv_elem_bytes;
-    for (size_t i = 0; i < s.k_rows.size(); ++i) {
-        w.bytes(s.k_rows[i], row * size_t(n_past));
-        w.bytes(s.v_rows[i], row * size_t(n_past));
-    }
-    w.bytes(s.recurrent, L.recurrent_floats * sizeof(float));
-    w.bytes(s.window_k, L.window_rows * row);
-    w.bytes(s.window_v, L.window_rows * row);
-    w.bytes(s.dt_rings, L.dt_ring_floats * sizeof(float));
-    w.put<uint32_t>(s.logits ? 1 : 0);
-    if (s.logits) w.bytes(s.logits, size_t(hp.n_vocab) * sizeof(float));
-    const uint64_t checksum = w.hash;
-    w.put<uint64_t>(checksum);
-    const bool flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    const bool closed = fclose(f) == 0;
-    if (!w.ok || !flushed || !closed) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw error("writing state file '" + path + "' failed: " + std::strerror(err));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw error("cannot rename '" + tmp + "': " + std::strerror(err));
-    }
+    write_file_atomically(path, "state file ", [&](FILE *f) {
+        fnv_writer w{f};
+        w.bytes(state_magic, sizeof state_magic);
+        w.put<uint32_t>(state_version);
+        w.put<uint64_t>(fingerprint);
+        w.put<uint32_t>(uint32_t(hp.n_layer));
+        w.put<uint32_t>(uint32_t(hp.n_head_kv));
+        w.put<uint32_t>(uint32_t(hp.head_dim));
+        w.put<uint32_t>(s.kv_elem_bytes);
+        w.put<uint32_t>(uint32_t(hp.n_vocab));
+        const int32_t n_past = int32_t(s.tokens.size());
+        w.put<int32_t>(n_past);
+        w.bytes(s.tokens.data(), s.tokens.size() * sizeof(int32_t));
+        const size_t row = size_t(hp.head_dim) * s.kv_elem_bytes;
+        for (size_t i = 0; i < s.k_rows.size(); ++i) {
+            w.bytes(s.k_rows[i], row * size_t(n_past));
+            w.bytes(s.v_rows[i], row * size_t(n_past));
+        }
+        w.bytes(s.recurrent, L.recurrent_floats * sizeof(float));
+        w.bytes(s.window_k, L.window_rows * row);
+        w.bytes(s.window_v, L.window_rows * row);
+        w.bytes(s.dt_rings, L.dt_ring_floats * sizeof(float));
+        w.put<uint32_t>(s.logits ? 1 : 0);
+        if (s.logits) w.bytes(s.logits, size_t(hp.n_vocab) * sizeof(float));
+        const uint64_t checksum = w.hash;
+        w.put<uint64_t>(checksum);
+        return w.ok;
+    });
 }
 
 loaded_state read_state_file(const std::string &path, const model &m, int32_t n_ctx, uint32_t kv_elem_bytes) {
@@ -141,8 +130,10 @@ loaded_state read_state_file(const std::string &path, const model &m, int32_t n_
     fnv_reader r{path, s.data.data(), s.data.data() + s.data.size()};
     char magic[8];
     r.bytes(magic, sizeof magic);
-    if (std::memcmp(magic, state_magic, sizeof magic) != 0) throw error("'" + path + "' is not a RecurDesk state file");
-    if (r.get<uint32_t>() != state_version) throw error("state file '" + path + "' has an unsupported version");
+    if (std::memcmp(magic, state_magic, sizeof magic) != 0)
+        throw error("'" + path + "' is not a RecurDesk state file");
+    if (r.get<uint32_t>() != state_version)
+        throw error("state file '" + path + "' has an unsupported version");
     if (r.get<uint64_t>() != m.fingerprint())
         throw error("state file '" + path + "' was saved for another model (fingerprints differ)");
     const uint32_t n_layer = r.get<uint32_t>(), n_kv = r.get<uint32_t>(), hd = r.get<uint32_t>();
