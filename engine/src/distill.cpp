@@ -10,6 +10,7 @@
 #include "recur/splitmix64.h"
 #include "recur/thread_pool.h"
 #include "recur/tokenizer.h"
+#include "atomic_file.h"
 #include "recurrent_head_kernels.h"
 
 #include <algorithm>
@@ -193,37 +194,30 @@ struct head_state {
 constexpr char ckpt_magic[8] = {'R', 'E', 'C', 'U', 'R', 'C', 'K', '1'};
 constexpr uint32_t ckpt_version = 1;
 
-void write_checkpoint(const std::string &path, uint64_t config, int64_t step, const std::vector<head_state> &hs) {
-    const std::string part = path + ".part";
-    FILE *f = fopen(part.c_str(), "wb");
-    if (!f) throw error("distill: cannot write checkpoint " + part + ": " + std::strerror(errno));
-    fnv64 sum;
-    bool ok = true;
-    auto put = [&](const void *p, size_t n) {
-        sum.add(p, n);
-        ok = ok && fwrite(p, 1, n, f) == n;
-    };
-    put(ckpt_magic, 8);
-    put(&ckpt_version, 4);
-    put(&config, 8);
-    put(&step, 8);
-    const uint32_t n_heads = uint32_t(hs.size());
-    put(&n_heads, 4);
-    for (auto &h : hs) {
-        put(h.theta.data(), h.theta.size() * sizeof(float));
-        put(h.m.data(), h.m.size() * sizeof(float));
-        put(h.v.data(), h.v.size() * sizeof(float));
-        put(h.states.data(), h.states.size() * sizeof(float));
-    }
-    const uint64_t total = sum.h;
-    ok = ok && fwrite(&total, 1, 8, f) == 8;
-    ok = (fflush(f) == 0) && ok;
-    ok = (fsync(fileno(f)) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(part.c_str(), path.c_str()) != 0) {
-        std::remove(part.c_str());
-        throw error("distill: writing checkpoint " + path + " failed: " + std::strerror(errno));
-    }
+void write_checkpoint(const std::string &path, uint64_t config, int64_t step,
+                      const std::vector<head_state> &hs) {
+    write_file_atomically(path, "checkpoint ", [&](FILE *f) {
+        fnv64 sum;
+        bool ok = true;
+        auto put = [&](const void *p, size_t n) {
+            sum.add(p, n);
+            ok = ok && fwrite(p, 1, n, f) == n;
+        };
+        put(ckpt_magic, 8);
+        put(&ckpt_version, 4);
+        put(&config, 8);
+        put(&step, 8);
+        const uint32_t n_heads = uint32_t(hs.size());
+        put(&n_heads, 4);
+        for (auto &h : hs) {
+            put(h.theta.data(), h.theta.size() * sizeof(float));
+            put(h.m.data(), h.m.size() * sizeof(float));
+            put(h.v.data(), h.v.size() * sizeof(float));
+            put(h.states.data(), h.states.size() * sizeof(float));
+        }
+        const uint64_t total = sum.h;
+        return ok && fwrite(&total, 1, 8, f) == 8;
+    });
 }
 
 // Returns the step the checkpoint reached; fills hs (already sized). Throws when the file is
