@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "recur/error.h"
-#include "recurrent_head_delta.h"
+#include "recurrent_head_sequential.h"
 #include "recurrent_head_kernels.h"
 
 namespace recur {
@@ -185,7 +185,7 @@ void recurrent_scan_ref(const recurrent_head_weights &w, int n_tokens, const flo
                         const float *v, size_t stride, const float *dt, float *state, float *y,
                         size_t y_stride) {
     check_scan_args("recurrent_scan_ref", w, n_tokens);
-    if (w.delta_rule) return delta::scan(w, n_tokens, q, k, v, stride, dt, state, y, y_stride);
+    if (w.delta_rule || w.a_chan) return sequential::scan(w, n_tokens, q, k, v, stride, dt, state, y, y_stride);
     const int hd = w.head_dim;
     const float A = std::exp(w.a_log), scale = 1.0f / std::sqrt(float(hd));
     for (int t = 0; t < n_tokens; ++t) {
@@ -206,7 +206,7 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
                             size_t y_stride, int chunk, float *scratch) {
     check_scan_args("recurrent_scan_chunked", w, n_tokens);
     if (chunk < 1) throw error("recurrent_scan_chunked: chunk must be >= 1, got " + std::to_string(chunk));
-    if (w.delta_rule) return delta::scan(w, n_tokens, q, k, v, stride, dt, state, y, y_stride);
+    if (w.delta_rule || w.a_chan) return sequential::scan(w, n_tokens, q, k, v, stride, dt, state, y, y_stride);
     const int hd = w.head_dim, L = chunk;
     const kernel_set kn = rec_kernels::select(hd);
     const float A = std::exp(w.a_log), scale = 1.0f / std::sqrt(float(hd));
@@ -272,11 +272,11 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
 void recurrent_step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt,
                     float *state, float *y) {
     const int hd = w.head_dim;
-    if (w.delta_rule) {
-        float scratch[3 * 256]; // the decode hot path allocates nothing; larger heads are rare
-        if (hd <= 256) return delta::step(w, q, k, v, dt, state, y, scratch);
-        std::vector<float> big(3 * size_t(hd));
-        return delta::step(w, q, k, v, dt, state, y, big.data());
+    if (w.delta_rule || w.a_chan) {
+        float scratch[sequential::step_scratch_floats(256)]; // the decode hot path allocates nothing
+        if (hd <= 256) return sequential::step(w, q, k, v, dt, state, y, scratch);
+        std::vector<float> big(sequential::step_scratch_floats(hd)); // larger heads are rare
+        return sequential::step(w, q, k, v, dt, state, y, big.data());
     }
     const float a = std::exp(-dt * std::exp(w.a_log)), scale = 1.0f / std::sqrt(float(hd));
 #if defined(RECUR_X86)

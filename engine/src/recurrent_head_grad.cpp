@@ -7,7 +7,7 @@
 
 #include "recur/error.h"
 #include "recur/recurrent_head.h"
-#include "recurrent_head_delta.h"
+#include "recurrent_head_sequential.h"
 #include "recurrent_head_kernels.h"
 
 namespace recur {
@@ -27,8 +27,8 @@ void recurrent_scan_backward(const recurrent_head_weights &w, int n_tokens, cons
         throw error("recurrent_scan_backward: head_dim must be positive, got " + std::to_string(w.head_dim));
     if (n_tokens < 0) throw error("recurrent_scan_backward: negative n_tokens " + std::to_string(n_tokens));
     if (n_tokens == 0) return;
-    if (w.delta_rule)
-        return delta::scan_backward(w, n_tokens, q, k, v, stride, dt, state0, dy, dy_stride, dq, dk, dv, g_stride,
+    if (w.delta_rule || w.a_chan)
+        return sequential::scan_backward(w, n_tokens, q, k, v, stride, dt, state0, dy, dy_stride, dq, dk, dv, g_stride,
                                     ddt, dstate, grads);
     const int hd = w.head_dim;
     const size_t hh = size_t(hd) * hd;

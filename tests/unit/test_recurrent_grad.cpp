@@ -33,6 +33,7 @@ struct gproblem {
     std::vector<double> xn, dt_w, d, q, k, v, state0, wy, wS;
     double dt_b = 0, a_log = 0;
     bool delta = false; // the delta-rule read-out (recurrent_head_weights::delta_rule)
+    std::vector<double> a_chan; // per-channel decay offsets [hd] (recurrent_head_weights::a_chan); empty: none
 };
 
 gproblem make_gproblem(int hd, int ne, int T, uint32_t seed, float a_log = std::log(0.5f)) {
@@ -75,7 +76,10 @@ double loss_f64(const gproblem &p) {
         double z = p.dt_b;
         for (int i = 0; i < p.ne; ++i)
             z += p.dt_w[i] * p.xn[size_t(t) * p.ne + i];
-        const double dt = softplus(z), a = std::exp(-dt * A);
+        const double dt = softplus(z);
+        std::vector<double> ar(hd); // the decay of each row of S
+        for (int r = 0; r < hd; ++r)
+            ar[r] = std::exp(-dt * (p.a_chan.empty() ? A : std::exp(p.a_log + p.a_chan[r])));
         const double *q = &p.q[size_t(t) * p.stride], *k = &p.k[size_t(t) * p.stride],
                      *v = &p.v[size_t(t) * p.stride];
         if (p.delta) {
@@ -97,11 +101,11 @@ double loss_f64(const gproblem &p) {
                         PS[size_t(r) * hd + c] += P[size_t(r) * hd + m] * S[size_t(m) * hd + c];
             for (int r = 0; r < hd; ++r)
                 for (int c = 0; c < hd; ++c)
-                    S[size_t(r) * hd + c] = a * PS[size_t(r) * hd + c] + beta * kh[r] * v[c];
+                    S[size_t(r) * hd + c] = ar[r] * PS[size_t(r) * hd + c] + beta * kh[r] * v[c];
         } else {
             for (int r = 0; r < hd; ++r)
                 for (int c = 0; c < hd; ++c)
-                    S[size_t(r) * hd + c] = a * S[size_t(r) * hd + c] + dt * k[r] * v[c];
+                    S[size_t(r) * hd + c] = ar[r] * S[size_t(r) * hd + c] + dt * k[r] * v[c];
         }
         for (int c = 0; c < hd; ++c) {
             double y = 0;
@@ -122,7 +126,7 @@ std::vector<float> to_f(const std::vector<double> &x) {
 
 // Analytic gradients from the code under test (float).
 struct grads_out {
-    std::vector<float> dq, dk, dv, dxn, dstate0, ddt_w, dd;
+    std::vector<float> dq, dk, dv, dxn, dstate0, ddt_w, dd, da_chan;
     float ddt_b = 0, da_log = 0;
 };
 
@@ -138,6 +142,8 @@ grads_out analytic(const gproblem &p) {
     w.a_log = float(p.a_log);
     w.d = d.data();
     w.delta_rule = p.delta;
+    const auto a_chan = to_f(p.a_chan);
+    if (!a_chan.empty()) w.a_chan = a_chan.data();
     std::vector<float> dt(T);
     recurrent_compute_dt(w, T, xn.data(), size_t(p.ne), dt.data());
 
@@ -153,6 +159,8 @@ grads_out analytic(const gproblem &p) {
     recurrent_head_grads pg;
     pg.dt_w = g.ddt_w.data();
     pg.d = g.dd.data();
+    g.da_chan.assign(p.a_chan.size(), 0.0f);
+    if (!a_chan.empty()) pg.a_chan = g.da_chan.data();
     recurrent_scan_backward(w, T, q.data(), k.data(), v.data(), p.stride, dt.data(), s0.data(), wy.data(),
                             size_t(hd), g.dq.data(), g.dk.data(), g.dv.data(), p.stride, ddt.data(),
                             g.dstate0.data(), pg);
@@ -214,6 +222,9 @@ void check_all(gproblem &p, bool sampled, double tol) {
               tol);
     EXPECT_LT(check_group(p, "dt_w", p.dt_w, g.ddt_w.data(), {}), tol);
     EXPECT_LT(check_group(p, "d", p.d, g.dd.data(), {}), tol);
+    if (!p.a_chan.empty()) {
+        EXPECT_LT(check_group(p, "a_chan", p.a_chan, g.da_chan.data(), {}), tol);
+    }
     const double fb = fd(p, p.dt_b), fa = fd(p, p.a_log);
     const double eb = std::fabs(g.ddt_b - fb) / std::fabs(fb), ea = std::fabs(g.da_log - fa) / std::fabs(fa);
     std::printf("  dt_b    analytic %.6e fd %.6e err %.2e\n  a_log   analytic %.6e fd %.6e err %.2e\n",
@@ -329,6 +340,29 @@ TEST(RecurrentGrad, DeltaRuleMatchesFiniteDifferences) {
         gproblem p = make_gproblem(64, 16, 40, 9u, a_log);
         p.delta = true;
         std::printf("[delta] hd=64 n_embd=16 T=40 a_log=%.2f\n", a_log);
+        check_all(p, true, 1e-4);
+    }
+}
+
+// Per-channel decay, with the additive and with the delta-rule read-out: every entry at small
+// sizes, sampled entries at hd = 64 (offsets spread over ±1.5, so rows decay at rates up to 20×
+// apart).
+TEST(RecurrentGrad, PerChannelDecayMatchesFiniteDifferences) {
+    for (bool delta : {false, true}) {
+        for (int hd : {8, 5})
+            for (int T : {1, 33, 70}) {
+                gproblem p = make_gproblem(hd, 12, T, 500u + uint32_t(T) + uint32_t(hd) + (delta ? 7u : 0u));
+                p.delta = delta;
+                for (int r = 0; r < hd; ++r)
+                    p.a_chan.push_back(-1.5 + 3.0 * r / std::max(1, hd - 1));
+                std::printf("[a_chan%s] hd=%d n_embd=12 T=%d\n", delta ? ", delta" : "", hd, T);
+                check_all(p, false, 1e-4);
+            }
+        gproblem p = make_gproblem(64, 16, 40, 13u, std::log(0.5f));
+        p.delta = delta;
+        for (int r = 0; r < 64; ++r)
+            p.a_chan.push_back(-1.5 + 3.0 * r / 63.0);
+        std::printf("[a_chan%s] hd=64 n_embd=16 T=40\n", delta ? ", delta" : "");
         check_all(p, true, 1e-4);
     }
 }

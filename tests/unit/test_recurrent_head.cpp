@@ -279,6 +279,19 @@ TEST(RecurrentHead, GoldenFromNumpy) {
                                s.data(), &y[size_t(t) * hd]);
             check("step", y, s);
         }
+        {   // per-channel decay with all offsets 0: the sequential code, one decay per head
+            const std::vector<float> zeros(size_t(hd), 0.0f);
+            recurrent_head_weights wc = w;
+            wc.a_chan = zeros.data();
+            std::vector<float> y(size_t(T) * hd), s = g.state0;
+            recurrent_scan_ref(wc, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd);
+            check("a_chan = 0", y, s);
+            std::vector<float> y2(size_t(T) * hd), s2 = g.state0;
+            for (int t = 0; t < T; ++t)
+                recurrent_step(wc, &g.q[size_t(t) * hd], &g.k[size_t(t) * hd], &g.v[size_t(t) * hd], dt[t], s2.data(),
+                               &y2[size_t(t) * hd]);
+            check("a_chan step", y2, s2);
+        }
     }
 }
 
@@ -323,6 +336,15 @@ TEST(RecurrentHead, DeltaRuleGoldenFromNumpy) {
             recurrent_step(w, &g.q[size_t(t) * hd], &g.k[size_t(t) * hd], &g.v[size_t(t) * hd], dt[t], s.data(),
                            &y[size_t(t) * hd]);
         check("step", y, s);
+    }
+    // Per-channel decay with all offsets 0 is one decay per head, through the sequential code.
+    {
+        const std::vector<float> zeros(size_t(hd), 0.0f);
+        w.a_chan = zeros.data();
+        std::vector<float> y(size_t(T) * hd), s = g.state0;
+        recurrent_scan_ref(w, T, g.q.data(), g.k.data(), g.v.data(), hd, dt.data(), s.data(), y.data(), hd);
+        check("a_chan = 0", y, s);
+        w.a_chan = nullptr;
     }
     // The additive read-out on the same inputs is far from it: the comparison can fail.
     w.delta_rule = false;

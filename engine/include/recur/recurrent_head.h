@@ -49,6 +49,12 @@ struct recurrent_head_weights {
     // sums every k vᵀ, in which one far token is a rank-one term among hundreds). Same state size,
     // same parameters. Every function below honours it; the chunked scan runs the sequential form.
     bool delta_rule = false;
+    // Per-channel decay (docs/FORMAT.md "Per-channel decay"): row r of the state (a k dimension)
+    // decays as a_t[r] = exp(−dt_t · exp(a_log + a_chan[r])) instead of one a_t for the whole
+    // state, so some channels can hold a long memory while others follow the last few tokens.
+    // [head_dim]; null: one decay per head. Every function below honours it; like the delta rule
+    // it runs the sequential form.
+    const float *a_chan = nullptr;
 };
 
 // eps under the delta rule's key norm: keeps k̂ finite for a zero key.
@@ -113,6 +119,7 @@ struct recurrent_head_grads {
     float *dt_w = nullptr; // [n_embd]; may be null if recurrent_dt_backward is not called
     float dt_b = 0, a_log = 0;
     float *d = nullptr; // [head_dim]; may be null to skip
+    float *a_chan = nullptr; // [head_dim]; with weights that have a_chan; may be null to skip
 };
 
 // Backward of one scan (any of the three forms: they compute the same function) over one sequence.
