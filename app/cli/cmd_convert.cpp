@@ -88,6 +88,7 @@ int cmd_convert(const options &o) {
     cp.compare_end_to_end = !o.per_group_only;
     cp.distill.wr_gated = !o.wr_additive;
     cp.distill.delta_rule = o.delta_rule;
+    cp.distill.per_channel_decay = o.per_channel_decay;
     cp.distill.repeat_spans = o.repeat_spans >= 0 ? o.repeat_spans : default_repeat_spans;
     cp.distill.drills = o.drills >= 0 ? o.drills : default_drills;
     cp.distill.drill_weight = o.drill_weight > 0 ? o.drill_weight : default_drill_weight;

@@ -43,7 +43,7 @@ std::string usage() {
            "  convert    -m MODEL -f CALIB -o OUT (--fraction F | --threshold T) [--window K] [--steps 0]\n"
            "             [--steps S] [--lr LR] [--seed S] [--calib-self N] [--calib-tokens N] [--resume]\n"
            "             [--kind auto|recurrent|window|window+recurrent] [--window-tokens W] [--wr-window W]\n"
-           "             [--sinks S] [--wr-additive] [--read-out additive|delta] [--repeat-spans N] [--drills N] [--drill-weight W]\n"
+           "             [--sinks S] [--wr-additive] [--read-out additive|delta] [--decay per-head|per-channel] [--repeat-spans N] [--drills N] [--drill-weight W]\n"
            "             [--copy-probe N] [--copy-limit X]\n"
            "             [--retrieval-probe N] [--retrieval-limit X]\n"
            "             [--layers A-B]\n"
@@ -118,6 +118,11 @@ options parse_options(int argc, char **argv) {
             if (v != "additive" && v != "delta")
                 throw recur::error("--read-out must be additive or delta, got '" + v + "'");
             o.delta_rule = v == "delta";
+        } else if (a == "--decay") {
+            const std::string v = next();
+            if (v != "per-head" && v != "per-channel")
+                throw recur::error("--decay must be per-head or per-channel, got '" + v + "'");
+            o.per_channel_decay = v == "per-channel";
         }
         else if (a == "--repeat-spans") o.repeat_spans = to_int(a, next());
         else if (a == "--drills") o.drills = to_int(a, next());

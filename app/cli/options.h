@@ -47,6 +47,7 @@ struct options {
     int sinks = -1;             // convert --sinks S: attention-sink rows of window groups (-1: default)
     bool write_candidates = false; // convert --write-candidates: auto also writes OUT-recurrent/-winrec.gguf
     bool delta_rule = false;       // convert --read-out delta: recurrent heads by the delta rule
+    bool per_channel_decay = false; // convert --decay per-channel: a decay rate per state row
     bool wr_additive = false;      // convert --wr-additive: window + recurrent heads add their read-out (no gate)
     int first_layer = 0, last_layer = -1; // convert --layers A-B: replace groups of these layers only
     int copy_probe = -1;           // convert --copy-probe N: spans of the copy probe; -1: the default

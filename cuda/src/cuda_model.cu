@@ -811,9 +811,11 @@ cuda_model::cuda_model(const model &m, const cuda_params &p) {
     const cuda_device dev = cuda_device_info(p.device);
     if (!dev.available) throw error("cuda_model: " + dev.error);
     for (const hybrid_layer &H : m.hybrid())
-        if (H.delta_rule && !H.recurrent_groups.empty())
-            throw error("cuda_model: this hybrid's recurrent heads use the delta-rule read-out (recurformer.read_out = "
-                        "delta), which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
+        if ((H.delta_rule && !H.recurrent_groups.empty()) || !H.a_chan.empty())
+            throw error(std::string("cuda_model: this hybrid's recurrent heads use ") +
+                        (H.a_chan.empty() ? "the delta-rule read-out (recurformer.read_out = delta)"
+                                          : "per-channel decay (rec.a_chan)") +
+                        ", which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
     const cuda_memory_plan plan_ = plan(m, p);
     if (!plan_.fits())
         throw error("cuda_model: a context of " + std::to_string(p.n_ctx) + " tokens does not fit: " + plan_.describe() +

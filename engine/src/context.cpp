@@ -588,6 +588,7 @@ struct context::impl {
         w.a_log = H.a_log[size_t(r)];
         w.d = H.d.data() + size_t(r) * hp.head_dim;
         w.delta_rule = H.delta_rule;
+        if (!H.a_chan.empty()) w.a_chan = H.a_chan.data() + size_t(r) * hp.head_dim;
         return w;
     }
 

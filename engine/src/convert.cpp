@@ -523,8 +523,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             }
             if (src.empty()) continue; // window groups use the layer's own attention rows: no tensors
             const int64_t R = int64_t(src.size());
-            std::vector<float> q_proj, k_proj, v_proj, final_loss, gate_w, gate_b, gate_n;
+            std::vector<float> q_proj, k_proj, v_proj, final_loss, gate_w, gate_b, gate_n, a_chan;
             const bool gated = std::any_of(src.begin(), src.end(), [](const auto &sr) { return !sr.first->gate_b.empty(); });
+            const bool per_channel =
+                std::any_of(src.begin(), src.end(), [](const auto &sr) { return !sr.first->a_chan.empty(); });
             for (auto &[S, r] : src) {
                 out.dt_w.insert(out.dt_w.end(), S->dt_w.begin() + int64_t(r) * E, S->dt_w.begin() + int64_t(r + 1) * E);
                 out.dt_b.push_back(S->dt_b[size_t(r)]);
@@ -549,6 +551,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                     gate_b.push_back(has ? S->gate_b[size_t(r)] : 0.0f);
                     gate_n.push_back(has ? S->gate_n[size_t(r)] : 0.0f);
                 }
+                if (per_channel) // heads trained without offsets decay as one: zeros
+                    for (int i = 0; i < hd; ++i)
+                        a_chan.push_back(S->a_chan.empty() ? 0.0f : S->a_chan[size_t(r) * hd + size_t(i)]);
             }
             auto f32_bytes = [](const std::vector<float> &v) {
                 std::vector<uint8_t> b(v.size() * sizeof(float));
@@ -570,6 +575,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 w.add_tensor(t + "gate_b", tensor_type::F32, {R}, f32_bytes(gate_b));
                 w.add_tensor(t + "gate_n", tensor_type::F32, {R}, f32_bytes(gate_n));
             }
+            if (per_channel) w.add_tensor(t + "a_chan", tensor_type::F32, {hd, R}, f32_bytes(a_chan));
             if (any_loss) w.set_float32_array(key + "final_loss", final_loss);
         }
         w.write(path);

@@ -277,6 +277,7 @@ std::vector<float> lr_factors(const head_layout &L) {
     f[L.dt_b()] = lr_factor_decay;
     f[L.a_log()] = lr_factor_decay;
     if (L.gated) f[L.gate_b()] = f[L.gate_n()] = lr_factor_decay; // the gate's offset and count slope: scalars that set a scale
+    if (L.per_channel) std::fill_n(f.begin() + int64_t(L.a_chan()), L.head_dim, lr_factor_decay); // decays, like a_log
     return f;
 }
 
@@ -320,6 +321,10 @@ void head_params_from_layer(const hybrid_layer &H, int32_t r, const head_layout 
         theta[L.gate_b()] = have ? H.gate_b[size_t(r)] : 0.0f;
         theta[L.gate_n()] = have && H.gate_n.size() > size_t(r) ? H.gate_n[size_t(r)] : 0.0f;
     }
+    if (L.per_channel) {
+        const bool have = H.a_chan.size() >= size_t(r + 1) * size_t(hd);
+        for (int i = 0; i < hd; ++i) theta[L.a_chan() + size_t(i)] = have ? H.a_chan[size_t(r) * hd + size_t(i)] : 0.0f;
+    }
 }
 
 void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, int32_t n_heads, hybrid_layer &H) {
@@ -349,6 +354,10 @@ void head_params_to_layer(const head_layout &L, const float *theta, int32_t r, i
         std::copy_n(theta + L.gate_w(), E, H.gate_w.data() + size_t(r) * E);
         H.gate_b[size_t(r)] = theta[L.gate_b()];
         H.gate_n[size_t(r)] = theta[L.gate_n()];
+    }
+    if (L.per_channel) {
+        if (H.a_chan.size() != size_t(n_heads) * size_t(hd)) H.a_chan.assign(size_t(n_heads) * size_t(hd), 0.0f);
+        std::copy_n(theta + L.a_chan(), hd, H.a_chan.data() + size_t(r) * hd);
     }
 }
 
@@ -383,6 +392,7 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     w.a_log = theta[L.a_log()];
     w.d = theta + L.d();
     w.delta_rule = L.delta;
+    if (L.per_channel) w.a_chan = theta + L.a_chan();
 
     // q' = q Mqᵀ etc.: [n][hd]·[hd][hd] with the transposed transforms.
     kn.gemm(n, hd, hd, c.q, size_t(hd), theta + L.mq(), size_t(hd), qp, size_t(hd), 0.0f, nullptr, rec_kernels::tri_none);
@@ -463,6 +473,7 @@ chunk_loss head_chunk_loss_grad(const head_layout &L, const float *theta, const 
     recurrent_head_grads g;
     g.dt_w = grad + L.dt_w();
     g.d = grad + L.d();
+    if (L.per_channel) g.a_chan = grad + L.a_chan();
     // Truncated BPTT: dstate = nullptr means no gradient from after the chunk and none passed back.
     recurrent_scan_backward(w, n, qp, kp, vp, size_t(hd), dt, state0, dy, size_t(hd), dqp, dkp, dvp, size_t(hd), ddt,
                             nullptr, g);
@@ -739,6 +750,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     for (auto &h : heads) {
         Ls.emplace_back(E, hd, p.wr_gated && h.window > 0);
         Ls.back().delta = p.delta_rule;
+        Ls.back().per_channel = p.per_channel_decay;
     }
     for (auto &H : layers) H.delta_rule = p.delta_rule;
 
@@ -1178,6 +1190,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
         if (heads[i].sinks > 0) cfg.add_value(heads[i].sinks); // absent: hashes of older runs stay valid
         if (L.gated) cfg.add_value(int32_t(-1));                 // likewise
         if (L.delta) cfg.add_value(int32_t(-2));                 // likewise
+        if (L.per_channel) cfg.add_value(int32_t(-3));           // likewise
         cfg.add(h.theta.data(), P * sizeof(float));
         rep.train_state_bytes += (4 * P + seqs.size() * hh) * sizeof(float);
     }

@@ -274,7 +274,8 @@ void model::load_hybrid() {
         const int64_t R = int64_t(H.recurrent_groups.size()) * g;
         const std::string t = "blk." + std::to_string(l) + ".rec.";
         if (R == 0) {
-            for (const char *n : {"dt_w", "dt_b", "a_log", "d", "q_proj", "k_proj", "v_proj", "gate_w", "gate_b", "gate_n"})
+            for (const char *n : {"dt_w", "dt_b", "a_log", "d", "q_proj", "k_proj", "v_proj", "gate_w", "gate_b", "gate_n",
+                                  "a_chan"})
                 if (f.find_tensor(t + n))
                     throw format_error("hybrid: tensor '" + t + n + "' exists but layer " + std::to_string(l) +
                                        " has no recurrent group");
@@ -297,6 +298,12 @@ void model::load_hybrid() {
         H.dt_b = f32(t + "dt_b", {R});
         H.a_log = f32(t + "a_log", {R});
         H.d = f32(t + "d", {hd, R});
+        if (f.find_tensor(t + "a_chan")) {
+            H.a_chan = f32(t + "a_chan", {hd, R});
+            for (float x : H.a_chan)
+                if (!std::isfinite(x))
+                    throw format_error("hybrid: tensor '" + t + "a_chan' holds a value that is not finite");
+        }
         // Trained transforms come as a set of three or not at all.
         const int n_proj = int(bool(f.find_tensor(t + "q_proj"))) + int(bool(f.find_tensor(t + "k_proj"))) +
                            int(bool(f.find_tensor(t + "v_proj")));

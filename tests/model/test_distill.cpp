@@ -50,7 +50,9 @@ struct random_head {
     int n;
     std::vector<float> xn, q, k, v, o, theta, state0, metric, xq, ow, lse, log_n_out;
     std::vector<float> weight; // per-position loss weights; empty: none
-    random_head(int E, int hd, int n_tokens, uint32_t seed, bool gated = false) : L(E, hd, gated), n(n_tokens) {
+    random_head(int E, int hd, int n_tokens, uint32_t seed, bool gated = false, bool per_channel = false)
+        : L(E, hd, gated), n(n_tokens) {
+        L.per_channel = per_channel;
         std::mt19937 rng(seed);
         std::normal_distribution<float> nd(0.0f, 1.0f);
         auto fill = [&](std::vector<float> &a, size_t size, float s) {
@@ -71,6 +73,8 @@ struct random_head {
         for (size_t off : {L.mq(), L.mk(), L.mv()})
             for (int i = 0; i < hd; ++i)
                 for (int j = 0; j < hd; ++j) theta[off + size_t(i) * hd + j] = float(i == j) + 0.2f * nd(rng);
+        if (per_channel)
+            for (int i = 0; i < hd; ++i) theta[L.a_chan() + size_t(i)] = 0.8f * nd(rng);
         if (gated) {
             fill(xq, size_t(n) * E, 1.0f);
             fill(ow, size_t(n) * hd, 0.5f);
@@ -178,6 +182,8 @@ int finite_difference_mismatches(const random_head &h, const std::vector<float> 
     for (int i = 0; i < h.L.head_dim; ++i) idx.push_back(h.L.d() + size_t(i));
     for (size_t off : {h.L.mq(), h.L.mk(), h.L.mv()})
         for (size_t i = 0; i < h.L.hh(); i += 7) idx.push_back(off + i);
+    if (h.L.per_channel)
+        for (int i = 0; i < h.L.head_dim; ++i) idx.push_back(h.L.a_chan() + size_t(i));
     if (h.L.gated) {
         for (size_t i = 0; i < size_t(h.L.n_embd); i += 2) idx.push_back(h.L.gate_w() + i);
         idx.push_back(h.L.gate_b());
@@ -217,13 +223,15 @@ distill_params heldout_params() {
 // The whole chain: transforms, dt (softplus of a projection of xn), decay, skip, the scan from a
 // non-zero incoming state, and the squared error (plain, and in a metric), against central
 // differences; rounds 3 and 4 with the gated window + recurrent read-out (gate_w, gate_b too);
-// rounds 5 and 6 with the delta-rule read-out (plain, and gated in a metric).
+// rounds 5 and 6 with the delta-rule read-out (plain, and gated in a metric); rounds 7 and 8 with
+// per-channel decay (additive, and delta + gated in a metric).
 TEST(Distill, GradientMatchesFiniteDifferences) {
-    for (int round = 0; round < 7; ++round) {
-        const int hd = round == 0 || round == 3 || round == 5 ? 8 : 16;
-        random_head h(24, hd, 45, 7u + uint32_t(round), round == 3 || round == 4 || round == 6);
-        h.L.delta = round >= 5;
-        h.use_metric = round == 2 || round == 4 || round == 6; // trains in a metric (output_metric)
+    for (int round = 0; round < 9; ++round) {
+        const int hd = round == 0 || round == 3 || round == 5 || round == 7 ? 8 : 16;
+        random_head h(24, hd, 45, 7u + uint32_t(round), round == 3 || round == 4 || round == 6 || round == 8,
+                      round >= 7);
+        h.L.delta = round == 5 || round == 6 || round == 8;
+        h.use_metric = round == 2 || round == 4 || round == 6 || round == 8; // trains in a metric (output_metric)
         std::vector<float> grad(h.L.size(), 0.0f), st = h.state0;
         const float scale = 0.5f; // grad_scale is honoured
         head_chunk_loss_grad(h.L, h.theta.data(), h.chunk(), st.data(), grad.data(), scale);
@@ -355,10 +363,11 @@ TEST(Distill, TrainingReducesTheLossDeterministically) {
 
 // The loss distill reports for a head of the first replaced layer equals the squared error
 // between the original model's head output and what the engine's hybrid forward computes there.
-// Both read-outs: additive, and the delta rule (the file says so, and the engine honours it).
+// Both read-outs: additive, and the delta rule (the file says so, and the engine honours it); and
+// per-channel decay (rec.a_chan).
 TEST(Distill, ReportedLossMatchesTheEngineForward) {
-  for (bool delta : {false, true}) {
-    SCOPED_TRACE(delta ? "delta rule" : "additive");
+  for (const auto &[delta, per_channel] : {std::pair{false, false}, {true, false}, {false, true}}) {
+    SCOPED_TRACE(std::string(delta ? "delta rule" : "additive") + (per_channel ? ", per-channel decay" : ""));
     auto m = model::load(stories);
     const auto tokens = text_tokens(*m, 0, 4000, 300);
     const auto &hp = m->hparams();
@@ -369,6 +378,7 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
     cp.distill.seq_len = 512; // one sequence: the whole text
     cp.distill.chunk = 32;
     cp.distill.delta_rule = delta;
+    cp.distill.per_channel_decay = per_channel;
     cp.n_threads = 2;
     const auto res = convert_to_hybrid(*m, tokens, cp, tmp("distill_match.gguf"));
     ASSERT_FALSE(res.distill.heads.empty());
@@ -408,6 +418,11 @@ TEST(Distill, ReportedLossMatchesTheEngineForward) {
     EXPECT_EQ(h->file().get_int("recurformer.distillation_steps", -1), 40);
     EXPECT_FALSE(H.q_proj.empty());
     EXPECT_EQ(H.delta_rule, delta);
+    EXPECT_EQ(H.a_chan.size(), per_channel ? H.dt_b.size() * size_t(hd) : 0u);
+    if (per_channel) { // trained: the offsets moved away from their start at 0
+        EXPECT_GT(*std::max_element(H.a_chan.begin(), H.a_chan.end()) - *std::min_element(H.a_chan.begin(), H.a_chan.end()),
+                  1e-3f);
+    }
     EXPECT_EQ(h->file().get_string("recurformer.read_out", "additive"), delta ? "delta" : "additive");
   }
 }

@@ -530,6 +530,47 @@ TEST(Hybrid, DeltaRuleBatchDecodeStateAndBadKey) {
         << load_error(tmp("delta_bogus.gguf"));
 }
 
+// Per-channel decay (rec.a_chan; its logits are checked against the numpy reference in
+// ModelGolden): batches, decode and saved states agree; without the offsets the logits differ;
+// a bad tensor is refused by name.
+TEST(Hybrid, PerChannelDecayBatchDecodeStateAndBadFiles) {
+    auto m = model::load(models_dir + "/hybrid-chan.gguf");
+    ASSERT_FALSE(m->hybrid()[1].a_chan.empty());
+    const int n_vocab = m->hparams().n_vocab;
+    const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("chan.state"), true);
+    auto base = gguf_file::open(models_dir + "/hybrid-chan.gguf");
+    write_variant(*base, tmp("chan_none.gguf"), [](gguf_writer &) {}, "blk.1.rec.a_chan");
+    {
+        auto a = model::load(tmp("chan_none.gguf"));
+        EXPECT_TRUE(a->hybrid()[1].a_chan.empty());
+        context_params cp;
+        cp.n_ctx = 64;
+        cp.kv_type = tensor_type::F32;
+        context ctx(*a, cp);
+        std::vector<float> lg;
+        ctx.eval(tokens, lg, true);
+        EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab,
+                                 n_vocab),
+                  1e-2f);
+    }
+    write_variant(*base, tmp("chan_nan.gguf"), [&](gguf_writer &w) {
+        const gguf_tensor_info *t = base->find_tensor("blk.1.rec.a_chan");
+        std::vector<uint8_t> b(t->n_bytes);
+        std::memcpy(b.data(), t->data, b.size());
+        const float inf = INFINITY;
+        std::memcpy(b.data() + 4, &inf, sizeof inf);
+        w.add_tensor("blk.1.rec.a_chan", tensor_type::F32, t->ne, b);
+    }, "blk.1.rec.a_chan");
+    EXPECT_NE(load_error(tmp("chan_nan.gguf")).find("'blk.1.rec.a_chan' holds a value that is not finite"),
+              std::string::npos)
+        << load_error(tmp("chan_nan.gguf"));
+    write_variant(*base, tmp("chan_shape.gguf"), [&](gguf_writer &w) {
+        w.add_tensor("blk.1.rec.a_chan", tensor_type::F32, {3, 2}, std::vector<uint8_t>(3 * 2 * 4, 0));
+    }, "blk.1.rec.a_chan");
+    EXPECT_NE(load_error(tmp("chan_shape.gguf")).find("'blk.1.rec.a_chan' has shape [3, 2]"), std::string::npos)
+        << load_error(tmp("chan_shape.gguf"));
+}
+
 // The recurrent part matters: with the recurrent tensors' d and transforms the logits differ from
 // the same groups served as plain windows (kind 1), so a window-only engine path would fail the
 // golden test.

@@ -153,7 +153,7 @@ std::vector<std::tuple<std::string, bool>> cases() {
     std::vector<std::tuple<std::string, bool>> out;
     for (const char *n : {"llama-f32", "llama-gqa-f32", "qwen2-gqa-f32", "llama-tied", "llama-ropescale", "stories260K",
                           "hybrid-mixed", "hybrid-partial", "hybrid-window", "hybrid-trained", "qwen2-hybrid",
-                          "hybrid-winrec", "qwen2-winrec", "hybrid-sinks", "qwen2-sinks", "hybrid-gated", "hybrid-delta"}) {
+                          "hybrid-winrec", "qwen2-winrec", "hybrid-sinks", "qwen2-sinks", "hybrid-gated", "hybrid-delta", "hybrid-chan"}) {
         out.emplace_back(n, true);
         out.emplace_back(n, false);
     }

@@ -218,7 +218,7 @@ def rope(x: np.ndarray, positions: np.ndarray, m: Model) -> np.ndarray:
     return out
 
 
-def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d, delta=False):
+def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d, delta=False, a_chan=None):
     """The RecurFormer recurrent head (DESIGN §3), sequentially, float64.
 
     q, k, v: [T, hd] (no RoPE); xn: [T, n_embd] the attention-normed layer input.
@@ -227,20 +227,24 @@ def recurrent_head(q, k, v, xn, dt_w, dt_b, a_log, d, delta=False):
       y_t  = S_t^T q_t / sqrt(hd) + d * v_t
     delta: the delta rule instead of the additive update (docs/FORMAT.md "Delta rule"):
       S_t = a_t (I - beta_t kh_t kh_t^T) S_{t-1} + beta_t kh_t v_t^T,
-      kh_t = k_t / sqrt(|k_t|^2 + 1e-6),  beta_t = 1 - exp(-dt_t)"""
+      kh_t = k_t / sqrt(|k_t|^2 + 1e-6),  beta_t = 1 - exp(-dt_t)
+    a_chan: per-channel decay offsets [hd] (docs/FORMAT.md "Per-channel decay"): row r of S decays
+      by exp(-dt_t * exp(a_log + a_chan[r])), i.e. a_t becomes the diagonal matrix D_t in
+      S_t = D_t S_{t-1} + ... (additive) and S_t = D_t (I - beta kh kh^T) S_{t-1} + ... (delta)"""
     T, hd = q.shape
     z = xn @ dt_w + dt_b
     dt = np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, 20))))
-    a = np.exp(-dt * np.exp(a_log))
+    rates = np.exp(a_log + (np.zeros(hd) if a_chan is None else a_chan))
+    a = np.exp(-dt[:, None] * rates[None, :])  # [T, hd]: the decay of each row of S
     S = np.zeros((hd, hd))
     y = np.empty((T, hd))
     for t in range(T):
         if delta:
             kh = k[t] / np.sqrt(k[t] @ k[t] + 1e-6)
             beta = 1.0 - np.exp(-dt[t])
-            S = a[t] * (np.eye(hd) - beta * np.outer(kh, kh)) @ S + beta * np.outer(kh, v[t])
+            S = np.diag(a[t]) @ (np.eye(hd) - beta * np.outer(kh, kh)) @ S + beta * np.outer(kh, v[t])
         else:
-            S = a[t] * S + dt[t] * np.outer(k[t], v[t])
+            S = np.diag(a[t]) @ S + dt[t] * np.outer(k[t], v[t])
         y[t] = S.T @ q[t] / np.sqrt(hd) + d * v[t]
     return y
 
@@ -319,7 +323,7 @@ def forward(m: Model, tokens) -> np.ndarray:
                 kh = kh @ m.w(p + "rec.k_proj")[r].T
                 vh = vh @ m.w(p + "rec.v_proj")[r].T
             args = (m.w(p + "rec.dt_w")[r], m.w(p + "rec.dt_b")[r], m.w(p + "rec.a_log")[r], m.w(p + "rec.d")[r],
-                    m.delta)
+                    m.delta, m.w(p + "rec.a_chan")[r] if m.has(p + "rec.a_chan") else None)
             W = m.windows.get(l, {}).get(g)
             if W:
                 # Window + recurrent: the window's softmax output is already in a[:, head]; token

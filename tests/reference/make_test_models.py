@@ -277,6 +277,8 @@ def write_model(path: str, spec: dict, seed: int) -> None:
                 w.add_tensor(p + "gate_w", (hrng.standard_normal((R, n_embd)) * 1.0 / np.sqrt(n_embd)).astype(np.float32))
                 w.add_tensor(p + "gate_b", hrng.uniform(0.0, 2.0, R).astype(np.float32))
                 w.add_tensor(p + "gate_n", hrng.uniform(0.3, 1.2, R).astype(np.float32))
+            if spec.get("a_chan"):  # per-channel decay offsets: rows decay up to ~20x faster or slower
+                w.add_tensor(p + "a_chan", hrng.uniform(-1.5, 1.5, (R, head_dim)).astype(np.float32))
             if spec.get("proj"):  # trained transforms q' = Mq q etc.: numpy [R, out, in]
                 for nm in ("q_proj", "k_proj", "v_proj"):
                     mtx = np.eye(head_dim)[None] + 0.3 * hrng.standard_normal((R, head_dim, head_dim)) / np.sqrt(head_dim)
@@ -390,6 +392,10 @@ MODELS.append(dict(_base, name="hybrid-gated", dtype="f32", n_head_kv=2, hybrid=
 # recurrent groups and gated window + recurrent ones, with sinks and trained transforms.
 MODELS.append(dict(_base, name="hybrid-delta", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
                    winrec={0: {0: 4}, 1: {0: 6}}, sinks={0: {0: 2}}, proj=True, gate=True, delta=True))
+# Per-channel decay (docs/FORMAT.md "Per-channel decay") with the additive read-out, on a plain
+# recurrent group and a gated window + recurrent one.
+MODELS.append(dict(_base, name="hybrid-chan", dtype="f32", n_head_kv=2, hybrid={0: [0, 1], 1: [0, 1]},
+                   winrec={0: {0: 4}, 1: {1: 5}}, proj=True, gate=True, a_chan=True))
 MODELS.append(dict(_base, name="qwen2-sinks", arch="qwen2", dtype="f32", n_head_kv=2, qkv_bias=True,
                    rope_base=1e6, eps=1e-6, hybrid={1: [0, 1]}, windows={1: {1: 4}}, winrec={1: {0: 5}},
                    sinks={1: {0: 2, 1: 3}}))

@@ -93,6 +93,7 @@ TEST(CliErrors, BadFlags) {
     expect_clean_error(run_cli(convert + " --drills -3"), "--drills must be between 0 and 100000");
     expect_clean_error(run_cli(convert + " --drill-weight 0"), "--drill-weight must be above 0");
     expect_clean_error(run_cli(convert + " --read-out softmax"), "--read-out must be additive or delta, got 'softmax'");
+    expect_clean_error(run_cli(convert + " --decay fast"), "--decay must be per-head or per-channel, got 'fast'");
     expect_clean_error(run_cli(convert + " --retrieval-probe -3"), "--retrieval-probe must be between 0 and 10000");
     expect_clean_error(run_cli(convert + " --retrieval-limit -2"), "--retrieval-limit must be a number of nats");
     expect_clean_error(run_cli(convert + " --retrieval-probe 2 -c 48"), "leave no room for filler text");

@@ -37,13 +37,15 @@ namespace recur {
 // One head's trainable parameters as a flat float vector (Adam runs over it):
 //   [dt_w: n_embd][dt_b][a_log][d: hd][mq_t: hd·hd][mk_t: hd·hd][mv_t: hd·hd]
 // and for a gated window + recurrent head (docs/FORMAT.md "Window + recurrent") also
-//   [gate_w: n_embd][gate_b][gate_n].
+//   [gate_w: n_embd][gate_b][gate_n],
+// and with per-channel decay (docs/FORMAT.md "Per-channel decay") last [a_chan: hd].
 // The transforms are held transposed (mq_t[i][o] = Mq[o][i]) so that a chunk's q' = q Mqᵀ is one
 // row-major product [n][hd]·[hd][hd]; hybrid files store Mq itself.
 struct head_layout {
     int32_t n_embd = 0, head_dim = 0;
     bool gated = false;
     bool delta = false; // the delta-rule read-out (same parameters, so the same size)
+    bool per_channel = false; // per-channel decay offsets a_chan [head_dim] at the end
     head_layout() = default;
     head_layout(int32_t e, int32_t hd, bool gate = false) : n_embd(e), head_dim(hd), gated(gate) {}
     size_t hh() const { return size_t(head_dim) * size_t(head_dim); }
@@ -57,7 +59,8 @@ struct head_layout {
     size_t gate_w() const { return mv() + hh(); }
     size_t gate_b() const { return gate_w() + size_t(n_embd); }
     size_t gate_n() const { return gate_b() + 1; }
-    size_t size() const { return gated ? gate_n() + 1 : mv() + hh(); }
+    size_t a_chan() const { return gated ? gate_n() + 1 : mv() + hh(); }
+    size_t size() const { return a_chan() + (per_channel ? size_t(head_dim) : 0); }
 };
 
 // Head r of a hybrid layer (its dt_w, dt_b, a_log, d and, when present, q/k/v_proj; identity
@@ -133,6 +136,9 @@ struct distill_params {
     // Train (and write) delta-rule read-outs (recurrent_head_weights::delta_rule) instead of
     // additive ones; docs/FORMAT.md "Delta rule".
     bool delta_rule = false;
+    // Train (and write) per-channel decay offsets a_chan (recurrent_head_weights::a_chan),
+    // starting at 0 (one decay per head); docs/FORMAT.md "Per-channel decay".
+    bool per_channel_decay = false;
     // Copy drills: in every training sequence (not the held-out ones), this many spans of 8..32
     // tokens are written again further on, at least one window + recurrent window (or 64 tokens)
     // after their source, so the original's heads make long-range copies (induction) during

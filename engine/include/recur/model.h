@@ -101,6 +101,9 @@ struct hybrid_layer {
     // plain recurrent groups are unused.
     std::vector<float> gate_w;              // [R][n_embd]
     std::vector<float> gate_b, gate_n;      // [R]
+    // Optional per-channel decay offsets (docs/FORMAT.md "Per-channel decay"): row r of head i's
+    // state decays at exp(a_log[i] + a_chan[i][r]). Empty: one decay per head.
+    std::vector<float> a_chan;              // [R][head_dim]
     std::vector<float> final_loss;          // [R] distillation loss per head, empty when untrained
     // The recurrent heads read out by the delta rule (recurrent_head_weights::delta_rule) rather
     // than the additive one: recurformer.read_out = "delta" (one value for the whole file).
