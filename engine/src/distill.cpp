@@ -282,6 +282,7 @@ std::vector<float> lr_factors(const head_layout &L) {
 }
 
 void adam_step(head_state &h, int64_t t, double lr, const std::vector<float> &mult) {
+    if (mult.size() != h.theta.size()) throw error("distill: learning-rate factors do not match the head's parameters");
     const double c1 = 1.0 - std::pow(adam_beta1, double(t)), c2 = 1.0 - std::pow(adam_beta2, double(t));
     const float b1 = float(adam_beta1), b2 = float(adam_beta2);
     const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(adam_eps);
@@ -1227,7 +1228,9 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
     int64_t block = 1;
     const int64_t start_step = step;
     std::vector<double> block_rel(heads.size());
-    const std::vector<float> mults[2] = {lr_factors(head_layout(E, hd, false)), lr_factors(head_layout(E, hd, true))};
+    // Per head: its own layout's factors (the layouts differ in length: gate, per-channel decay).
+    std::vector<std::vector<float>> mults;
+    for (const head_layout &L : Ls) mults.push_back(lr_factors(L));
     while (step < p.steps) {
         const int64_t k_steps = std::min<int64_t>(block, p.steps - step);
         std::vector<chunk_item> items;
@@ -1262,7 +1265,7 @@ distill_report distill_heads(const model &m, const std::vector<int32_t> &tokens,
                     tot.sq_err += cl.sq_err;
                     tot.sq_target += cl.sq_target;
                 }
-                adam_step(h, step + s + 1, lr_at(step + s, p.steps, lr), mults[Ls[size_t(i)].gated ? 1 : 0]);
+                adam_step(h, step + s + 1, lr_at(step + s, p.steps, lr), mults[size_t(i)]);
                 rel += tot.sq_target > 0 ? tot.sq_err / tot.sq_target : 0;
             }
             block_rel[size_t(i)] = rel / double(k_steps);
