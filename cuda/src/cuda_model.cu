@@ -111,6 +111,8 @@ struct dev_layer {
     int R = 0;
     float *state = nullptr;            // [R][hd·hd] inside the model's state buffer
     dev_buf<float> dt_w, dt_b, a_log, d, mq, mk, mv;
+    dev_buf<float> a_chan; // [R][hd] per-channel decay offsets; empty: one decay per head
+    bool delta = false;    // the layer's recurrent heads use the delta rule (both kinds)
     dev_buf<int32_t> head_of, group_of, y_col;
     // Window + recurrent groups: the ring (shared with the window attention), the g heads'
     // parameters and states, and the dt ring of each head.
@@ -119,6 +121,8 @@ struct dev_layer {
         const __half *ring_k = nullptr, *ring_v = nullptr;
         float *state = nullptr;        // [g][hd·hd] inside the model's state buffer
         dev_buf<float> dt_w, dt_b, a_log, d, mq, mk, mv, dt_ring;
+        dev_buf<float> a_chan; // [g][hd]; empty: one decay per head
+        bool delta = false;
         dev_buf<float> gate_w, gate_b, gate_n; // gated read-out: [g][n_embd], [g], [g]; empty: additive
         dev_buf<int32_t> head_of, y_col;
     };
@@ -166,7 +170,8 @@ cuda_memory_plan cuda_model::plan(const model &m, const cuda_params &p) {
     }
     for (const hybrid_layer &H : m.hybrid())
         r.weights_bytes += (H.dt_w.size() + H.dt_b.size() + H.a_log.size() + H.d.size() + H.q_proj.size() +
-                            H.k_proj.size() + H.v_proj.size()) * 4;
+                            H.k_proj.size() + H.v_proj.size() + H.a_chan.size() + H.gate_w.size() + H.gate_b.size() +
+                            H.gate_n.size()) * 4;
     context_params cp;
     cp.n_ctx = p.n_ctx;
     cp.n_batch = p.n_batch;
@@ -432,6 +437,8 @@ struct cuda_model::impl {
                 upload_vec(dst.mq, rows(H.q_proj, heads, hh));
                 upload_vec(dst.mk, rows(H.k_proj, heads, hh));
                 upload_vec(dst.mv, rows(H.v_proj, heads, hh));
+                upload_vec(dst.a_chan, rows(H.a_chan, heads, size_t(hd)));
+                dst.delta = H.delta_rule;
             };
             std::vector<int> rec_heads_of_layer;
             std::vector<std::pair<int32_t, std::vector<int>>> wr_heads;
@@ -590,6 +597,7 @@ struct cuda_model::impl {
         rec_args ra;
         ra.R = g, ra.hd = hd, ra.n_embd = hp.n_embd, ra.xn = xn.get(), ra.xn_ld = hp.n_embd;
         ra.dt_w = G.dt_w.get(), ra.dt_b = G.dt_b.get(), ra.a_log = G.a_log.get(), ra.d = G.d.get();
+        ra.delta = G.delta, ra.a_chan = G.a_chan.size() > 0 ? G.a_chan.get() : nullptr;
         ra.state = G.state;
         return ra;
     }
@@ -687,6 +695,7 @@ struct cuda_model::impl {
             rec_args ra;
             ra.R = D.R, ra.n = n, ra.hd = hd, ra.n_embd = E, ra.xn = xn.get(), ra.xn_ld = E;
             ra.dt_w = D.dt_w.get(), ra.dt_b = D.dt_b.get(), ra.a_log = D.a_log.get(), ra.d = D.d.get();
+            ra.delta = D.delta, ra.a_chan = D.a_chan.size() > 0 ? D.a_chan.get() : nullptr;
             ra.q = rq.get(), ra.k = rk.get(), ra.v = rv.get(), ra.dt = rdt.get(), ra.state = D.state;
             ra.y = attn.get(), ra.y_ld = nq, ra.y_col = D.y_col.get();
             if (n == 1) {
@@ -810,12 +819,6 @@ cuda_model::cuda_model(const model &m, const cuda_params &p) {
     if (p.n_ctx <= 0 || p.n_batch <= 0) throw error("cuda_model: n_ctx and n_batch must be positive");
     const cuda_device dev = cuda_device_info(p.device);
     if (!dev.available) throw error("cuda_model: " + dev.error);
-    for (const hybrid_layer &H : m.hybrid())
-        if ((H.delta_rule && !H.recurrent_groups.empty()) || !H.a_chan.empty())
-            throw error(std::string("cuda_model: this hybrid's recurrent heads use ") +
-                        (H.a_chan.empty() ? "the delta-rule read-out (recurformer.read_out = delta)"
-                                          : "per-channel decay (rec.a_chan)") +
-                        ", which the CUDA backend does not serve yet; run it on the CPU (--device cpu)");
     const cuda_memory_plan plan_ = plan(m, p);
     if (!plan_.fits())
         throw error("cuda_model: a context of " + std::to_string(p.n_ctx) + " tokens does not fit: " + plan_.describe() +

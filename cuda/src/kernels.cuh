@@ -169,6 +169,11 @@ struct rec_args {
     bool y_accumulate = false;               // y += instead of y =
     bool dt_given = false;                   // the step kernel reads dt[r] instead of computing it
     const int32_t *active = nullptr;         // step kernel: nothing to do when *active == 0
+    // The delta-rule read-out and per-channel decay offsets ([R][hd], nullptr: one decay per head);
+    // docs/FORMAT.md "Delta rule", "Per-channel decay". Either one makes the scan and the step run
+    // the sequential kernel (the CPU's recurrent_head_sequential.cpp), dt computed beforehand.
+    bool delta = false;
+    const float *a_chan = nullptr;
 };
 // dt[r][t] = softplus(dt_w[r]·xn[t] + dt_b[r]).
 void launch_recurrent_dt(const rec_args &a, cudaStream_t s);

@@ -310,12 +310,16 @@ recurrent_result recurrent(const recurrent_problem &p, int chunk) {
     check_size(p.dt_w.size(), size_t(R) * p.n_embd, "recurrent dt_w");
     check_size(p.d.size(), size_t(R) * hd, "recurrent d");
     check_size(p.state.size(), size_t(R) * hd * hd, "recurrent state");
+    if (!p.a_chan.empty()) check_size(p.a_chan.size(), size_t(R) * hd, "recurrent a_chan");
     auto xn = up(p.xn), dt_w = up(p.dt_w), dt_b = up(p.dt_b), a_log = up(p.a_log), d = up(p.d), state = up(p.state);
+    dev_buf<float> a_chan;
+    if (!p.a_chan.empty()) a_chan = up(p.a_chan);
     dev_buf<float> dt{size_t(R) * n}, y{qkv};
     rec_args a;
     a.R = R, a.n = n, a.hd = hd, a.n_embd = p.n_embd, a.xn = xn.get(), a.xn_ld = p.n_embd;
     a.dt_w = dt_w.get(), a.dt_b = dt_b.get(), a.a_log = a_log.get(), a.d = d.get(), a.dt = dt.get();
     a.state = state.get(), a.y = y.get();
+    a.delta = p.delta, a.a_chan = p.a_chan.empty() ? nullptr : a_chan.get();
     launch_recurrent_dt(a, nullptr);
     recurrent_result r;
     if (chunk > 0) {

@@ -287,6 +287,79 @@ __global__ void __launch_bounds__(step_threads) step_fused_kernel(rec_args a, re
     }
 }
 
+// ---- the sequential form: delta rule, per-channel decay ------------------------------------------
+
+// Block r = head, one thread per state column c (hd threads), tokens in order; S is updated in
+// place in global memory (a head's hd² floats stay in L1/L2; each thread walks its own column,
+// so a row's accesses by the block are coalesced). Per token, with a_i = exp(−dt·A_i) the decay
+// of row i (A_i = exp(a_log + a_chan[i]); thread i computes it):
+//   additive  S[i][c] = a_i·S[i][c] + dt·k_i·v_c
+//   delta     u_c = Σ_i k̂_i S[i][c],  S[i][c] = a_i·(S[i][c] − β k̂_i u_c) + β k̂_i v_c,
+//             k̂ = k/sqrt(‖k‖² + eps), β = 1 − exp(−dt)
+//   y_c = scale·Σ_i q_i S[i][c] + d_c v_c
+// The delta rule's update reads the state it corrects, so there is no chunked form here (the CPU
+// runs the same sequential form); a head's tokens are a serial chain of 2 passes over its
+// column. dt is given ([R][n]).
+__global__ void seq_scan_kernel(rec_args a) {
+    extern __shared__ float sm[]; // q, k (k̂ under the delta rule), v, decays, k² partials: [5][hd]
+    if (a.active && *a.active == 0) return; // no token left the window this step
+    const int hd = a.hd, r = blockIdx.x, c = threadIdx.x;
+    float *qs = sm, *ks = qs + hd, *vs = ks + hd, *as = vs + hd, *kk = as + hd;
+    float *__restrict__ S = a.state + int64_t(r) * hd * hd;
+    const float scale = 1.0f / sqrtf(float(hd));
+    const float rate = expf(a.a_log[r] + (a.a_chan ? a.a_chan[int64_t(r) * hd + c] : 0.0f)); // of row c
+    const float dc = a.d[int64_t(r) * hd + c];
+    for (int t = 0; t < a.n; ++t) {
+        const int64_t row = (int64_t(r) * a.n + t) * hd;
+        const float dt = a.dt[int64_t(r) * a.n + t];
+        const float kc = a.k[row + c];
+        qs[c] = a.q[row + c];
+        vs[c] = a.v[row + c];
+        as[c] = expf(-dt * rate);
+        kk[c] = kc * kc;
+        __syncthreads();
+        float beta = 0;
+        if (a.delta) {
+            float sum = 0; // every thread sums the same values in the same order: one norm
+            for (int i = 0; i < hd; ++i) sum += kk[i];
+            beta = -expm1f(-dt);
+            __syncthreads(); // all have read kk before k̂ replaces k
+            ks[c] = kc * (1.0f / sqrtf(sum + 1e-6f));
+        } else {
+            ks[c] = kc;
+        }
+        __syncthreads();
+        const float vc = vs[c];
+        float u = 0;
+        if (a.delta)
+            for (int i = 0; i < hd; ++i) u += ks[i] * S[int64_t(i) * hd + c];
+        float y = 0;
+        for (int i = 0; i < hd; ++i) {
+            float s = S[int64_t(i) * hd + c];
+            if (a.delta) {
+                const float bk = beta * ks[i];
+                s = as[i] * (s - bk * u) + bk * vc;
+            } else {
+                s = as[i] * s + (dt * ks[i]) * vc;
+            }
+            S[int64_t(i) * hd + c] = s;
+            y += qs[i] * s;
+        }
+        const float yc = scale * y + dc * vc;
+        float &out = y_at(a, r, t)[c];
+        out = a.y_accumulate ? out + yc : yc;
+        __syncthreads(); // before the next token's rows replace these
+    }
+}
+
+void launch_recurrent_seq(const rec_args &a, cudaStream_t s) {
+    if (a.R == 0 || a.n == 0) return;
+    if (a.hd < 1 || a.hd > 1024) throw error("CUDA recurrent scan: head_dim must be in [1, 1024], got " + std::to_string(a.hd));
+    const size_t smem = 5 * size_t(a.hd) * sizeof(float);
+    seq_scan_kernel<<<dim3(unsigned(a.R)), dim3(unsigned(a.hd)), smem, s>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
 // ---- window + recurrent groups -----------------------------------------------------------------
 
 // Block (t, h): the unrotated query row of head h at token t, bias added.
@@ -397,6 +470,7 @@ size_t recurrent_scan_scratch_floats(int R, int n, int hd, int chunk) {
 
 void launch_recurrent_scan(const rec_args &a, int chunk, float *scratch, cudaStream_t s) {
     if (a.R == 0 || a.n == 0) return;
+    if (a.delta || a.a_chan) return launch_recurrent_seq(a, s);
     if (chunk < 1 || chunk > 64) throw error("CUDA recurrent scan: chunk must be in [1, 64], got " + std::to_string(chunk));
     const int cb = column_block(a.hd), n_chunks = ceil_div(a.n, chunk);
     float *carry = scratch, *decay = carry + size_t(a.R) * n_chunks * a.hd * a.hd, *alpha = decay + size_t(a.R) * n_chunks;
@@ -416,6 +490,11 @@ void launch_recurrent_scan(const rec_args &a, int chunk, float *scratch, cudaStr
 void launch_recurrent_step(const rec_args &a, const rec_gather_args *gather, cudaStream_t s) {
     if (a.R == 0) return;
     if (a.n != 1) throw error("CUDA recurrent step: one token at a time");
+    if (a.delta || a.a_chan) { // three launches instead of one fused kernel: gather, dt, the sequential step
+        if (gather) launch_recurrent_gather(*gather, s);
+        if (!a.dt_given) launch_recurrent_dt(a, s);
+        return launch_recurrent_seq(a, s);
+    }
     const size_t smem = (7 * size_t(a.hd) + step_threads / 32) * sizeof(float);
     set_smem(reinterpret_cast<const void *>(step_fused_kernel), smem);
     launch_kernel(step_fused_kernel, dim3(unsigned(a.R)), dim3(step_threads), smem, s, a, gather ? *gather : rec_gather_args{},

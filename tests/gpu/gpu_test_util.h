@@ -85,6 +85,8 @@ struct hybrid_spec {
     int sinks = 0; // attention-sink rows of the window groups
     bool window_recurrent = false; // the window groups get recurrent heads for the tokens leaving them
     bool gated = false;            // ... with the gated read-out (rec.gate_w/gate_b/gate_n)
+    bool delta = false;            // every recurrent head by the delta rule (recurformer.read_out)
+    bool per_channel = false;      // per-channel decay offsets (rec.a_chan)
 };
 
 inline void write_hybrid(const recur::model &m, const std::string &path, const hybrid_spec &spec) {
@@ -99,6 +101,8 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
     w.set_uint32("recurformer.version", 1);
     w.set_uint32("recurformer.window", 32);
     w.set_string("recurformer.selection", "fraction:" + std::to_string(spec.fraction));
+    if (spec.delta) w.set_string("recurformer.read_out", "delta");
+    std::mt19937 chan_rng(spec.seed + 2000); // its own stream, like the gate's
     for (auto &t : m.file().tensors())
         if (t.name.find(".rec.") == std::string::npos) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
     auto bytes = [](const std::vector<float> &v) {
@@ -144,6 +148,11 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
         w.add_tensor(t + "dt_b", tensor_type::F32, {R}, bytes(dt_b));
         w.add_tensor(t + "a_log", tensor_type::F32, {R}, bytes(a_log));
         w.add_tensor(t + "d", tensor_type::F32, {hd, R}, bytes(d));
+        if (spec.per_channel) { // rows decaying up to ~10x faster or slower than the head's rate
+            std::vector<float> a_chan(size_t(R) * hd);
+            for (auto &x : a_chan) x = 0.8f * nd(chan_rng);
+            w.add_tensor(t + "a_chan", tensor_type::F32, {hd, R}, bytes(a_chan));
+        }
         const bool has_wr = std::count(kinds.begin(), kinds.end(), int32_t(replacement_kind::window_recurrent)) > 0;
         if (spec.gated && has_wr) {
             // Gates in their working range: log Z_out near a window's log-sum-exp (a few nats

@@ -158,7 +158,12 @@ INSTANTIATE_TEST_SUITE_P(
                       // the same with the gated read-out (what convert writes by default): the
                       // window attention's log-sum-exp, prefill and decode kernels alike
                       winrec_gated,
-                      variant{"winrec_gated_all", true, {0.5, 6, 1, false, 9, 0, true, true}}),
+                      variant{"winrec_gated_all", true, {0.5, 6, 1, false, 9, 0, true, true}},
+                      // the sequential kernel: delta rule and per-channel decay, on recurrent and
+                      // gated window + recurrent groups
+                      variant{"delta", true, {0.75, 5, 2, true, 8, 2, true, true, true, false}},
+                      variant{"delta_chan", true, {0.75, 5, 2, true, 8, 2, true, true, true, true}},
+                      variant{"chan", true, {0.5, 0, 2, true, 7, 0, false, false, false, true}}),
     [](const ::testing::TestParamInfo<variant> &i) { return i.param.name; });
 
 TEST(GpuModelFeatures, DecodeGraphEqualsEagerDecode) {

@@ -449,6 +449,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 struct rec_case {
     int R, n, hd, n_embd, chunk; // chunk 0: the decode step kernel, token by token
+    bool delta = false, per_channel = false; // the sequential kernel (docs/FORMAT.md "Delta rule", "Per-channel decay")
 };
 class GpuRecurrent : public ::testing::TestWithParam<rec_case> {};
 TEST_P(GpuRecurrent, MatchesRecurrentScanRef) {
@@ -465,12 +466,16 @@ TEST_P(GpuRecurrent, MatchesRecurrentScanRef) {
     p.a_log = random_floats(size_t(c.R), 67, 0.5f);
     p.d = random_floats(size_t(c.R) * c.hd, 68, 0.5f);
     p.state = random_floats(size_t(c.R) * c.hd * c.hd, 69, 0.1f);
+    p.delta = c.delta;
+    if (c.per_channel) p.a_chan = random_floats(size_t(c.R) * c.hd, 70, 1.0f);
 
     std::vector<float> want_y(qkv), want_state = p.state, want_dt(size_t(c.R) * c.n);
     for (int r = 0; r < c.R; ++r) {
         recurrent_head_weights w;
         w.head_dim = c.hd, w.n_embd = c.n_embd, w.dt_w = p.dt_w.data() + size_t(r) * c.n_embd;
         w.dt_b = p.dt_b[size_t(r)], w.a_log = p.a_log[size_t(r)], w.d = p.d.data() + size_t(r) * c.hd;
+        w.delta_rule = c.delta;
+        if (c.per_channel) w.a_chan = p.a_chan.data() + size_t(r) * c.hd;
         float *dt = want_dt.data() + size_t(r) * c.n;
         recurrent_compute_dt(w, c.n, p.xn.data(), size_t(c.n_embd), dt);
         const size_t off = size_t(r) * c.n * c.hd;
@@ -494,11 +499,16 @@ INSTANTIATE_TEST_SUITE_P(Forms, GpuRecurrent,
                                            rec_case{3, 20, 64, 96, 0}, rec_case{2, 9, 8, 32, 0},
                                            rec_case{1, 5, 128, 64, 0},
                                            // many chunks (the carry pass), the last one partial
-                                           rec_case{4, 300, 64, 96, 64}, rec_case{2, 200, 128, 64, 32}),
+                                           rec_case{4, 300, 64, 96, 64}, rec_case{2, 200, 128, 64, 32},
+                                           // the sequential kernel: delta rule, per-channel decay, both
+                                           rec_case{3, 100, 64, 96, 64, true, false}, rec_case{2, 20, 64, 96, 0, true, false},
+                                           rec_case{2, 77, 64, 64, 16, false, true}, rec_case{2, 9, 8, 32, 0, false, true},
+                                           rec_case{2, 150, 128, 64, 32, true, true}, rec_case{4, 33, 8, 64, 0, true, true}),
                          [](const ::testing::TestParamInfo<rec_case> &i) {
                              const rec_case &c = i.param;
                              return (c.chunk > 0 ? "chunk" + std::to_string(c.chunk) : std::string("step")) + "_R" +
-                                    std::to_string(c.R) + "_n" + std::to_string(c.n) + "_hd" + std::to_string(c.hd);
+                                    std::to_string(c.R) + "_n" + std::to_string(c.n) + "_hd" + std::to_string(c.hd) +
+                                    (c.delta ? "_delta" : "") + (c.per_channel ? "_chan" : "");
                          });
 
 // ---- sampling support ------------------------------------------------------------------------

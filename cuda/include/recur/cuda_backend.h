@@ -118,6 +118,8 @@ struct recurrent_problem {
     std::vector<float> dt_b, a_log;      // [n_heads]
     std::vector<float> d;                // [n_heads][head_dim]
     std::vector<float> state;            // [n_heads][head_dim*head_dim], S_{-1}
+    bool delta = false;                  // the delta-rule read-out
+    std::vector<float> a_chan;           // [n_heads][head_dim] per-channel decay offsets; empty: none
 };
 struct recurrent_result {
     std::vector<float> y;     // [n_heads][n_tokens][head_dim]
