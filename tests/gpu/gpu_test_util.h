@@ -148,9 +148,9 @@ inline void write_hybrid(const recur::model &m, const std::string &path, const h
         w.add_tensor(t + "dt_b", tensor_type::F32, {R}, bytes(dt_b));
         w.add_tensor(t + "a_log", tensor_type::F32, {R}, bytes(a_log));
         w.add_tensor(t + "d", tensor_type::F32, {hd, R}, bytes(d));
-        if (spec.per_channel) { // rows decaying up to ~10x faster or slower than the head's rate
+        if (spec.per_channel) { // rows decaying up to ~500x faster or slower than the head's rate
             std::vector<float> a_chan(size_t(R) * hd);
-            for (auto &x : a_chan) x = 0.8f * nd(chan_rng);
+            for (auto &x : a_chan) x = 3.0f * nd(chan_rng);
             w.add_tensor(t + "a_chan", tensor_type::F32, {hd, R}, bytes(a_chan));
         }
         const bool has_wr = std::count(kinds.begin(), kinds.end(), int32_t(replacement_kind::window_recurrent)) > 0;
