@@ -144,6 +144,10 @@ void check_scan_args(const char *fn, const recurrent_head_weights &w, int n_toke
 
 } // namespace
 
+bool rec_kernels::avx2_enabled() {
+    return use_avx2();
+}
+
 rec_kernels::kernel_set rec_kernels::select(int hd) {
     kernel_set ks{gemm_scalar, decay_row_scalar, dot_scalar,       transpose_scalar,
                   step_scalar, advance_scalar,   grad_token_scalar};

@@ -49,6 +49,10 @@ struct kernel_set {
 // scalar otherwise.
 kernel_set select(int hd);
 
+// Whether the AVX2 builds are in use now (the CPU has AVX2 and FMA, and recurrent_force_scalar
+// is off): the sequential forms (recurrent_head_sequential.cpp) dispatch on it.
+bool avx2_enabled();
+
 namespace avx2 {
 void gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
           float beta, const float *alpha, int tri);

@@ -348,6 +348,8 @@ TEST(RecurrentGrad, DeltaRuleMatchesFiniteDifferences) {
 // sizes, sampled entries at hd = 64 (offsets spread over ±1.5, so rows decay at rates up to 20×
 // apart).
 TEST(RecurrentGrad, PerChannelDecayMatchesFiniteDifferences) {
+  for (bool scalar : {false, true}) { // the AVX2 and the baseline builds of the sequential code
+    scalar_guard sg(scalar);
     for (bool delta : {false, true}) {
         for (int hd : {8, 5})
             for (int T : {1, 33, 70}) {
@@ -362,9 +364,10 @@ TEST(RecurrentGrad, PerChannelDecayMatchesFiniteDifferences) {
         p.delta = delta;
         for (int r = 0; r < 64; ++r)
             p.a_chan.push_back(-1.5 + 3.0 * r / 63.0);
-        std::printf("[a_chan%s] hd=64 n_embd=16 T=40\n", delta ? ", delta" : "");
+        std::printf("[%s a_chan%s] hd=64 n_embd=16 T=40\n", recurrent_simd_level(), delta ? ", delta" : "");
         check_all(p, true, 1e-4);
     }
+  }
 }
 
 TEST(RecurrentGrad, DeltaRuleSegmentsChainThroughDstate) {
