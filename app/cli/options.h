@@ -1,5 +1,6 @@
 #pragma once
 // Command-line options shared by the recur subcommands (llama.cpp-style flags).
+#include "recur/distill.h"
 #include "recur/sampling.h"
 
 #include <map>
@@ -46,8 +47,9 @@ struct options {
     int wr_window = 0;          // convert --wr-window W: window of window+recurrent groups (0: default)
     int sinks = -1;             // convert --sinks S: attention-sink rows of window groups (-1: default)
     bool write_candidates = false; // convert --write-candidates: auto also writes OUT-recurrent/-winrec.gguf
-    bool delta_rule = false;       // convert --read-out delta: recurrent heads by the delta rule
-    bool per_channel_decay = false; // convert --decay per-channel: a decay rate per state row
+    // convert --read-out additive|delta and --decay per-head|per-channel; the engine's defaults
+    bool delta_rule = recur::distill_params{}.delta_rule;
+    bool per_channel_decay = recur::distill_params{}.per_channel_decay;
     bool wr_additive = false;      // convert --wr-additive: window + recurrent heads add their read-out (no gate)
     int first_layer = 0, last_layer = -1; // convert --layers A-B: replace groups of these layers only
     int copy_probe = -1;           // convert --copy-probe N: spans of the copy probe; -1: the default

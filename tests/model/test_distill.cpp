@@ -162,7 +162,8 @@ bool same_params(const std::vector<hybrid_layer> &a, const std::vector<hybrid_la
     for (size_t l = 0; l < a.size(); ++l) {
         const hybrid_layer &x = a[l], &y = b[l];
         if (x.dt_w != y.dt_w || x.dt_b != y.dt_b || x.a_log != y.a_log || x.d != y.d || x.q_proj != y.q_proj ||
-            x.k_proj != y.k_proj || x.v_proj != y.v_proj || x.final_loss != y.final_loss)
+            x.k_proj != y.k_proj || x.v_proj != y.v_proj || x.final_loss != y.final_loss || x.a_chan != y.a_chan ||
+            x.gate_w != y.gate_w || x.gate_b != y.gate_b || x.gate_n != y.gate_n)
             return false;
     }
     return true;
@@ -329,7 +330,13 @@ TEST(Distill, ParametersRoundTripThroughAHybridLayer) {
 
 // Training on a generated test model cuts the loss by a large factor, and is bit-for-bit
 // reproducible (also across thread counts: heads are independent and each runs sequentially).
+// Both forms: additive per-head heads, and the default delta rule with per-channel decay, which
+// on this random-weight model learns more slowly in 300 steps (measured: losses to ~0.55 of their
+// start against the additive form's < 1/3; on SmolLM2-135M's 8000 steps it is the better form).
 TEST(Distill, TrainingReducesTheLossDeterministically) {
+  for (const bool delta_chan : {false, true}) {
+    SCOPED_TRACE(delta_chan ? "delta rule, per-channel decay" : "additive, per-head decay");
+    const double per_head = delta_chan ? 1.4 : 3, overall = delta_chan ? 1.4 : 4;
     auto m = model::load(models_dir + "/llama-gqa-f32.gguf");
     const auto tokens = text_tokens(*m, 0, 20000, 1536);
     distill_params p;
@@ -340,6 +347,7 @@ TEST(Distill, TrainingReducesTheLossDeterministically) {
     p.lr = 3e-3f;
     p.seed = 5;
     p.n_threads = 2;
+    p.delta_rule = p.per_channel_decay = delta_chan;
     auto a = init_layers(*m, {{1}, {0, 1}});
     const distill_report r = distill_heads(*m, tokens, a, p);
     ASSERT_EQ(r.heads.size(), 6u);
@@ -347,10 +355,12 @@ TEST(Distill, TrainingReducesTheLossDeterministically) {
     EXPECT_EQ(r.calib_tokens, 1536 + 3);
     double init = 0, fin = 0;
     for (auto &h : r.heads) {
-        EXPECT_LT(h.final_loss, h.initial_loss / 3) << "layer " << h.layer << " head " << h.head;
+        EXPECT_LT(h.final_loss, h.initial_loss / per_head) << "layer " << h.layer << " head " << h.head;
         init += h.initial_rel, fin += h.final_rel;
     }
-    EXPECT_LT(fin, init / 4);
+    EXPECT_LT(fin, init / overall);
+    EXPECT_EQ(a[1].delta_rule, delta_chan);
+    EXPECT_EQ(a[1].a_chan.size(), delta_chan ? 4u * 64 : 0u);
     ASSERT_EQ(a[1].final_loss.size(), 4u);
     EXPECT_EQ(a[1].final_loss[3], r.heads[5].final_loss);
     EXPECT_EQ(a[0].q_proj.size(), 2u * 64 * 64);
@@ -359,6 +369,7 @@ TEST(Distill, TrainingReducesTheLossDeterministically) {
     p.n_threads = 1;
     distill_heads(*m, tokens, b, p);
     EXPECT_TRUE(same_params(a, b));
+  }
 }
 
 // The loss distill reports for a head of the first replaced layer equals the squared error

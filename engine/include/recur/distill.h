@@ -134,11 +134,12 @@ struct distill_params {
     // head's output is added to the window's). docs/FORMAT.md "Window + recurrent".
     bool wr_gated = true;
     // Train (and write) delta-rule read-outs (recurrent_head_weights::delta_rule) instead of
-    // additive ones; docs/FORMAT.md "Delta rule".
-    bool delta_rule = false;
+    // additive ones; docs/FORMAT.md "Delta rule". The default since session 11: with per-channel
+    // decay it halves the recurrent heads' KL on SmolLM2-135M (docs/quality.md).
+    bool delta_rule = true;
     // Train (and write) per-channel decay offsets a_chan (recurrent_head_weights::a_chan),
-    // starting at 0 (one decay per head); docs/FORMAT.md "Per-channel decay".
-    bool per_channel_decay = false;
+    // starting at 0 (one decay per head); docs/FORMAT.md "Per-channel decay". Default on, as above.
+    bool per_channel_decay = true;
     // Copy drills: in every training sequence (not the held-out ones), this many spans of 8..32
     // tokens are written again further on, at least one window + recurrent window (or 64 tokens)
     // after their source, so the original's heads make long-range copies (induction) during
