@@ -69,6 +69,15 @@ int cmd_info(const options &o) {
         device.kind == recur_app::device_kind::cuda ? recur_app::plan_gpu_memory(*m, cp) : recur_app::gpu_memory_plan{};
     const std::string tmpl = m->chat_template();
     const chat_format fmt = detect_chat_format(tmpl);
+    // How the file's recurrent heads (if any) write their state (docs/FORMAT.md).
+    bool has_recurrent_heads = false, per_channel = false, delta = false;
+    for (const hybrid_layer &H : m->hybrid()) {
+        if (H.recurrent_groups.empty()) continue;
+        has_recurrent_heads = true;
+        per_channel = per_channel || !H.a_chan.empty();
+        delta = delta || H.delta_rule;
+    }
+    const char *read_out = delta ? "delta" : "additive", *decay = per_channel ? "per-channel" : "per-head";
     if (o.json) {
         json_writer j;
         j.begin_object();
@@ -84,6 +93,7 @@ int cmd_info(const options &o) {
         j.field("chat_format", chat_format_name(fmt));
         j.field("replaced_groups", int64_t(m->replaced_group_count()));
         j.field("hybrid", m->is_hybrid());
+        if (has_recurrent_heads) j.field("read_out", read_out).field("decay", decay);
         j.key("layers").begin_array();
         for (int l = 0; l < hp.n_layer; ++l) {
             const auto &lm = r.layers[size_t(l)];
@@ -121,6 +131,8 @@ int cmd_info(const options &o) {
                    "(recency window %d)\n",
                    m->replaced_group_count(), hp.n_layer * hp.n_head_kv, size_t(m->replaced_group_count()) - windows,
                    windows, m->recency_window());
+            if (has_recurrent_heads)
+                printf("recurrent    %s read-out, %s decay\n", read_out, decay);
         }
         printf("memory at %d tokens: weights %.1f MiB, KV cache %.1f MiB (full attention %.1f MiB), "
                "recurrent %.1f MiB, windows %.1f MiB, buffers %.1f MiB\n",

@@ -276,6 +276,27 @@ TEST(CliQuality, KlAgainstAnUntrainedHybridIsPositiveAndMatchesPerplexity) {
     std::remove(hybrid.c_str());
 }
 
+// `recur info` says how a hybrid's recurrent heads write their state: the delta rule by default,
+// the additive form when asked; untrained heads have no per-channel offsets (all 0: per-head).
+// A plain model has no such fields.
+TEST(CliQuality, InfoNamesTheRecurrentHeadsForm) {
+    const std::string hybrid = recur_test::scratch("stories_form.gguf");
+    const std::string conv = "convert -m " + stories + " -f " + novel + " -c 256 --fraction 0.25 --kind recurrent --steps 0 -o " + hybrid;
+    for (const auto &[flags, read_out] : {std::pair<std::string, std::string>{"", "delta"}, {" --read-out additive", "additive"}}) {
+        const run_result c = run_cli(conv + flags);
+        ASSERT_EQ(c.exit_code, 0) << c.err;
+        const run_result r = run_cli("info -m " + hybrid + " --json");
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_NE(r.out.find("\"read_out\":\"" + read_out + "\""), std::string::npos) << r.out;
+        EXPECT_NE(r.out.find("\"decay\":\"per-head\""), std::string::npos) << r.out;
+        const run_result t = run_cli("info -m " + hybrid);
+        EXPECT_NE(t.out.find("recurrent    " + read_out + " read-out, per-head decay"), std::string::npos) << t.out;
+    }
+    const run_result plain = run_cli("info -m " + stories + " --json");
+    EXPECT_EQ(plain.out.find("read_out"), std::string::npos) << plain.out;
+    std::remove(hybrid.c_str());
+}
+
 TEST(CliQuality, KlBadInput) {
     expect_clean_error(run_cli("kl -m " + stories + " -f " + novel), "--hybrid");
     expect_clean_error(run_cli("kl -m " + stories + " --hybrid " + stories), "-f FILE");
