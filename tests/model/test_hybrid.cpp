@@ -380,6 +380,21 @@ std::string load_error(const std::string &path) {
     }
     return "";
 }
+
+// The largest difference between the last-position logits of the model at `path` (F32 cache) on
+// `tokens` and `ref` (the reference model's logits for all positions): a variant that must change
+// the output shows it here.
+float last_logits_diff(const std::string &path, const std::vector<int32_t> &tokens, const std::vector<float> &ref) {
+    auto a = model::load(path);
+    const int n_vocab = a->hparams().n_vocab;
+    context_params cp;
+    cp.n_ctx = 64;
+    cp.kv_type = tensor_type::F32;
+    context ctx(*a, cp);
+    std::vector<float> lg;
+    ctx.eval(tokens, lg, true);
+    return max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab, n_vocab);
+}
 } // namespace
 
 TEST(HybridFormat, BadHybridFilesGiveClearErrors) {
@@ -458,7 +473,6 @@ TEST(Hybrid, WindowRecurrentBatchDecodeAndStateAgree) {
 TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
     auto m = model::load(models_dir + "/hybrid-gated.gguf");
     ASSERT_FALSE(m->hybrid()[0].gate_b.empty());
-    const int n_vocab = m->hparams().n_vocab;
     const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("gated.state"), true);
     auto base = gguf_file::open(models_dir + "/hybrid-gated.gguf");
     write_variant(*base, tmp("ungated.gguf"), [](gguf_writer &) {}, "blk.0.rec.gate_w");
@@ -470,16 +484,7 @@ TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
         for (auto &t : base->tensors())
             if (t.name.find(".rec.gate_") == std::string::npos) w.add_tensor(t.name, t.type, t.ne, t.data, t.n_bytes);
         w.write(tmp("additive.gguf"));
-        auto a = model::load(tmp("additive.gguf"));
-        context_params cp;
-        cp.n_ctx = 64;
-        cp.kv_type = tensor_type::F32;
-        context ctx(*a, cp);
-        std::vector<float> lg;
-        ctx.eval(tokens, lg, true);
-        EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab,
-                                 n_vocab),
-                  1e-2f);
+        EXPECT_GT(last_logits_diff(tmp("additive.gguf"), tokens, ref), 1e-2f);
     }
     write_variant(*base, tmp("nan_gate.gguf"), [&](gguf_writer &w) {
         const gguf_tensor_info *t = base->find_tensor("blk.0.rec.gate_b");
@@ -508,23 +513,11 @@ TEST(Hybrid, GatedWindowRecurrentBatchDecodeStateAndBadFiles) {
 TEST(Hybrid, DeltaRuleBatchDecodeStateAndBadKey) {
     auto m = model::load(models_dir + "/hybrid-delta.gguf");
     for (const hybrid_layer &H : m->hybrid()) EXPECT_TRUE(H.delta_rule);
-    const int n_vocab = m->hparams().n_vocab;
     const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("delta.state"), true);
     auto base = gguf_file::open(models_dir + "/hybrid-delta.gguf");
     write_variant(*base, tmp("delta_additive.gguf"), [](gguf_writer &w) { w.set_string("recurformer.read_out", "additive"); });
-    {
-        auto a = model::load(tmp("delta_additive.gguf"));
-        EXPECT_FALSE(a->hybrid()[0].delta_rule);
-        context_params cp;
-        cp.n_ctx = 64;
-        cp.kv_type = tensor_type::F32;
-        context ctx(*a, cp);
-        std::vector<float> lg;
-        ctx.eval(tokens, lg, true);
-        EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab,
-                                 n_vocab),
-                  1e-2f);
-    }
+    EXPECT_FALSE(model::load(tmp("delta_additive.gguf"))->hybrid()[0].delta_rule);
+    EXPECT_GT(last_logits_diff(tmp("delta_additive.gguf"), tokens, ref), 1e-2f);
     write_variant(*base, tmp("delta_bogus.gguf"), [](gguf_writer &w) { w.set_string("recurformer.read_out", "softmax"); });
     EXPECT_NE(load_error(tmp("delta_bogus.gguf")).find("recurformer.read_out is 'softmax'"), std::string::npos)
         << load_error(tmp("delta_bogus.gguf"));
@@ -536,23 +529,11 @@ TEST(Hybrid, DeltaRuleBatchDecodeStateAndBadKey) {
 TEST(Hybrid, PerChannelDecayBatchDecodeStateAndBadFiles) {
     auto m = model::load(models_dir + "/hybrid-chan.gguf");
     ASSERT_FALSE(m->hybrid()[1].a_chan.empty());
-    const int n_vocab = m->hparams().n_vocab;
     const auto [tokens, ref] = expect_batches_and_state_agree(*m, tmp("chan.state"), true);
     auto base = gguf_file::open(models_dir + "/hybrid-chan.gguf");
     write_variant(*base, tmp("chan_none.gguf"), [](gguf_writer &) {}, "blk.1.rec.a_chan");
-    {
-        auto a = model::load(tmp("chan_none.gguf"));
-        EXPECT_TRUE(a->hybrid()[1].a_chan.empty());
-        context_params cp;
-        cp.n_ctx = 64;
-        cp.kv_type = tensor_type::F32;
-        context ctx(*a, cp);
-        std::vector<float> lg;
-        ctx.eval(tokens, lg, true);
-        EXPECT_GT(max_logit_diff(lg.data() + (tokens.size() - 1) * n_vocab, ref.data() + (tokens.size() - 1) * n_vocab,
-                                 n_vocab),
-                  1e-2f);
-    }
+    EXPECT_TRUE(model::load(tmp("chan_none.gguf"))->hybrid()[1].a_chan.empty());
+    EXPECT_GT(last_logits_diff(tmp("chan_none.gguf"), tokens, ref), 1e-2f);
     write_variant(*base, tmp("chan_nan.gguf"), [&](gguf_writer &w) {
         const gguf_tensor_info *t = base->find_tensor("blk.1.rec.a_chan");
         std::vector<uint8_t> b(t->n_bytes);
