@@ -592,6 +592,10 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         int32_t ring, sink_rows;
     };
     std::vector<candidate> cands;
+    // OUT without its .gguf: --write-candidates names its extra files after it.
+    const std::string out_base = out_path.size() > 5 && out_path.compare(out_path.size() - 5, 5, ".gguf") == 0
+                                     ? out_path.substr(0, out_path.size() - 5)
+                                     : out_path;
     if (automatic && p.compare_end_to_end) {
         if (mix_has_trained) cands.push_back({out_path + ".window.part", "window", window_tokens, sinks});
         if (p.try_without_sinks && sinks > 0) cands.push_back({out_path + ".nosinks.part", "window_no_sinks", window_rows, 0});
@@ -602,6 +606,12 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         end_to_end_choice &e2e = res.end_to_end;
         auto remove_all = [&] {
             for (auto &c : cands) std::remove(c.path.c_str());
+        };
+        auto rename_or_abandon = [&](const std::string &from, const std::string &to) {
+            if (std::rename(from.c_str(), to.c_str()) == 0) return;
+            const int err = errno;
+            remove_all();
+            throw error("convert: cannot rename '" + from + "' to '" + to + "': " + std::strerror(err));
         };
         // A check that fails or is cancelled leaves no output: the file at out_path holds a choice
         // not yet made. (The distillation checkpoints stay, at their last step: --resume
@@ -679,21 +689,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         }
         if (best > 0) {
             const candidate &c = cands[best - 1];
-            if (p.write_candidates) {
-                // Keep the rejected per-group mix for measurement, as OUT-mix.gguf.
-                std::string base = out_path;
-                if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
-                if (std::rename(out_path.c_str(), (base + "-mix.gguf").c_str()) != 0) {
-                    const int err = errno;
-                    remove_all();
-                    throw error("convert: cannot rename '" + out_path + "' to '" + base + "-mix.gguf': " + std::strerror(err));
-                }
-            }
-            if (std::rename(c.path.c_str(), out_path.c_str()) != 0) {
-                const int err = errno;
-                remove_all();
-                throw error("convert: cannot rename '" + c.path + "' to '" + out_path + "': " + std::strerror(err));
-            }
+            // With --write-candidates the rejected per-group mix is kept for measurement.
+            if (p.write_candidates) rename_or_abandon(out_path, out_base + "-mix.gguf");
+            rename_or_abandon(c.path, out_path);
             e2e.kept = c.name;
             for (auto &gc : res.groups)
                 if (gc.replaced) gc.kind = replacement_kind::window, gc.window = c.ring, gc.sinks = c.sink_rows;
@@ -702,11 +700,9 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         e2e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     if (automatic && p.write_candidates) {
-        std::string base = out_path;
-        if (base.size() > 5 && base.compare(base.size() - 5, 5, ".gguf") == 0) base.resize(base.size() - 5);
-        write_hybrid(base + "-recurrent.gguf", [](const group_choice &) { return replacement_kind::recurrent; },
+        write_hybrid(out_base + "-recurrent.gguf", [](const group_choice &) { return replacement_kind::recurrent; },
                      "recurrent", true, window_tokens, sinks);
-        write_hybrid(base + "-winrec.gguf", [](const group_choice &) { return replacement_kind::window_recurrent; },
+        write_hybrid(out_base + "-winrec.gguf", [](const group_choice &) { return replacement_kind::window_recurrent; },
                      "window+recurrent", true, window_tokens, sinks);
     }
 

@@ -871,13 +871,16 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
 // the held-out sequences, and with the default sinks also with all windows without sinks, and
 // keeps the best. With 1-token windows and --sinks 0 the windows must lose, and by a wide margin:
 // a KL that measured nothing (zeros, or the same number twice) fails. The file must be what the
-// report says was kept.
+// report says was kept. With --write-candidates a per-group choice that is not kept stays as
+// OUT-mix.gguf (and only then).
 TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
-    const std::string out = tmp("distill_auto_e2e.gguf");
+    const std::string out = tmp("distill_auto_e2e.gguf"), mix_file = tmp("distill_auto_e2e-mix.gguf");
     for (const char *window : {" --window-tokens 1 --sinks 0", ""}) {
+        std::remove(mix_file.c_str());
         const std::string cmd = std::string(RECUR_CLI_PATH) + " convert -m " + stories + " -f " + RECUR_SHARED_DIR +
                                 "/data/prideprejudice.txt -c 256 --calib-tokens 3000 --fraction 0.5 --steps 60 -t 2 -o " +
-                                out + window + " --json >" + tmp("distill_auto_e2e.out") + " 2>" + tmp("distill_auto_e2e.err");
+                                out + window + " --write-candidates --json >" + tmp("distill_auto_e2e.out") + " 2>" +
+                                tmp("distill_auto_e2e.err");
         const int st = std::system(cmd.c_str());
         ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << cmd;
         std::ifstream f(tmp("distill_auto_e2e.out"));
@@ -949,10 +952,15 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
             EXPECT_GT(plain, 0.0) << json;
         }
         // The file holds what was kept.
+        EXPECT_EQ(std::ifstream(mix_file).good(), kept != "mix") << "OUT-mix.gguf only for a rejected per-group choice";
         if (kept == "mix") {
             EXPECT_GT(trained, 0);
         } else {
             EXPECT_EQ(trained, 0);
+            // The kept-aside per-group choice: a hybrid of the same groups.
+            const auto mix_model = model::load(mix_file);
+            for (size_t l = 0; l < h->hybrid().size(); ++l)
+                EXPECT_EQ(mix_model->hybrid()[l].replaced_groups, h->hybrid()[l].replaced_groups);
             for (auto &H : h->hybrid())
                 for (size_t i = 0; i < H.kinds.size(); ++i) {
                     EXPECT_EQ(H.sinks[i], kept == "window" ? default_sinks : 0);
