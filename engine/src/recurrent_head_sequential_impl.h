@@ -142,6 +142,7 @@ void scan_backward(const recurrent_head_weights &w, int n_tokens, const float *q
     const int n_seg = (n_tokens + seg_len - 1) / seg_len;
     std::vector<float> ckpt(size_t(n_seg) * hh);         // S entering segment s
     std::vector<float> states(size_t(seg_len + 1) * hh); // one segment: S_{c0-1} .. S_{c0+n-1}
+    std::vector<float> us(size_t(seg_len) * hd);         // the delta rule's u_t = S_{t-1}ᵀ k̂_t, per token of the segment
     std::vector<float> g(hh), buf(12 * size_t(hd));
     float *rates = buf.data(), *a = rates + hd, *khat = a + hd, *u = khat + hd, *dq_t = u + hd;
     float *g_v = dq_t + hd, *g_u = g_v + hd, *s_g = g_u + hd; // per row: Σ_c G·v, Σ_c G·u, Σ_c S_{t-1}·G
@@ -177,7 +178,7 @@ void scan_backward(const recurrent_head_weights &w, int n_tokens, const float *q
             const float *kt = k + size_t(t) * stride;
             const token_terms tt = prepare(w, rates, kt, dt[t], a, khat);
             advance(w, tt, a, kt, khat, v + size_t(t) * stride, dt[t], states.data() + size_t(i) * hh,
-                    states.data() + size_t(i + 1) * hh, u);
+                    states.data() + size_t(i + 1) * hh, us.data() + size_t(i) * hd);
         }
         for (int i = n - 1; i >= 0; --i) {
             const int t = c0 + i;
@@ -186,12 +187,7 @@ void scan_backward(const recurrent_head_weights &w, int n_tokens, const float *q
             const float *s_t = states.data() + size_t(i + 1) * hh, *s_prev = states.data() + size_t(i) * hh;
             const token_terms tt = prepare(w, rates, kt, dt[t], a, khat);
             const float *key = delta ? khat : kt; // what the update writes with
-            if (delta) {                          // u_t from S_{t-1}
-                std::fill(u, u + hd, 0.0f);
-                for (int r = 0; r < hd; ++r)
-                    for (int c = 0; c < hd; ++c)
-                        u[c] += khat[r] * s_prev[size_t(r) * hd + c];
-            }
+            const float *u_t = us.data() + size_t(i) * hd; // kept by the recomputation above
 
             // y_t = scale·S_tᵀ q_t + d ⊙ v_t: dq_t = scale·S_t dy_t, and G += scale·q_t dy_tᵀ.
             for (int r = 0; r < hd; ++r) {
@@ -220,7 +216,7 @@ void scan_backward(const recurrent_head_weights &w, int n_tokens, const float *q
                 }
                 if (delta)
                     for (int c = 0; c < hd; ++c)
-                        gu += gr[c] * u[c];
+                        gu += gr[c] * u_t[c];
                 g_v[r] = gv, g_u[r] = gu, s_g[r] = sg;
             }
             // dL/da_t[r] (the decay of row r): additive Σ_c G·S_{t-1}; delta Σ_c G·(S_{t-1} − β k̂ uᵀ).
