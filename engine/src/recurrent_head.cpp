@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "recur/error.h"
 #include "recurrent_head_sequential.h"
@@ -276,12 +275,7 @@ void recurrent_scan_chunked(const recurrent_head_weights &w, int n_tokens, const
 void recurrent_step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt,
                     float *state, float *y) {
     const int hd = w.head_dim;
-    if (w.delta_rule || w.a_chan) {
-        float scratch[sequential::step_scratch_floats(256)]; // the decode hot path allocates nothing
-        if (hd <= 256) return sequential::step(w, q, k, v, dt, state, y, scratch);
-        std::vector<float> big(sequential::step_scratch_floats(hd)); // larger heads are rare
-        return sequential::step(w, q, k, v, dt, state, y, big.data());
-    }
+    if (w.delta_rule || w.a_chan) return sequential::step(w, q, k, v, dt, state, y);
     const float a = std::exp(-dt * std::exp(w.a_log)), scale = 1.0f / std::sqrt(float(hd));
 #if defined(RECUR_X86)
     if (hd % 8 == 0 && use_avx2()) return rec_kernels::avx2::step(hd, a, dt, scale, q, k, v, w.d, state, y);

@@ -8,7 +8,7 @@
 namespace recur {
 #if defined(RECUR_X86)
 namespace seq_avx2 {
-void step(const recurrent_head_weights &, const float *, const float *, const float *, float, float *, float *, float *);
+void step(const recurrent_head_weights &, const float *, const float *, const float *, float, float *, float *);
 void scan(const recurrent_head_weights &, int, const float *, const float *, const float *, size_t, const float *,
           float *, float *, size_t);
 void scan_backward(const recurrent_head_weights &, int, const float *, const float *, const float *, size_t,
@@ -23,8 +23,8 @@ void scan_backward(const recurrent_head_weights &, int, const float *, const flo
 namespace sequential {
 
 void step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt, float *state,
-          float *y, float *scratch) {
-    RECUR_SEQ_PICK(step)(w, q, k, v, dt, state, y, scratch);
+          float *y) {
+    RECUR_SEQ_PICK(step)(w, q, k, v, dt, state, y);
 }
 
 void scan(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k, const float *v,

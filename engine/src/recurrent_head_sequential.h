@@ -10,12 +10,9 @@
 
 namespace recur::sequential {
 
-// Floats of scratch that step needs.
-constexpr size_t step_scratch_floats(int hd) { return 3 * size_t(hd); }
-
-// One token; q, k, v, y: [hd]; state: [hd*hd] in/out; scratch: step_scratch_floats(hd).
+// One token; q, k, v, y: [hd]; state: [hd*hd] in/out. Allocates nothing for head_dim <= 256.
 void step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt, float *state,
-          float *y, float *scratch);
+          float *y);
 
 // The scan, contract of recurrent_scan_ref.
 void scan(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k, const float *v,

@@ -103,17 +103,6 @@ constexpr int seg_len = 32;
 
 } // namespace
 
-void step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt, float *state,
-          float *y, float *scratch) {
-    const int hd = w.head_dim;
-    float *a = scratch, *khat = a + hd, *u = khat + hd;
-    // The rates go through `a` first: exp(−dt·A_r) is then computed in place.
-    decay_rates(w, a);
-    const token_terms tt = prepare(w, a, k, dt, a, khat);
-    advance(w, tt, a, k, khat, v, dt, state, state, u);
-    read_out(hd, 1.0f / std::sqrt(float(hd)), q, v, w.d, state, y);
-}
-
 void scan(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k, const float *v,
           size_t stride, const float *dt, float *state, float *y, size_t y_stride) {
     const int hd = w.head_dim;
@@ -128,6 +117,11 @@ void scan(const recurrent_head_weights &w, int n_tokens, const float *q, const f
         advance(w, tt, a, k + o, khat, v + o, dt[t], state, state, u);
         read_out(hd, scale, q + o, v + o, w.d, state, y + size_t(t) * y_stride);
     }
+}
+
+void step(const recurrent_head_weights &w, const float *q, const float *k, const float *v, float dt, float *state,
+          float *y) {
+    scan(w, 1, q, k, v, 0, &dt, state, y, 0); // one token: the strides are never used
 }
 
 void scan_backward(const recurrent_head_weights &w, int n_tokens, const float *q, const float *k, const float *v,
