@@ -298,12 +298,15 @@ void model::load_hybrid() {
         H.dt_b = f32(t + "dt_b", {R});
         H.a_log = f32(t + "a_log", {R});
         H.d = f32(t + "d", {hd, R});
-        if (f.find_tensor(t + "a_chan")) {
-            H.a_chan = f32(t + "a_chan", {hd, R});
-            for (float x : H.a_chan)
+        // Tensors that set rates and gates through exp(): a non-finite value is refused by name.
+        auto f32_finite = [&](const std::string &name, std::vector<int64_t> ne) {
+            std::vector<float> v = f32(t + name, std::move(ne));
+            for (float x : v)
                 if (!std::isfinite(x))
-                    throw format_error("hybrid: tensor '" + t + "a_chan' holds a value that is not finite");
-        }
+                    throw format_error("hybrid: tensor '" + t + name + "' holds a value that is not finite");
+            return v;
+        };
+        if (f.find_tensor(t + "a_chan")) H.a_chan = f32_finite("a_chan", {hd, R});
         // Trained transforms come as a set of three or not at all.
         const int n_proj = int(bool(f.find_tensor(t + "q_proj"))) + int(bool(f.find_tensor(t + "k_proj"))) +
                            int(bool(f.find_tensor(t + "v_proj")));
@@ -325,13 +328,9 @@ void model::load_hybrid() {
                              [&](int32_t grp) { return H.group_is(grp, replacement_kind::window_recurrent); }))
                 throw format_error("hybrid: layer " + std::to_string(l) +
                                    " has rec.gate_w/gate_b/gate_n but no window + recurrent group to gate");
-            H.gate_w = f32(t + "gate_w", {E, R});
-            H.gate_b = f32(t + "gate_b", {R});
-            H.gate_n = f32(t + "gate_n", {R});
-            for (auto [name, v] : {std::pair{"gate_w", &H.gate_w}, {"gate_b", &H.gate_b}, {"gate_n", &H.gate_n}})
-                for (float x : *v)
-                    if (!std::isfinite(x))
-                        throw format_error("hybrid: tensor '" + t + name + "' holds a value that is not finite");
+            H.gate_w = f32_finite("gate_w", {E, R});
+            H.gate_b = f32_finite("gate_b", {R});
+            H.gate_n = f32_finite("gate_n", {R});
         }
         for (double x : f.get_float_array(key + "final_loss")) H.final_loss.push_back(float(x));
     }
