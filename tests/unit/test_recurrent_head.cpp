@@ -228,6 +228,18 @@ golden load_golden(bool delta = false) {
     return g;
 }
 
+// The golden file's head parameters (pointers into g).
+recurrent_head_weights weights_of(const golden &g) {
+    recurrent_head_weights w;
+    w.head_dim = g.hd;
+    w.n_embd = g.n_embd;
+    w.dt_w = g.dt_w.data();
+    w.dt_b = g.dt_b;
+    w.a_log = g.a_log;
+    w.d = g.d.data();
+    return w;
+}
+
 } // namespace
 
 // Every implementation against the float64 numpy reference, on both kernel sets.
@@ -235,13 +247,7 @@ TEST(RecurrentHead, GoldenFromNumpy) {
     const golden g = load_golden();
     ASSERT_EQ(g.hd, 64);
     const int hd = g.hd, T = g.T;
-    recurrent_head_weights w;
-    w.head_dim = hd;
-    w.n_embd = g.n_embd;
-    w.dt_w = g.dt_w.data();
-    w.dt_b = g.dt_b;
-    w.a_log = g.a_log;
-    w.d = g.d.data();
+    recurrent_head_weights w = weights_of(g);
     const double tol = 1e-4; // float32 against float64 over 200 tokens; measured ~1e-6
 
     for (bool scalar : {false, true}) {
@@ -301,13 +307,7 @@ TEST(RecurrentHead, DeltaRuleGoldenFromNumpy) {
     const golden g = load_golden(true);
     ASSERT_EQ(g.hd, 64);
     const int hd = g.hd, T = g.T;
-    recurrent_head_weights w;
-    w.head_dim = hd;
-    w.n_embd = g.n_embd;
-    w.dt_w = g.dt_w.data();
-    w.dt_b = g.dt_b;
-    w.a_log = g.a_log;
-    w.d = g.d.data();
+    recurrent_head_weights w = weights_of(g);
     w.delta_rule = true;
     const double tol = 1e-4;
     std::vector<float> dt(T);
@@ -357,13 +357,8 @@ TEST(RecurrentHead, DeltaRuleGoldenFromNumpy) {
 TEST(RecurrentHead, GoldenIsSensitive) {
     const golden g = load_golden();
     const int hd = g.hd, T = g.T;
-    recurrent_head_weights w;
-    w.head_dim = hd;
-    w.n_embd = g.n_embd;
-    w.dt_w = g.dt_w.data();
-    w.dt_b = g.dt_b;
+    recurrent_head_weights w = weights_of(g);
     w.a_log = g.a_log + 0.01f; // decays 1% faster
-    w.d = g.d.data();
     std::vector<float> y(size_t(T) * hd), s = g.state0;
     recurrent_scan_ref(w, T, g.q.data(), g.k.data(), g.v.data(), hd, g.dt.data(), s.data(), y.data(), hd);
     const double e = norm_err(y.data(), g.y.data(), y.size());
