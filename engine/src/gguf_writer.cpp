@@ -2,10 +2,7 @@
 
 #include "atomic_file.h"
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <unistd.h>
 
 namespace recur {
 

@@ -9,12 +9,10 @@
 #include "recur/error.h"
 #include "atomic_file.h"
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <unistd.h>
 
 namespace recur {
 
