@@ -37,8 +37,9 @@ def compute_dt(xn, dt_w, dt_b):
     return softplus(xn @ dt_w + dt_b)
 
 
-def scan(q, k, v, dt, a_log, d, state0):
+def scan(q, k, v, dt, a_log, d, state0, delta=False, eps=1e-6):
     """Sequential recurrence. q, k, v: (T, hd); dt: (T,); d: (hd,); state0: (hd, hd).
+    delta: the delta rule, with the projector (I - beta kh kh^T) formed as a matrix.
     Returns y: (T, hd) and the final state (hd, hd)."""
     T, hd = q.shape
     scale = 1.0 / np.sqrt(hd)
@@ -47,23 +48,12 @@ def scan(q, k, v, dt, a_log, d, state0):
     y = np.empty((T, hd))
     for t in range(T):
         a = np.exp(-dt[t] * A)
-        S = a * S + dt[t] * np.outer(k[t], v[t])
-        y[t] = scale * (S.T @ q[t]) + d * v[t]
-    return y, S
-
-
-def scan_delta(q, k, v, dt, a_log, d, state0, eps=1e-6):
-    """The delta rule, with the projector formed as a matrix. Same arguments and results as scan."""
-    T, hd = q.shape
-    scale = 1.0 / np.sqrt(hd)
-    A = np.exp(a_log)
-    S = state0.astype(np.float64).copy()
-    y = np.empty((T, hd))
-    for t in range(T):
-        a = np.exp(-dt[t] * A)
-        beta = 1.0 - np.exp(-dt[t])
-        kh = k[t] / np.sqrt(k[t] @ k[t] + eps)
-        S = a * (np.eye(hd) - beta * np.outer(kh, kh)) @ S + beta * np.outer(kh, v[t])
+        if delta:
+            beta = 1.0 - np.exp(-dt[t])
+            kh = k[t] / np.sqrt(k[t] @ k[t] + eps)
+            S = a * (np.eye(hd) - beta * np.outer(kh, kh)) @ S + beta * np.outer(kh, v[t])
+        else:
+            S = a * S + dt[t] * np.outer(k[t], v[t])
         y[t] = scale * (S.T @ q[t]) + d * v[t]
     return y, S
 
@@ -135,7 +125,7 @@ def main():
     rng = np.random.default_rng(20250301)
     c, bits = make_case(rng, hd, n_embd, T)
     dt = compute_dt(c["xn"], c["dt_w"], float(c["dt_b"]))
-    y, S = (scan_delta if args.delta else scan)(c["q"], c["k"], c["v"], dt, float(c["a_log"]), c["d"], c["state0"])
+    y, S = scan(c["q"], c["k"], c["v"], dt, float(c["a_log"]), c["d"], c["state0"], delta=args.delta)
 
     if args.check and not args.delta:
         for chunk in (1, 16, 64, 100):
