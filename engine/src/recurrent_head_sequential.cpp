@@ -4,16 +4,12 @@
 #include "recurrent_head_sequential_impl.h"
 
 #include "recurrent_head_kernels.h"
+#include "recurrent_head_sequential.h"
 
 namespace recur {
 #if defined(RECUR_X86)
 namespace seq_avx2 {
-void step(const recurrent_head_weights &, const float *, const float *, const float *, float, float *, float *);
-void scan(const recurrent_head_weights &, int, const float *, const float *, const float *, size_t, const float *,
-          float *, float *, size_t);
-void scan_backward(const recurrent_head_weights &, int, const float *, const float *, const float *, size_t,
-                   const float *, const float *, const float *, size_t, float *, float *, float *, size_t, float *,
-                   float *, recurrent_head_grads &);
+RECUR_SEQUENTIAL_FUNCTIONS
 } // namespace seq_avx2
 #define RECUR_SEQ_PICK(fn) (rec_kernels::avx2_enabled() ? seq_avx2::fn : seq_baseline::fn)
 #else

@@ -24,6 +24,9 @@
 
 namespace recur::RECUR_SEQ_NS {
 
+// This build's definitions below must match these (the dispatch declares the same).
+RECUR_SEQUENTIAL_FUNCTIONS
+
 namespace {
 
 // Per-channel decay rates A_r: [hd].
