@@ -161,7 +161,9 @@ default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window)
     const size_t g = size_t(hp.group_size()), hd = size_t(hp.head_dim), row = 2 * hd * 2; // K+V F16 per position
     d.recurrent_bytes = g * hd * hd * sizeof(float);
     d.window_equal_recurrent = int32_t(d.recurrent_bytes / row); // = group_size x head_dim
-    d.wr_window = wr_window > 0 ? wr_window : std::max<int32_t>(1, int32_t(std::lround(double(g * hd) / 3.0)));
+    d.wr_window = wr_window > 0 ? wr_window
+                                : std::max<int32_t>(1, std::min<int32_t>(default_wr_window_rows,
+                                                                         int32_t(std::lround(double(g * hd) / 3.0))));
     d.wr_bytes = d.recurrent_bytes + size_t(d.wr_window) * (row + g * sizeof(float));
     d.window_equal_wr = int32_t(d.wr_bytes / row);
     return d;

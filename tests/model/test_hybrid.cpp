@@ -159,6 +159,28 @@ TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
     EXPECT_THROW(choose_groups(rec, 0.4, -1, std::vector<bool>(3, false)), error);
 }
 
+// The default window sizes follow docs/FORMAT.md's memory table, worked by hand here: a window +
+// recurrent group keeps min(16, round(g·hd/3)) rows; the equal-memory windows divide the bytes by a
+// row's 2·hd·2 (rounded down).
+TEST(Hybrid, DefaultWindowSizesFollowTheMemoryTable) {
+    model_hparams smol; // SmolLM2-135M: 9 query heads over 3 KV heads (g 3), head_dim 64
+    smol.n_head = 9, smol.n_head_kv = 3, smol.head_dim = 64;
+    const auto s = default_windows(smol);
+    EXPECT_EQ(s.recurrent_bytes, 3u * 64 * 64 * 4);           // 48 KiB
+    EXPECT_EQ(s.window_equal_recurrent, 192);                  // 49152 / 256
+    EXPECT_EQ(s.wr_window, 16);                                // g·hd/3 = 64, capped at 16
+    EXPECT_EQ(s.wr_bytes, 49152u + 16u * (256 + 3 * 4));       // 53440
+    EXPECT_EQ(s.window_equal_wr, 208);                         // 53440 / 256 = 208.75
+    EXPECT_EQ(default_windows(smol, 64).wr_window, 64);        // --wr-window overrides
+    EXPECT_EQ(default_windows(smol, 64).window_equal_wr, 259); // session 4-11's 255 + 4
+    model_hparams st; // stories260K: 8 query heads over 4 KV heads (g 2), head_dim 8
+    st.n_head = 8, st.n_head_kv = 4, st.head_dim = 8;
+    const auto t = default_windows(st);
+    EXPECT_EQ(t.wr_window, 5);                                 // round(16/3), under the cap
+    EXPECT_EQ(t.window_equal_recurrent, 16);                   // 512 / 32
+    EXPECT_EQ(t.window_equal_wr, 22);                          // (512 + 5·(32 + 8)) / 32 = 22.25
+}
+
 // --layers: only groups of the given layers are replaced, as many as without the range (the next
 // most recency-aware of those layers take the others' places); a range the model lacks is refused.
 TEST(Hybrid, ConvertReplacesOnlyGroupsOfTheGivenLayers) {
