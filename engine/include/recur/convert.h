@@ -173,8 +173,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
 // less (stories260K: 5), at least 1. Why so few: on SmolLM2-135M at 25% of groups, delta-rule
 // heads with 16 rows (4 sinks + 12 recent) keep the original's passkey retrieval (39/60 at 1k)
 // and perplexity (x1.005), while with 64 rows, the size LoLCATs pairs with its linear
-// attention, they lost it (docs/quality.md, session 12). window_equal_wr: the plain window whose ring costs what such a
-// window + recurrent group costs (rounded down).
+// attention, they lost it (docs/quality.md, session 12). window_equal_wr: the plain window
+// whose ring costs what such a window + recurrent group costs (rounded down).
 constexpr int32_t default_wr_window_rows = 16;
 struct default_window_sizes {
     int32_t window_equal_recurrent = 0, wr_window = 0, window_equal_wr = 0;
