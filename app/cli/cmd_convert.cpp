@@ -186,18 +186,20 @@ int cmd_convert(const options &o) {
         if (r.end_to_end.measured) {
             j.key("end_to_end").begin_object();
             j.field("mix_kl", r.end_to_end.mix_kl);
+            if (r.end_to_end.winrec_kl >= 0) j.field("winrec_kl", r.end_to_end.winrec_kl);
             if (r.end_to_end.window_kl >= 0) j.field("window_kl", r.end_to_end.window_kl);
             if (r.end_to_end.window_no_sinks_kl >= 0) j.field("window_no_sinks_kl", r.end_to_end.window_no_sinks_kl);
             j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept);
             if (r.end_to_end.retrieval_trials > 0) {
                 j.field("retrieval_trials", int64_t(r.end_to_end.retrieval_trials));
+                j.field("retrieval_checked", r.end_to_end.retrieval_checked);
                 j.field("retrieval_original", int64_t(r.end_to_end.retrieval_original));
-                j.field("retrieval_lost_mix", int64_t(r.end_to_end.retrieval_lost_mix));
+                j.field("retrieval_lost_trained", int64_t(r.end_to_end.retrieval_lost_trained));
                 j.field("retrieval_lost_window", int64_t(r.end_to_end.retrieval_lost_window));
-                j.field("retrieval_mix", int64_t(r.end_to_end.retrieval_mix));
+                j.field("retrieval_trained", int64_t(r.end_to_end.retrieval_trained));
                 j.field("retrieval_window", int64_t(r.end_to_end.retrieval_window));
                 j.field("retrieval_original_nll", r.end_to_end.retrieval_original_nll);
-                j.field("retrieval_mix_nll", r.end_to_end.retrieval_mix_nll);
+                j.field("retrieval_trained_nll", r.end_to_end.retrieval_trained_nll);
                 j.field("retrieval_window_nll", r.end_to_end.retrieval_window_nll);
             }
             j.field("seconds", r.end_to_end.seconds);
@@ -319,15 +321,21 @@ int cmd_convert(const options &o) {
                (long long)r.calib_tokens);
         if (r.end_to_end.measured) {
             const end_to_end_choice &e = r.end_to_end;
+            auto describe = [](const std::string &name) {
+                return name == "mix"      ? "the per-group choice"
+                       : name == "winrec" ? "all window+recurrent"
+                       : name == "window" ? "all windows"
+                                          : "all windows without sinks";
+            };
             printf("end to end on %lld held-out positions, mean KL: %.5f (per-group choice)", (long long)e.positions, e.mix_kl);
+            if (e.winrec_kl >= 0) printf(", %.5f (all window+recurrent)", e.winrec_kl);
             if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
             if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
             if (e.retrieval_trials > 0)
-                printf("; %d passkeys, answer NLL (found): %.3f (%d, original), %.3f (%d, per-group choice), "
-                       "%.3f (%d, best windows)",
-                       e.retrieval_trials, e.retrieval_original_nll, e.retrieval_original, e.retrieval_mix_nll,
-                       e.retrieval_mix, e.retrieval_window_nll, e.retrieval_window);
-            printf(": kept %s\n", e.kept == "mix" ? "the per-group choice" : e.kept == "window" ? "all windows" : "all windows without sinks");
+                printf("; %d passkeys, answer NLL (found): %.3f (%d, original), %.3f (%d, %s), %.3f (%d, best windows)",
+                       e.retrieval_trials, e.retrieval_original_nll, e.retrieval_original, e.retrieval_trained_nll,
+                       e.retrieval_trained, describe(e.retrieval_checked), e.retrieval_window_nll, e.retrieval_window);
+            printf(": kept %s\n", describe(e.kept));
         }
         if (cp.steps > 0 && !d.heads.empty()) {
             double i_rel = 0, f_rel = 0;

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <numeric>
+#include <optional>
 
 namespace recur {
 
@@ -144,8 +145,8 @@ double mean_nll_increase(const std::vector<passkey_answer_score> &scores, const 
 
 } // namespace
 
-bool retrieval_keeps_mix(double original_nll, double mix_nll, double window_nll) {
-    return mix_nll <= original_nll + retrieval_nll_tolerance || mix_nll <= window_nll;
+bool retrieval_keeps_trained(double original_nll, double trained_nll, double window_nll) {
+    return trained_nll <= original_nll + retrieval_nll_tolerance || trained_nll <= window_nll;
 }
 
 float initial_dt_bias(int32_t window) {
@@ -589,8 +590,12 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     const bool mix_has_trained = std::any_of(res.groups.begin(), res.groups.end(), [](const group_choice &c) {
         return c.replaced && c.kind != replacement_kind::window;
     });
+    // The end-to-end candidates besides the mix. Window candidates are served untrained (their
+    // rings of `ring` rows after `sink_rows` sinks); winrec takes every replaced group's window +
+    // recurrent head as trained.
     struct candidate {
         std::string path, name;
+        replacement_kind kind;
         int32_t ring, sink_rows;
     };
     std::vector<candidate> cands;
@@ -598,9 +603,16 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     const std::string out_base = out_path.size() > 5 && out_path.compare(out_path.size() - 5, 5, ".gguf") == 0
                                      ? out_path.substr(0, out_path.size() - 5)
                                      : out_path;
+    const bool mix_is_all_wr = std::all_of(res.groups.begin(), res.groups.end(), [](const group_choice &c) {
+        return !c.replaced || c.kind == replacement_kind::window_recurrent;
+    });
     if (automatic && p.compare_end_to_end) {
-        if (mix_has_trained) cands.push_back({out_path + ".window.part", "window", window_tokens, sinks});
-        if (p.try_without_sinks && sinks > 0) cands.push_back({out_path + ".nosinks.part", "window_no_sinks", window_rows, 0});
+        if (!mix_is_all_wr)
+            cands.push_back({out_path + ".winrec.part", "winrec", replacement_kind::window_recurrent, window_tokens, sinks});
+        if (mix_has_trained)
+            cands.push_back({out_path + ".window.part", "window", replacement_kind::window, window_tokens, sinks});
+        if (p.try_without_sinks && sinks > 0)
+            cands.push_back({out_path + ".nosinks.part", "window_no_sinks", replacement_kind::window, window_rows, 0});
     }
     const bool any_replaced = std::any_of(chosen.begin(), chosen.end(), [](bool c) { return c; });
     if (!cands.empty() && any_replaced) {
@@ -622,18 +634,22 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             remove_all();
             std::remove(out_path.c_str());
         };
+        // Index 0: the mix at out_path; i > 0: cands[i - 1].
+        auto path_of = [&](size_t i) { return i == 0 ? out_path : cands[i - 1].path; };
+        auto name_of = [&](size_t i) { return i == 0 ? std::string("mix") : cands[i - 1].name; };
+        auto is_window = [&](size_t i) { return i == 0 ? !mix_has_trained : cands[i - 1].kind == replacement_kind::window; };
         std::vector<double> kl;
         try {
-            for (auto &c : cands)
-                write_hybrid(c.path, [](const group_choice &) { return replacement_kind::window; }, "auto", automatic,
-                             c.ring, c.sink_rows);
+            for (auto &c : cands) {
+                const replacement_kind k = c.kind;
+                write_hybrid(c.path, [k](const group_choice &) { return k; }, "auto", automatic, c.ring, c.sink_rows);
+            }
             // The held-out sequences, cut exactly as distill_heads cut them.
             std::vector<std::vector<int32_t>> held = calibration_sequences(m, calib_tokens, dp.seq_len);
             held.erase(held.begin(), held.end() - int64_t(std::min(held.size(), size_t(std::max(1, dp.holdout_sequences)))));
             std::vector<std::unique_ptr<model>> loaded;
             std::vector<const model *> hybrids;
-            loaded.push_back(model::load(out_path));
-            for (auto &c : cands) loaded.push_back(model::load(c.path));
+            for (size_t i = 0; i <= cands.size(); ++i) loaded.push_back(model::load(path_of(i)));
             for (auto &h : loaded) hybrids.push_back(h.get());
             const auto r = mean_kl(m, hybrids, held, p.n_threads, p.n_batch, distill_progress);
             kl = r.first;
@@ -644,45 +660,50 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         }
         e2e.measured = true;
         e2e.mix_kl = kl[0];
-        size_t best = 0; // 0: the mix; i: cands[i - 1]; a tie keeps the earlier
+        size_t best = 0; // a tie keeps the earlier
         for (size_t i = 1; i < kl.size(); ++i) {
-            (cands[i - 1].name == "window" ? e2e.window_kl : e2e.window_no_sinks_kl) = kl[i];
+            const std::string &n = cands[i - 1].name;
+            (n == "winrec" ? e2e.winrec_kl : n == "window" ? e2e.window_kl : e2e.window_no_sinks_kl) = kl[i];
             if (kl[i] < kl[best]) best = i;
         }
-        if (best == 0 && kl.size() > 1) {
-            // The mix wins on KL: check it still retrieves like the original, against the best
-            // window candidate (measured on SmolLM2-135M: mixes with lower KL found fewer
-            // passkeys than all windows did, docs/quality.md). retrieval_keeps_mix decides.
-            size_t win = 1;
-            for (size_t i = 2; i < kl.size(); ++i)
-                if (kl[i] < kl[win]) win = i;
+        // The window candidate of lowest KL (the mix is one when it has no trained groups), if any.
+        std::optional<size_t> win;
+        for (size_t i = 0; i < kl.size(); ++i)
+            if (is_window(i) && (!win || kl[i] < kl[*win])) win = i;
+        if (!is_window(best) && win) {
+            // A candidate with trained heads wins on KL: check it still retrieves like the
+            // original, against the best window candidate (measured on SmolLM2-135M: mixes with
+            // lower KL found fewer passkeys than all windows did, docs/quality.md).
+            // retrieval_keeps_trained decides.
             try {
-                std::unique_ptr<model> mix = model::load(out_path), alt = model::load(cands[win - 1].path);
+                std::unique_ptr<model> trained = model::load(path_of(best)), alt = model::load(path_of(*win));
                 const std::vector<scored_prompt> prompts =
                     passkey_scoring_prompts(m.vocab(), calib_tokens, dp.seq_len, retrieval_trials, retrieval_seed);
                 if (!prompts.empty()) {
                     phase_meter meter(distill_progress, "retrieval", "retrieval check",
                                       3 * int64_t(prompts.size()) * dp.seq_len);
-                    std::vector<std::vector<passkey_answer_score>> scores; // [original, mix, windows][trial]
-                    const model *const scored[] = {&m, mix.get(), alt.get()};
+                    std::vector<std::vector<passkey_answer_score>> scores; // [original, trained, window][trial]
+                    const model *const scored[] = {&m, trained.get(), alt.get()};
                     for (const model *x : scored)
                         scores.push_back(score_prompts(*x, prompts, p.n_threads, p.n_batch, meter));
                     const size_t n = prompts.size();
                     e2e.retrieval_trials = int32_t(n);
-                    e2e.retrieval_original = e2e.retrieval_lost_mix = e2e.retrieval_lost_window = 0;
-                    e2e.retrieval_mix = e2e.retrieval_window = 0;
-                    e2e.retrieval_original_nll = e2e.retrieval_mix_nll = e2e.retrieval_window_nll = 0;
+                    e2e.retrieval_checked = name_of(best);
+                    e2e.retrieval_original = e2e.retrieval_lost_trained = e2e.retrieval_lost_window = 0;
+                    e2e.retrieval_trained = e2e.retrieval_window = 0;
+                    e2e.retrieval_original_nll = e2e.retrieval_trained_nll = e2e.retrieval_window_nll = 0;
                     for (size_t t = 0; t < n; ++t) {
                         const passkey_answer_score &o = scores[0][t], &x = scores[1][t], &w = scores[2][t];
-                        e2e.retrieval_original += o.top1, e2e.retrieval_mix += x.top1, e2e.retrieval_window += w.top1;
-                        e2e.retrieval_lost_mix += o.top1 && !x.top1;
+                        e2e.retrieval_original += o.top1, e2e.retrieval_trained += x.top1, e2e.retrieval_window += w.top1;
+                        e2e.retrieval_lost_trained += o.top1 && !x.top1;
                         e2e.retrieval_lost_window += o.top1 && !w.top1;
                         e2e.retrieval_original_nll += o.nll / double(n);
-                        e2e.retrieval_mix_nll += x.nll / double(n);
+                        e2e.retrieval_trained_nll += x.nll / double(n);
                         e2e.retrieval_window_nll += w.nll / double(n);
                     }
-                    if (!retrieval_keeps_mix(e2e.retrieval_original_nll, e2e.retrieval_mix_nll, e2e.retrieval_window_nll))
-                        best = win;
+                    if (!retrieval_keeps_trained(e2e.retrieval_original_nll, e2e.retrieval_trained_nll,
+                                                 e2e.retrieval_window_nll))
+                        best = *win;
                 }
             } catch (...) {
                 abandon();
@@ -696,7 +717,11 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             rename_or_abandon(c.path, out_path);
             e2e.kept = c.name;
             for (auto &gc : res.groups)
-                if (gc.replaced) gc.kind = replacement_kind::window, gc.window = c.ring, gc.sinks = c.sink_rows;
+                if (gc.replaced) {
+                    gc.kind = c.kind;
+                    gc.window = c.kind == replacement_kind::window ? c.ring : wr_tokens;
+                    gc.sinks = c.kind == replacement_kind::window ? c.sink_rows : sinks;
+                }
         }
         remove_all();
         e2e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

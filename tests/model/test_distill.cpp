@@ -587,15 +587,15 @@ TEST(Distill, ResumeFromCheckpointEqualsAnUninterruptedRun) {
 }
 
 // The retrieval check's rule against hand-worked cases (tolerance 0.1 nats).
-TEST(Distill, RetrievalRuleKeepsTheMixWithinTheToleranceOrNoWorseThanTheWindows) {
+TEST(Distill, RetrievalRuleKeepsTheTrainedCandidateWithinTheToleranceOrNoWorseThanTheWindows) {
     EXPECT_EQ(retrieval_nll_tolerance, 0.1);
-    EXPECT_TRUE(retrieval_keeps_mix(2.50, 2.50, 2.40));  // as likely as the original's
-    EXPECT_TRUE(retrieval_keeps_mix(2.50, 2.59, 2.40));  // within the tolerance
-    EXPECT_FALSE(retrieval_keeps_mix(2.50, 2.61, 2.40)); // beyond it, windows better
-    EXPECT_TRUE(retrieval_keeps_mix(2.50, 2.80, 2.80));  // beyond it, but no worse than the windows
-    EXPECT_TRUE(retrieval_keeps_mix(2.50, 4.00, 4.50));  // far beyond, windows worse still
-    EXPECT_FALSE(retrieval_keeps_mix(2.52, 2.81, 2.53)); // SmolLM2 25% at 1k (60 prompts): +0.28 against +0.004
-    EXPECT_TRUE(retrieval_keeps_mix(2.50, 2.20, 2.00));  // better than the original
+    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.50, 2.40));  // as likely as the original's
+    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.59, 2.40));  // within the tolerance
+    EXPECT_FALSE(retrieval_keeps_trained(2.50, 2.61, 2.40)); // beyond it, windows better
+    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.80, 2.80));  // beyond it, but no worse than the windows
+    EXPECT_TRUE(retrieval_keeps_trained(2.50, 4.00, 4.50));  // far beyond, windows worse still
+    EXPECT_FALSE(retrieval_keeps_trained(2.52, 2.81, 2.53)); // SmolLM2 25% at 1k (60 prompts): +0.28 against +0.004
+    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.20, 2.00));  // better than the original
 }
 
 // Copy drills: with distinct tokens 0..n-1 the one copied span is visible exactly: a run of
@@ -867,12 +867,13 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
     }
 }
 
-// --kind auto (by default) then compares its per-group choice with all plain windows end to end on
-// the held-out sequences, and with the default sinks also with all windows without sinks, and
-// keeps the best. With 1-token windows and --sinks 0 the windows must lose, and by a wide margin:
-// a KL that measured nothing (zeros, or the same number twice) fails. The file must be what the
-// report says was kept. With --write-candidates a per-group choice that is not kept stays as
-// OUT-mix.gguf (and only then).
+// --kind auto (by default) then compares its per-group choice end to end on the held-out sequences
+// with all window + recurrent groups (unless the choice is that already), with all plain windows
+// (when the choice has trained groups) and with the default sinks also with all windows without
+// sinks, and keeps the best. With 1-token windows and --sinks 0 the windows must lose, and by a
+// wide margin: a KL that measured nothing (zeros, or the same number twice) fails. The file must
+// be what the report says was kept. With --write-candidates a per-group choice that is not kept
+// stays as OUT-mix.gguf (and only then).
 TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
     const std::string out = tmp("distill_auto_e2e.gguf"), mix_file = tmp("distill_auto_e2e-mix.gguf");
     for (const char *window : {" --window-tokens 1 --sinks 0", ""}) {
@@ -887,9 +888,10 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         const std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
         const size_t at = json.find("\"end_to_end\":{");
         auto h = model::load(out);
-        int trained = 0, replaced = 0;
+        int trained = 0, replaced = 0, winrec = 0;
         for (auto &H : h->hybrid())
-            for (auto k : H.kinds) ++replaced, trained += k != replacement_kind::window;
+            for (auto k : H.kinds)
+                ++replaced, trained += k != replacement_kind::window, winrec += k == replacement_kind::window_recurrent;
         EXPECT_GT(replaced, 0);
         ASSERT_NE(at, std::string::npos) << "with trained heads or default sinks there is a comparison: " << json;
         auto number = [&](const std::string &key) {
@@ -901,52 +903,70 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         auto optional = [&](const std::string &key) {
             return json.find("\"" + key + "\":", at) != std::string::npos ? number(key) : -1.0;
         };
-        const double win = optional("window_kl"), plain = optional("window_no_sinks_kl");
-        std::string kept;
-        for (const char *k : {"mix", "window", "window_no_sinks"})
-            if (json.find(std::string("\"kept\":\"") + k + "\"", at) != std::string::npos) kept = k;
+        auto string_field = [&](const std::string &key) {
+            const size_t k = json.find("\"" + key + "\":\"", at);
+            if (k == std::string::npos) return std::string();
+            const size_t from = k + key.size() + 4;
+            return json.substr(from, json.find('"', from) - from);
+        };
+        const double wr = optional("winrec_kl"), win = optional("window_kl"), plain = optional("window_no_sinks_kl");
+        const std::string kept = string_field("kept");
         EXPECT_GT(positions, 100);
         EXPECT_GT(mix, 0.0);
-        // The smallest KL measured was kept (a tie keeps the earlier of mix, window, no sinks),
-        // unless that is the per-group choice and the retrieval check's rule drops it: its keys'
-        // mean NLL is more than 0.1 nats above the original's and above the windows'.
-        std::string best_window;
-        double best_window_kl = 1e30;
-        if (win >= 0) best_window = "window", best_window_kl = win;
+        // The mix is a window candidate itself when it has no trained groups: then there is no
+        // all-window candidate (window_kl absent).
+        const bool mix_is_window = win < 0;
+        // The smallest KL measured was kept (a tie keeps the earlier of mix, winrec, window, no
+        // sinks), unless that candidate has trained heads and the retrieval check's rule drops
+        // it: its keys' mean NLL is more than 0.1 nats above the original's and above the best
+        // window candidate's.
+        std::string want = "mix";
+        double want_kl = mix;
+        const std::pair<const char *, double> others[] = {{"winrec", wr}, {"window", win}, {"window_no_sinks", plain}};
+        for (auto &[name, v] : others)
+            if (v >= 0 && v < want_kl) want = name, want_kl = v;
+        std::string best_window = mix_is_window ? "mix" : "";
+        double best_window_kl = mix_is_window ? mix : 1e30;
+        if (win >= 0 && win < best_window_kl) best_window = "window", best_window_kl = win;
         if (plain >= 0 && plain < best_window_kl) best_window = "window_no_sinks", best_window_kl = plain;
-        std::string want = best_window.empty() || mix <= best_window_kl ? "mix" : best_window;
+        const bool want_trained = want == "winrec" || (want == "mix" && !mix_is_window);
         const double r_trials = optional("retrieval_trials"), r_orig = optional("retrieval_original"),
-                     lost_mix = optional("retrieval_lost_mix"), lost_win = optional("retrieval_lost_window"),
-                     r_mix = optional("retrieval_mix"), r_win = optional("retrieval_window"),
-                     nll_orig = optional("retrieval_original_nll"), nll_mix = optional("retrieval_mix_nll"),
+                     lost_tr = optional("retrieval_lost_trained"), lost_win = optional("retrieval_lost_window"),
+                     r_tr = optional("retrieval_trained"), r_win = optional("retrieval_window"),
+                     nll_orig = optional("retrieval_original_nll"), nll_tr = optional("retrieval_trained_nll"),
                      nll_win = optional("retrieval_window_nll");
-        bool mix_kept_by_rule = true;
-        if (want == "mix" && !best_window.empty()) {
-            EXPECT_EQ(r_trials, 32.0) << "the per-group choice won on KL, so retrieval was checked: " << json;
-            for (double c : {r_orig, r_mix, r_win}) {
+        bool trained_kept_by_rule = true;
+        if (want_trained && !best_window.empty()) {
+            EXPECT_EQ(r_trials, 32.0) << "a trained candidate won on KL, so retrieval was checked: " << json;
+            EXPECT_EQ(string_field("retrieval_checked"), want) << json;
+            for (double c : {r_orig, r_tr, r_win}) {
                 EXPECT_GE(c, 0.0);
                 EXPECT_LE(c, r_trials);
             }
-            for (double v : {nll_orig, nll_mix, nll_win}) EXPECT_GT(v, 0.0) << json;
-            EXPECT_GE(lost_mix, 0.0);
-            EXPECT_LE(lost_mix, r_orig);
-            EXPECT_GE(r_mix, r_orig - lost_mix) << "found = the original's minus lost plus gained";
+            for (double v : {nll_orig, nll_tr, nll_win}) EXPECT_GT(v, 0.0) << json;
+            EXPECT_GE(lost_tr, 0.0);
+            EXPECT_LE(lost_tr, r_orig);
+            EXPECT_GE(r_tr, r_orig - lost_tr) << "found = the original's minus lost plus gained";
             EXPECT_GE(lost_win, 0.0);
             EXPECT_LE(lost_win, r_orig);
             EXPECT_GE(r_win, r_orig - lost_win);
-            mix_kept_by_rule = nll_mix <= nll_orig + 0.1 || nll_mix <= nll_win;
-            if (!mix_kept_by_rule) want = best_window;
+            trained_kept_by_rule = nll_tr <= nll_orig + 0.1 || nll_tr <= nll_win;
+            if (!trained_kept_by_rule) want = best_window;
         } else {
-            EXPECT_LT(r_trials, 0.0) << "no retrieval check unless the per-group choice wins on KL: " << json;
+            EXPECT_LT(r_trials, 0.0) << "no retrieval check unless a trained candidate wins on KL: " << json;
         }
         EXPECT_EQ(kept, want) << json;
         if (*window) {
-            // Explicit --sinks 0: no no-sinks candidate; 1-token windows lose by a wide margin.
+            // Explicit --sinks 0: no no-sinks candidate; 1-token windows lose by a wide margin to
+            // both trained candidates.
             EXPECT_LT(plain, 0.0);
-            if (mix_kept_by_rule) {
-                EXPECT_EQ(kept, "mix");
+            if (trained_kept_by_rule) {
+                EXPECT_TRUE(kept == "mix" || kept == "winrec") << json;
             }
             EXPECT_GT(win, 1.5 * mix) << "a 1-token window should be far worse than trained heads";
+            if (wr >= 0) {
+                EXPECT_GT(win, 1.5 * wr) << "a 1-token window should be far worse than trained heads";
+            }
         } else {
             // Default sinks: the no-sinks windows are always tried.
             EXPECT_GT(plain, 0.0) << json;
@@ -954,7 +974,15 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         // The file holds what was kept.
         EXPECT_EQ(std::ifstream(mix_file).good(), kept != "mix") << "OUT-mix.gguf only for a rejected per-group choice";
         if (kept == "mix") {
-            EXPECT_GT(trained, 0);
+            EXPECT_EQ(trained > 0, !mix_is_window);
+        } else if (kept == "winrec") {
+            EXPECT_EQ(winrec, replaced) << "all window + recurrent";
+            // As trained: the same heads as the candidate file --write-candidates wrote.
+            const auto w = model::load(tmp("distill_auto_e2e-winrec.gguf"));
+            for (size_t l = 0; l < h->hybrid().size(); ++l) {
+                EXPECT_EQ(w->hybrid()[l].replaced_groups, h->hybrid()[l].replaced_groups);
+                EXPECT_EQ(w->hybrid()[l].dt_b, h->hybrid()[l].dt_b) << "layer " << l;
+            }
         } else {
             EXPECT_EQ(trained, 0);
             // The kept-aside per-group choice: a hybrid of the same groups.
@@ -973,8 +1001,8 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         const size_t sk = json.find("\"sinks\":", top);
         ASSERT_NE(sk, std::string::npos);
         EXPECT_EQ(std::stoi(json.substr(sk + 8)), kept == "window_no_sinks" || *window ? 0 : default_sinks) << json;
-        EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << "no candidate file is left behind";
-        EXPECT_FALSE(std::ifstream(out + ".nosinks.part").good()) << "no candidate file is left behind";
+        for (const char *part : {".window.part", ".nosinks.part", ".winrec.part"})
+            EXPECT_FALSE(std::ifstream(out + part).good()) << "no candidate file is left behind: " << part;
     }
 }
 #endif
@@ -1011,7 +1039,7 @@ TEST(Distill, ConvertAutoChecksReportProgressAndStopWhenCancelled) {
         return true;
     });
     ASSERT_TRUE(res.end_to_end.measured);
-    ASSERT_GT(res.end_to_end.retrieval_trials, 0) << "the mix should win on KL against 1-token windows";
+    ASSERT_GT(res.end_to_end.retrieval_trials, 0) << "a trained candidate should win on KL against 1-token windows";
     for (const char *phase : {"compare", "retrieval"}) {
         ASSERT_TRUE(phases.count(phase)) << phase;
         const seen &s = phases[phase];
@@ -1033,7 +1061,7 @@ TEST(Distill, ConvertAutoChecksReportProgressAndStopWhenCancelled) {
             << cancel_in;
         EXPECT_TRUE(asked) << cancel_in;
         EXPECT_FALSE(std::ifstream(out).good()) << "cancelled in " << cancel_in << ": no unchecked output";
-        EXPECT_FALSE(std::ifstream(out + ".window.part").good()) << cancel_in;
-        EXPECT_FALSE(std::ifstream(out + ".nosinks.part").good()) << cancel_in;
+        for (const char *part : {".window.part", ".nosinks.part", ".winrec.part"})
+            EXPECT_FALSE(std::ifstream(out + part).good()) << cancel_in << ": " << part;
     }
 }

@@ -105,25 +105,31 @@ struct group_choice {
 };
 
 // The automatic choice's last step (convert_params::compare_end_to_end): the per-group choice
-// ("mix"), all windows with the sinks ("window"; measured when the mix has trained groups), all
-// windows without sinks ("window_no_sinks"; with try_without_sinks). KLs are the mean
-// KL(original ‖ hybrid) per held-out position in nats, -1 where not measured.
+// ("mix"), all window + recurrent groups ("winrec"; when the mix is not already that), all
+// windows with the sinks ("window"; when the mix has trained groups), all windows without sinks
+// ("window_no_sinks"; with try_without_sinks). KLs are the mean KL(original ‖ hybrid) per
+// held-out position in nats, -1 where not measured. Why the all-winrec candidate: on SmolLM2-135M
+// at 25% the per-group mix (11 groups window + recurrent, 12 windows) lost end to end to all
+// windows, while all window + recurrent groups, never compared whole, equalled all windows on
+// 2048-token perplexity and retrieval (docs/quality.md, session 12).
 struct end_to_end_choice {
     bool measured = false;
-    double mix_kl = -1, window_kl = -1, window_no_sinks_kl = -1;
+    double mix_kl = -1, winrec_kl = -1, window_kl = -1, window_no_sinks_kl = -1;
     int64_t positions = 0;     // held-out positions compared
-    std::string kept = "mix";  // the candidate written (a tie keeps the earlier: mix, window, ...)
-    // Retrieval check, run when the per-group choice has the lowest KL: passkey prompts of
-    // seq_len tokens with the calibration text as filler, each key scored teacher-forced
-    // (recur/passkey.h score_passkey_answer) by the original, the mix and the best window
-    // candidate. retrieval_*_nll: mean negative log-likelihood of the key (nats), which
-    // retrieval_keeps_mix decides by (a mean KL can hide a lost ability to retrieve);
-    // retrieval_original, _mix, _window: keys whose every token was the model's first choice;
-    // retrieval_lost_*: of the original's such keys, those a hybrid misses. retrieval_trials = 0:
-    // not run.
-    int32_t retrieval_trials = 0, retrieval_original = -1, retrieval_lost_mix = -1, retrieval_lost_window = -1;
-    int32_t retrieval_mix = -1, retrieval_window = -1;
-    double retrieval_original_nll = -1, retrieval_mix_nll = -1, retrieval_window_nll = -1;
+    std::string kept = "mix";  // the candidate written (a tie keeps the earlier: mix, winrec, window, ...)
+    // Retrieval check, run when a candidate with trained heads (the mix when it has any, or
+    // winrec) has the lowest KL and a window candidate was measured: passkey prompts of seq_len
+    // tokens with the calibration text as filler, each key scored teacher-forced
+    // (recur/passkey.h score_passkey_answer) by the original, that trained candidate (named in
+    // retrieval_checked) and the window candidate of lowest KL. retrieval_*_nll: mean negative
+    // log-likelihood of the key (nats), which retrieval_keeps_trained decides by (a mean KL can
+    // hide a lost ability to retrieve); retrieval_original, _trained, _window: keys whose every
+    // token was the model's first choice; retrieval_lost_*: of the original's such keys, those a
+    // hybrid misses. retrieval_trials = 0: not run.
+    int32_t retrieval_trials = 0, retrieval_original = -1, retrieval_lost_trained = -1, retrieval_lost_window = -1;
+    int32_t retrieval_trained = -1, retrieval_window = -1;
+    double retrieval_original_nll = -1, retrieval_trained_nll = -1, retrieval_window_nll = -1;
+    std::string retrieval_checked; // "mix" or "winrec" when the check ran
     double seconds = 0;
 };
 
@@ -141,15 +147,15 @@ struct convert_result {
     distill_report distill;           // empty when steps == 0
 };
 
-// The retrieval check's rule: the per-group choice (lower KL) is kept when the mean answer
+// The retrieval check's rule: the trained candidate (lower KL) is kept when the mean answer
 // negative log-likelihood of its keys is at most the original's plus retrieval_nll_tolerance, or
-// at most the best window candidate's; else that candidate is. Why the likelihood and not the
-// count of keys found: on SmolLM2-135M at 25% the count on 32 prompts could not tell a mix that
-// finds 10 points fewer passkeys at 60 (original 22, mix 21, windows 21), while its answer NLL
-// was 0.28 nats above the original's (standard error 0.04) and the windows' 0.00
+// at most the best window candidate's; else that window candidate is. Why the likelihood and not
+// the count of keys found: on SmolLM2-135M at 25% the count on 32 prompts could not tell a mix
+// that finds 10 points fewer passkeys at 60 (original 22, mix 21, windows 21), while its answer
+// NLL was 0.28 nats above the original's (standard error 0.04) and the windows' 0.00
 // (docs/quality.md). The tolerance is about a third of that loss.
 constexpr double retrieval_nll_tolerance = 0.1;
-bool retrieval_keeps_mix(double original_nll, double mix_nll, double window_nll);
+bool retrieval_keeps_trained(double original_nll, double trained_nll, double window_nll);
 
 // Picks groups from per-group recency (layer-major order). Ties keep the earlier group. Groups
 // marked in `exclude` (empty: none) are never picked; with a fraction, the count is still that
