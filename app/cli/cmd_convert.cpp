@@ -237,8 +237,8 @@ int cmd_convert(const options &o) {
         j.field("kind", cp.automatic ? std::string("auto") : std::string(kind_names[int(cp.kind)]));
         {
             // Cache rows per group (sinks included) and their bytes; the rings hold rows - sinks.
-            const default_window_sizes dw = default_windows(m->hparams(), cp.wr_window);
-            int32_t win = cp.window_tokens > 0 ? cp.window_tokens : cp.automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
+            const default_window_sizes &dw = r.sizes;
+            const int32_t win = r.window_rows;
             // The sinks the written file has (auto may have dropped the default ones end to end).
             const size_t sinks = (cp.kind == replacement_kind::recurrent && !cp.automatic) || r.end_to_end.kept == "window_no_sinks"
                                      ? 0 : size_t(cp.sinks);

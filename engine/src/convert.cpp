@@ -157,13 +157,17 @@ float initial_dt_bias(int32_t window) {
     return float(std::log(std::expm1(dt)));
 }
 
-default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window) {
+int32_t default_wr_window(double replaced_fraction) {
+    return replaced_fraction >= fewer_wr_rows_from_fraction ? default_wr_window_rows_from_half : default_wr_window_rows;
+}
+
+default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window, double replaced_fraction) {
     default_window_sizes d;
     const size_t g = size_t(hp.group_size()), hd = size_t(hp.head_dim), row = 2 * hd * 2; // K+V F16 per position
     d.recurrent_bytes = g * hd * hd * sizeof(float);
     d.window_equal_recurrent = int32_t(d.recurrent_bytes / row); // = group_size x head_dim
     d.wr_window = wr_window > 0 ? wr_window
-                                : std::max<int32_t>(1, std::min<int32_t>(default_wr_window_rows,
+                                : std::max<int32_t>(1, std::min<int32_t>(default_wr_window(replaced_fraction),
                                                                          int32_t(std::lround(double(g * hd) / 3.0))));
     d.wr_bytes = d.recurrent_bytes + size_t(d.wr_window) * (row + g * sizeof(float));
     d.window_equal_wr = int32_t(d.wr_bytes / row);
@@ -241,7 +245,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             // again beyond every window this conversion may give, so that only a head that
             // retrieves from far back can find the earlier copy.
             std::vector<int32_t> probe = analysed;
-            const int32_t min_gap = std::max(default_windows(hp, p.wr_window).window_equal_wr, p.window_tokens);
+            // (The default sizes at the smallest fraction: the largest window the defaults give.)
+            const int32_t min_gap = std::max(default_windows(hp, p.wr_window, 0).window_equal_wr, p.window_tokens);
             const auto spans = repeat_spans(probe, probe_spans, min_gap, copy_probe_seed);
             std::vector<key_range> targets(probe.size());
             for (const auto &sp : spans)
@@ -275,7 +280,14 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             }
         }
     const bool automatic = p.automatic;
-    const default_window_sizes dw = default_windows(hp, p.wr_window);
+    // The fraction of groups the selection will replace: the one asked for, or what the threshold
+    // takes (the retrieval probe can only lower that count). --wr-window's default depends on it.
+    double planned_fraction = p.fraction;
+    if (p.fraction < 0 && !recency.empty()) {
+        const std::vector<bool> by_threshold = choose_groups(recency, -1, p.threshold, exclude);
+        planned_fraction = double(std::count(by_threshold.begin(), by_threshold.end(), true)) / double(recency.size());
+    }
+    const default_window_sizes dw = default_windows(hp, p.wr_window, planned_fraction);
     // Cache rows per window group; S of them are sink rows, the rest the ring of recent tokens.
     const int32_t window_rows =
         p.window_tokens > 0 ? p.window_tokens : automatic ? dw.window_equal_wr : dw.window_equal_recurrent;
@@ -287,6 +299,8 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
     if ((automatic || p.kind == replacement_kind::window_recurrent) && dw.wr_window - sinks < 1)
         throw error("convert: " + std::to_string(sinks) + " sink rows leave no room for a window in " +
                     std::to_string(dw.wr_window) + " rows (--wr-window)");
+    res.sizes = dw;
+    res.window_rows = window_rows;
     const int32_t window_tokens = window_rows - sinks; // rings
     const int32_t wr_tokens = dw.wr_window - sinks;
 

@@ -160,8 +160,8 @@ TEST(Hybrid, ChooseGroupsByThresholdAndFraction) {
 }
 
 // The default window sizes follow docs/FORMAT.md's memory table, worked by hand here: a window +
-// recurrent group keeps min(16, round(g·hd/3)) rows; the equal-memory windows divide the bytes by a
-// row's 2·hd·2 (rounded down).
+// recurrent group keeps min(16, round(g·hd/3)) rows below 37.5% of groups replaced, min(8, ...)
+// from there; the equal-memory windows divide the bytes by a row's 2·hd·2 (rounded down).
 TEST(Hybrid, DefaultWindowSizesFollowTheMemoryTable) {
     model_hparams smol; // SmolLM2-135M: 9 query heads over 3 KV heads (g 3), head_dim 64
     smol.n_head = 9, smol.n_head_kv = 3, smol.head_dim = 64;
@@ -173,12 +173,22 @@ TEST(Hybrid, DefaultWindowSizesFollowTheMemoryTable) {
     EXPECT_EQ(s.window_equal_wr, 208);                         // 53440 / 256 = 208.75
     EXPECT_EQ(default_windows(smol, 64).wr_window, 64);        // --wr-window overrides
     EXPECT_EQ(default_windows(smol, 64).window_equal_wr, 259); // session 4-11's 255 + 4
+    // From 37.5% of groups replaced the default is 8 rows (the 50% measurements).
+    EXPECT_EQ(default_windows(smol, 0, 0.25).wr_window, 16);
+    EXPECT_EQ(default_windows(smol, 0, 0.37).wr_window, 16);
+    EXPECT_EQ(default_windows(smol, 0, 0.375).wr_window, 8);
+    const auto half = default_windows(smol, 0, 0.5);
+    EXPECT_EQ(half.wr_window, 8);
+    EXPECT_EQ(half.wr_bytes, 49152u + 8u * (256 + 3 * 4));     // 51296
+    EXPECT_EQ(half.window_equal_wr, 200);                      // 51296 / 256 = 200.4
+    EXPECT_EQ(default_windows(smol, 64, 0.5).wr_window, 64);   // --wr-window still overrides
     model_hparams st; // stories260K: 8 query heads over 4 KV heads (g 2), head_dim 8
     st.n_head = 8, st.n_head_kv = 4, st.head_dim = 8;
     const auto t = default_windows(st);
     EXPECT_EQ(t.wr_window, 5);                                 // round(16/3), under the cap
     EXPECT_EQ(t.window_equal_recurrent, 16);                   // 512 / 32
     EXPECT_EQ(t.window_equal_wr, 22);                          // (512 + 5·(32 + 8)) / 32 = 22.25
+    EXPECT_EQ(default_windows(st, 0, 0.5).wr_window, 5);       // under the 8-row cap too
 }
 
 // --layers: only groups of the given layers are replaced, as many as without the range (the next

@@ -37,6 +37,7 @@ struct convert_params {
     // default_windows).
     int32_t window_tokens = 0;
     int32_t wr_window = 0;     // cache rows of window + recurrent groups, sinks included; 0: default_windows
+                               // at the fraction of groups the selection replaces
     // Attention-sink rows of window and window + recurrent groups: tokens 0..sinks-1 stay in the
     // group's cache for good, taken from its rows above (docs/FORMAT.md "Attention sinks").
     int32_t sinks = default_sinks;
@@ -133,8 +134,18 @@ struct end_to_end_choice {
     double seconds = 0;
 };
 
+// Per-group cache sizes of a conversion (default_windows below).
+struct default_window_sizes {
+    int32_t window_equal_recurrent = 0, wr_window = 0, window_equal_wr = 0;
+    size_t recurrent_bytes = 0, wr_bytes = 0; // per group
+};
+
 struct convert_result {
     int32_t replaced_groups = 0, total_groups = 0;
+    // The sizes this conversion used (--wr-window's default depends on the fraction replaced)
+    // and the cache rows of its window groups (sinks included) before the end-to-end check.
+    default_window_sizes sizes;
+    int32_t window_rows = 0;
     end_to_end_choice end_to_end;
     double kv_fraction_kept = 1.0; // attention KV bytes of the hybrid / of the original
     int64_t calib_tokens = 0;
@@ -173,20 +184,24 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                                  const std::string &out_path, const progress_callback &progress = {},
                                  const distill_callback &distill_progress = {});
 
+// Cache rows of a window + recurrent group (sinks included) when --wr-window is not given, by the
+// fraction of KV groups replaced. Measured on SmolLM2-135M with delta-rule, per-channel heads
+// (docs/quality.md, sessions 12-13): at 25% of groups 16 rows (4 sinks + 12 recent) keep the
+// original's passkey retrieval (39/60 at 1k) where 8 rows find 37 and 64 rows 32; at 50% 16 rows
+// lose it (31/60) and 8 rows keep it (37/60). With more groups replaced fewer exact rows do
+// better: the recurrent part has to carry the far past of more heads, and a short window leaves it
+// the training signal for that (a reading; the measurement is the table). Between the two
+// measured fractions the nearer decides (from 37.5%: 8 rows).
+constexpr int32_t default_wr_window_rows = 16, default_wr_window_rows_from_half = 8;
+constexpr double fewer_wr_rows_from_fraction = 0.375;
+int32_t default_wr_window(double replaced_fraction);
+
 // Equal-memory windows (F16 ring rows: 2 x head_dim x 2 bytes per position; a window +
 // recurrent group also keeps group_size dt floats per position and group_size head_dim² float
-// states). wr_window: default_wr_window_rows, or a third of group_size x head_dim when that is
-// less (stories260K: 5), at least 1. Why so few: on SmolLM2-135M at 25% of groups, delta-rule
-// heads with 16 rows (4 sinks + 12 recent) keep the original's passkey retrieval (39/60 at 1k)
-// and perplexity (x1.005), while with 64 rows, the size LoLCATs pairs with its linear
-// attention, they lost it (docs/quality.md, session 12). window_equal_wr: the plain window
-// whose ring costs what such a window + recurrent group costs (rounded down).
-constexpr int32_t default_wr_window_rows = 16;
-struct default_window_sizes {
-    int32_t window_equal_recurrent = 0, wr_window = 0, window_equal_wr = 0;
-    size_t recurrent_bytes = 0, wr_bytes = 0; // per group
-};
-default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window = 0);
+// states). wr_window: default_wr_window(replaced_fraction), or a third of group_size x head_dim
+// when that is less (stories260K: 5), at least 1. window_equal_wr: the plain window whose ring
+// costs what such a window + recurrent group costs (rounded down).
+default_window_sizes default_windows(const model_hparams &hp, int32_t wr_window = 0, double replaced_fraction = 0);
 
 // Initial recurrent-head parameters ("The Mamba in the Llama": C<-Q, B<-K, x<-V come from the
 // attention rows themselves; see docs/FORMAT.md for dt, A and D).
