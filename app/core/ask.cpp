@@ -371,12 +371,12 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
     const recur::memory_report mem0 = ctx.memory();
     auto sample_at = [&](int64_t tokens) {
         // KV rows grow linearly with the tokens; the replaced groups' state (recurrent states and
-        // window rows, stored as recurrent_bytes) is fixed.
+        // window rows) is fixed.
         memory_sample m;
         m.tokens = tokens;
         m.kv_bytes = int64_t(double(mem0.kv_bytes) * double(tokens) / double(std::max(1, mem0.n_ctx)));
         m.full_attention_bytes = int64_t(double(mem0.full_attention_kv_bytes) * double(tokens) / double(std::max(1, mem0.n_ctx)));
-        m.recurrent_bytes = int64_t(mem0.recurrent_bytes + mem0.window_bytes);
+        m.fixed_state_bytes = int64_t(mem0.recurrent_bytes + mem0.window_bytes);
         return m;
     };
     auto measured_sample = [&] {
@@ -384,7 +384,7 @@ ask_result ask_engine::ask(const ask_request &req, const ask_callbacks &cb) {
         memory_sample m;
         m.tokens = r.n_past;
         m.kv_bytes = int64_t(r.kv_used_bytes);
-        m.recurrent_bytes = int64_t(r.recurrent_bytes + r.window_bytes);
+        m.fixed_state_bytes = int64_t(r.recurrent_bytes + r.window_bytes);
         m.full_attention_bytes =
             int64_t(double(r.full_attention_kv_bytes) * double(r.n_past) / double(std::max(1, r.n_ctx)));
         return m;

@@ -565,7 +565,7 @@ void session_store::add_memory_samples(int64_t session_id, int64_t message_id, c
     const std::string what = "saving memory samples";
     transaction t(db_, what, path_);
     statement st(db_,
-                 "INSERT INTO memory_samples (session_id, message_id, tokens, kv_bytes, recurrent_bytes, "
+                 "INSERT INTO memory_samples (session_id, message_id, tokens, kv_bytes, fixed_state_bytes, "
                  "full_attention_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                  path_);
     const int64_t now = sql::now_ms();
@@ -573,7 +573,7 @@ void session_store::add_memory_samples(int64_t session_id, int64_t message_id, c
         st.bind(1, session_id);
         if (message_id) st.bind(2, message_id);
         else st.bind_null(2);
-        st.bind(3, s.tokens).bind(4, s.kv_bytes).bind(5, s.recurrent_bytes).bind(6, s.full_attention_bytes).bind(7, now);
+        st.bind(3, s.tokens).bind(4, s.kv_bytes).bind(5, s.fixed_state_bytes).bind(6, s.full_attention_bytes).bind(7, now);
         st.run(what);
         st.reset();
     }
@@ -582,7 +582,7 @@ void session_store::add_memory_samples(int64_t session_id, int64_t message_id, c
 
 std::vector<memory_sample> session_store::memory_samples(int64_t session_id) {
     statement st(db_,
-                 "SELECT tokens, kv_bytes, recurrent_bytes, full_attention_bytes FROM memory_samples WHERE session_id = ? "
+                 "SELECT tokens, kv_bytes, fixed_state_bytes, full_attention_bytes FROM memory_samples WHERE session_id = ? "
                  "ORDER BY id",
                  path_);
     st.bind(1, session_id);

@@ -104,7 +104,7 @@ struct head_stat {
 struct memory_sample {
     int64_t tokens = 0;
     int64_t kv_bytes = 0;             // attention KV cache rows in use
-    int64_t recurrent_bytes = 0;      // the replaced groups' fixed-size state: recurrent states and window rows
+    int64_t fixed_state_bytes = 0;    // the replaced groups' fixed-size state: recurrent states and window rows
     int64_t full_attention_bytes = 0; // what the KV cache would hold with every group attention
 };
 

@@ -157,7 +157,7 @@ QVector<MemorySample> SessionCatalog::memorySamples(qint64 sessionId) {
             MemorySample o;
             o.tokens = m.tokens;
             o.kvUsedBytes = m.kv_bytes;
-            o.fixedStateBytes = m.recurrent_bytes;
+            o.fixedStateBytes = m.fixed_state_bytes;
             o.fullAttentionUsedBytes = m.full_attention_bytes;
             out.push_back(o);
         }

@@ -268,6 +268,11 @@ TEST_P(Migration, FromEarlierVersion) {
         }
         if (v >= 3) {
             ASSERT_EQ(db.exec("INSERT INTO head_stats VALUES (1, 0, 0, 32, 0.5, 0.1, x'000000000000F03F');"), SQLITE_OK);
+            // Columns named as this version names them (version 5 renames recurrent_bytes).
+            const std::string fixed = v >= 5 ? "fixed_state_bytes" : "recurrent_bytes";
+            ASSERT_EQ(db.exec("INSERT INTO memory_samples (session_id, message_id, tokens, kv_bytes, " + fixed +
+                              ", full_attention_bytes, created_at) VALUES (1, NULL, 100, 2000, 777, 4000, 1500);"),
+                      SQLITE_OK);
         }
     }
     {
@@ -284,6 +289,12 @@ TEST_P(Migration, FromEarlierVersion) {
             const auto hs = s.head_stats(1);
             ASSERT_EQ(hs.size(), 1u);
             EXPECT_EQ(hs[0].hist, std::vector<double>{1.0});
+            const auto mem = s.memory_samples(1);
+            ASSERT_EQ(mem.size(), 1u);
+            EXPECT_EQ(mem[0].tokens, 100);
+            EXPECT_EQ(mem[0].kv_bytes, 2000);
+            EXPECT_EQ(mem[0].fixed_state_bytes, 777) << "the fixed-state column keeps its values through the rename";
+            EXPECT_EQ(mem[0].full_attention_bytes, 4000);
         }
         // Everything the newest schema has works on the upgraded file.
         const int64_t doc = s.add_document(make_doc("New document text."));
