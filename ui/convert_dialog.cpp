@@ -2,6 +2,8 @@
 
 #include "convert_worker.h"
 
+#include <algorithm>
+
 #include <QComboBox>
 #include <QDialogButtonBox>
 #include <QDir>
@@ -31,6 +33,7 @@ QString phaseTitle(const QString &phase) {
     if (phase == QLatin1String("evaluate")) return QObject::tr("Measuring each kind of head on held-out text");
     if (phase == QLatin1String("compare")) return QObject::tr("Comparing the whole hybrid with the original");
     if (phase == QLatin1String("retrieval")) return QObject::tr("Checking passkey retrieval");
+    if (phase == QLatin1String("retrieval_probe")) return QObject::tr("Probing which heads retrieval needs");
     return phase;
 }
 
@@ -177,8 +180,6 @@ void ConvertDialog::start() {
     }
     m_useButton->setEnabled(false);
     m_written.clear();
-    m_phase.clear();
-    m_stage = 0;
     setRunning(true);
     m_bar->setValue(0);
     m_status->setText(tr("Starting…"));
@@ -207,13 +208,11 @@ void ConvertDialog::onStarted(const ConvertRequest &) {
 
 void ConvertDialog::onProgress(const ConvertProgress &p) {
     if (p.total > 0) m_bar->setValue(int(1000.0 * double(p.done) / double(p.total)));
-    // The bar restarts with every phase (a conversion has six to eight of them): the stage number
-    // says the conversion as a whole is moving on.
-    if (p.phase != m_phase) {
-        m_phase = p.phase;
-        ++m_stage;
-    }
-    QString line = tr("Stage %1 · %2").arg(m_stage).arg(phaseTitle(p.phase));
+    // The bar restarts with every phase: the stage number says the conversion as a whole is moving
+    // on, and how far it has to go ("6–7": a last check runs only when the result needs it).
+    const int atLeast = std::max(p.stages, p.stage), atMost = std::max(atLeast, p.stages + p.optionalStages);
+    const QString of = atMost > atLeast ? tr("%1–%2").arg(atLeast).arg(atMost) : QString::number(atLeast);
+    QString line = tr("Stage %1 of %2 · %3").arg(p.stage).arg(of, phaseTitle(p.phase));
     if (p.phase == QLatin1String("train")) line += tr(": step %1 of %2").arg(p.done).arg(p.total);
     else if (p.total > 0) line += tr(": %1 of %2 tokens").arg(p.done).arg(p.total);
     if (p.loss >= 0) line += tr(", relative error %1").arg(p.loss, 0, 'f', 4);

@@ -58,8 +58,6 @@ class ConvertDialog : public QDialog {
     bool m_running = false;
     bool m_outputEdited = false; // the user chose the output: a new fraction does not rename it
     QString m_written;           // the hybrid written by the last conversion
-    QString m_phase;             // of the last progress report
-    int m_stage = 0;             // phases seen in this conversion
     QComboBox *m_fraction;
     QLineEdit *m_calibration, *m_output;
     QLabel *m_status;

@@ -54,7 +54,16 @@ void ConvertWorker::convert(const ConvertRequest &request) {
         const recur_app::document doc = recur_app::import_document(request.calibrationPath.toStdString());
         const std::vector<int32_t> ids = recur_app::calibration_tokens(*m, doc.text, m->vocab().adds_bos(), p);
 
+        // Stages are counted on every callback, reported or not, so that a short phase between two
+        // reports still counts.
+        const recur::convert_phase_plan plan = recur::convert_phases(p);
+        QString lastPhase;
+        int stage = 0;
         auto report = [&](ConvertProgress pr, bool force) {
+            if (pr.phase != lastPhase) lastPhase = pr.phase, ++stage, force = true;
+            pr.stage = stage;
+            pr.stages = int(plan.phases.size());
+            pr.optionalStages = int(plan.optional.size());
             if (!force && sinceReport.elapsed() < progress_interval_ms) return;
             sinceReport.restart();
             emit progress(pr);

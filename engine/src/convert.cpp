@@ -197,6 +197,23 @@ std::vector<bool> choose_groups(const std::vector<double> &group_recency, double
     return chosen;
 }
 
+convert_phase_plan convert_phases(const convert_params &p) {
+    convert_phase_plan plan;
+    plan.phases.push_back("analysis");
+    if (p.retrieval_probe_trials > 0) plan.phases.push_back("retrieval_probe");
+    // As convert_to_hybrid decides want_rec / want_wr and whether distill_heads runs.
+    const int distilled_kinds = p.automatic ? 2 : p.kind == replacement_kind::window ? 0 : p.steps > 0 ? 1 : 0;
+    for (int k = 0; k < distilled_kinds; ++k) {
+        plan.phases.push_back("capture");
+        if (p.steps > 0) plan.phases.push_back("train");
+    }
+    if (p.automatic && p.compare_end_to_end) {
+        plan.phases.push_back("compare");
+        plan.optional.push_back("retrieval");
+    }
+    return plan;
+}
+
 convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &calib_tokens, const convert_params &p,
                                  const std::string &out_path, const progress_callback &progress,
                                  const distill_callback &distill_progress) {

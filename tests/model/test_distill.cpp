@@ -1007,6 +1007,47 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
 }
 #endif
 
+// convert_phases lists the stages a forced-kind conversion reports, in order: distilled kinds
+// capture then train, a window (exact, untrained) only analyses, and the retrieval probe comes
+// before the distillation.
+TEST(Distill, ConvertPhasesAreTheOnesReported) {
+    auto m = model::load(stories);
+    const auto calib = text_tokens(*m, 0, 20000, 1500);
+    struct run {
+        replacement_kind kind;
+        int32_t steps, probe_trials;
+    };
+    for (const run r : {run{replacement_kind::recurrent, 10, 0}, run{replacement_kind::window_recurrent, 0, 0},
+                        run{replacement_kind::window, 0, 2}, run{replacement_kind::window_recurrent, 10, 2}}) {
+        convert_params cp;
+        cp.fraction = 0.25;
+        cp.n_threads = 2;
+        cp.kind = r.kind;
+        cp.steps = r.steps;
+        cp.distill.seq_len = 256;
+        cp.retrieval_probe_trials = r.probe_trials;
+        std::vector<std::string> order;
+        auto note = [&](const std::string &phase) {
+            if (order.empty() || order.back() != phase) order.push_back(phase);
+        };
+        const std::string out = tmp("phases.gguf");
+        convert_to_hybrid(
+            *m, calib, cp, out,
+            [&](int64_t, int64_t) {
+                note("analysis");
+                return true;
+            },
+            [&](const distill_progress &pr) {
+                note(pr.phase);
+                return true;
+            });
+        const convert_phase_plan plan = convert_phases(cp);
+        EXPECT_EQ(order, plan.phases) << "kind " << int(r.kind) << ", steps " << r.steps << ", probe " << r.probe_trials;
+        EXPECT_TRUE(plan.optional.empty());
+        std::remove(out.c_str());
+    }
+}
+
 // The checks after training (end-to-end KL, then the retrieval check) report progress in tokens
 // and stop when asked; a stopped or failed check leaves no output file (its choice was not
 // made) and no candidate file.
@@ -1034,12 +1075,28 @@ TEST(Distill, ConvertAutoChecksReportProgressAndStopWhenCancelled) {
         if (pr.done > pr.total || pr.total <= 0) s.monotonic = false;
         ++s.reports, s.last_done = pr.done, s.total = pr.total;
     };
-    const auto res = convert_to_hybrid(*m, calib, cp, out, {}, [&](const distill_progress &pr) {
-        record(pr);
-        return true;
-    });
+    std::vector<std::string> order; // phases in the order reported, each once per stretch
+    auto note = [&](const std::string &phase) {
+        if (order.empty() || order.back() != phase) order.push_back(phase);
+    };
+    const auto res = convert_to_hybrid(
+        *m, calib, cp, out,
+        [&](int64_t, int64_t) {
+            note("analysis");
+            return true;
+        },
+        [&](const distill_progress &pr) {
+            note(pr.phase);
+            record(pr);
+            return true;
+        });
     ASSERT_TRUE(res.end_to_end.measured);
     ASSERT_GT(res.end_to_end.retrieval_trials, 0) << "a trained candidate should win on KL against 1-token windows";
+    // The stages a progress display counts are the ones reported, the optional check included.
+    const convert_phase_plan plan = convert_phases(cp);
+    std::vector<std::string> want = plan.phases;
+    want.insert(want.end(), plan.optional.begin(), plan.optional.end());
+    EXPECT_EQ(order, want);
     for (const char *phase : {"compare", "retrieval"}) {
         ASSERT_TRUE(phases.count(phase)) << phase;
         const seen &s = phases[phase];

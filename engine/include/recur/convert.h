@@ -174,6 +174,16 @@ bool retrieval_keeps_trained(double original_nll, double trained_nll, double win
 std::vector<bool> choose_groups(const std::vector<double> &group_recency, double fraction, double threshold,
                                 const std::vector<bool> &exclude = {});
 
+// The progress phases convert_to_hybrid reports for p, in order (the stages a progress display
+// counts): "analysis" (its progress callback), then through distill_progress "retrieval_probe"
+// (with the retrieval probe), "capture" and "train" per distilled kind ("train" only with steps >
+// 0), and "compare" (automatic, with compare_end_to_end). `optional`: phases the run itself
+// decides on, after those: "retrieval", when a candidate with trained heads wins on KL.
+struct convert_phase_plan {
+    std::vector<std::string> phases, optional;
+};
+convert_phase_plan convert_phases(const convert_params &p);
+
 // Runs the analysis over calib_tokens (BOS first where the vocabulary adds it), initialises the
 // chosen groups' recurrent heads, distils them on all of calib_tokens when p.steps > 0
 // (recur/distill.h), and writes the hybrid file to out_path. progress(done, total) (analysis) and
