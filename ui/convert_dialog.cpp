@@ -209,10 +209,8 @@ void ConvertDialog::onStarted(const ConvertRequest &) {
 void ConvertDialog::onProgress(const ConvertProgress &p) {
     if (p.total > 0) m_bar->setValue(int(1000.0 * double(p.done) / double(p.total)));
     // The bar restarts with every phase: the stage number says the conversion as a whole is moving
-    // on, and how far it has to go ("6–7": a last check runs only when the result needs it).
-    const int atLeast = std::max(p.stages, p.stage), atMost = std::max(atLeast, p.stages + p.optionalStages);
-    const QString of = atMost > atLeast ? tr("%1–%2").arg(atLeast).arg(atMost) : QString::number(atLeast);
-    QString line = tr("Stage %1 of %2 · %3").arg(p.stage).arg(of, phaseTitle(p.phase));
+    // on, and how far it has to go.
+    QString line = tr("Stage %1 of %2 · %3").arg(p.stage).arg(std::max(p.stages, p.stage)).arg(phaseTitle(p.phase));
     if (p.phase == QLatin1String("train")) line += tr(": step %1 of %2").arg(p.done).arg(p.total);
     else if (p.total > 0) line += tr(": %1 of %2 tokens").arg(p.done).arg(p.total);
     if (p.loss >= 0) line += tr(", relative error %1").arg(p.loss, 0, 'f', 4);

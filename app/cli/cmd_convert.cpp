@@ -185,23 +185,24 @@ int cmd_convert(const options &o) {
         j.field("calib_tokens", int64_t(r.calib_tokens)).field("steps", int64_t(cp.steps));
         if (r.end_to_end.measured) {
             j.key("end_to_end").begin_object();
-            j.field("mix_kl", r.end_to_end.mix_kl);
-            if (r.end_to_end.winrec_kl >= 0) j.field("winrec_kl", r.end_to_end.winrec_kl);
-            if (r.end_to_end.window_kl >= 0) j.field("window_kl", r.end_to_end.window_kl);
-            if (r.end_to_end.window_no_sinks_kl >= 0) j.field("window_no_sinks_kl", r.end_to_end.window_no_sinks_kl);
-            j.field("positions", r.end_to_end.positions).field("kept", r.end_to_end.kept);
-            if (r.end_to_end.retrieval_trials > 0) {
-                j.field("retrieval_trials", int64_t(r.end_to_end.retrieval_trials));
-                j.field("retrieval_checked", r.end_to_end.retrieval_checked);
-                j.field("retrieval_original", int64_t(r.end_to_end.retrieval_original));
-                j.field("retrieval_lost_trained", int64_t(r.end_to_end.retrieval_lost_trained));
-                j.field("retrieval_lost_window", int64_t(r.end_to_end.retrieval_lost_window));
-                j.field("retrieval_trained", int64_t(r.end_to_end.retrieval_trained));
-                j.field("retrieval_window", int64_t(r.end_to_end.retrieval_window));
-                j.field("retrieval_original_nll", r.end_to_end.retrieval_original_nll);
-                j.field("retrieval_trained_nll", r.end_to_end.retrieval_trained_nll);
-                j.field("retrieval_window_nll", r.end_to_end.retrieval_window_nll);
+            const end_to_end_choice &e = r.end_to_end;
+            for (const end_to_end_candidate &c : e.candidates) j.field(c.name + "_kl", c.kl);
+            j.field("positions", e.positions).field("kept", e.kept);
+            if (e.retrieval_trials > 0) {
+                j.field("retrieval_trials", int64_t(e.retrieval_trials));
+                j.field("retrieval_original", int64_t(e.retrieval_original));
+                j.field("retrieval_original_nll", e.retrieval_original_nll);
             }
+            j.key("candidates").begin_array();
+            for (const end_to_end_candidate &c : e.candidates) {
+                j.begin_object().field("name", c.name).field("kl", c.kl);
+                if (e.retrieval_trials > 0) {
+                    j.field("retrieval_nll", c.retrieval_nll).field("retrieval_found", int64_t(c.retrieval_found));
+                    j.field("retrieval_lost", int64_t(c.retrieval_lost));
+                }
+                j.end_object();
+            }
+            j.end_array();
             j.field("seconds", r.end_to_end.seconds);
             j.end_object();
         }
@@ -327,14 +328,15 @@ int cmd_convert(const options &o) {
                        : name == "window" ? "all windows"
                                           : "all windows without sinks";
             };
-            printf("end to end on %lld held-out positions, mean KL: %.5f (per-group choice)", (long long)e.positions, e.mix_kl);
-            if (e.winrec_kl >= 0) printf(", %.5f (all window+recurrent)", e.winrec_kl);
-            if (e.window_kl >= 0) printf(", %.5f (all windows)", e.window_kl);
-            if (e.window_no_sinks_kl >= 0) printf(", %.5f (all windows, no sinks)", e.window_no_sinks_kl);
-            if (e.retrieval_trials > 0)
-                printf("; %d passkeys, answer NLL (found): %.3f (%d, original), %.3f (%d, %s), %.3f (%d, best windows)",
-                       e.retrieval_trials, e.retrieval_original_nll, e.retrieval_original, e.retrieval_trained_nll,
-                       e.retrieval_trained, describe(e.retrieval_checked), e.retrieval_window_nll, e.retrieval_window);
+            printf("end to end on %lld held-out positions, mean KL:", (long long)e.positions);
+            for (size_t i = 0; i < e.candidates.size(); ++i)
+                printf("%s %.5f (%s)", i ? "," : "", e.candidates[i].kl, describe(e.candidates[i].name));
+            if (e.retrieval_trials > 0) {
+                printf("; %d passkeys, answer NLL (found): %.3f (%d, original)", e.retrieval_trials,
+                       e.retrieval_original_nll, e.retrieval_original);
+                for (const end_to_end_candidate &c : e.candidates)
+                    printf(", %.3f (%d, %s)", c.retrieval_nll, c.retrieval_found, describe(c.name));
+            }
             printf(": kept %s\n", describe(e.kept));
         }
         if (cp.steps > 0 && !d.heads.empty()) {

@@ -56,14 +56,13 @@ void ConvertWorker::convert(const ConvertRequest &request) {
 
         // Stages are counted on every callback, reported or not, so that a short phase between two
         // reports still counts.
-        const recur::convert_phase_plan plan = recur::convert_phases(p);
+        const int stages = int(recur::convert_phases(p).size());
         QString lastPhase;
         int stage = 0;
         auto report = [&](ConvertProgress pr, bool force) {
             if (pr.phase != lastPhase) lastPhase = pr.phase, ++stage, force = true;
             pr.stage = stage;
-            pr.stages = int(plan.phases.size());
-            pr.optionalStages = int(plan.optional.size());
+            pr.stages = stages;
             if (!force && sinceReport.elapsed() < progress_interval_ms) return;
             sinceReport.restart();
             emit progress(pr);

@@ -190,9 +190,8 @@ struct ConvertRequest {
 // "evaluate", "compare" (end-to-end KL), "retrieval" (passkey check), "writing".
 struct ConvertProgress {
     QString phase;
-    // Stage `stage` (from 1) of `stages` the conversion surely has, plus `optionalStages` it may
-    // add at its end (the retrieval check): recur::convert_phases.
-    int stage = 0, stages = 0, optionalStages = 0;
+    // Stage `stage` (from 1) of the `stages` recur::convert_phases lists.
+    int stage = 0, stages = 0;
     qint64 done = 0, total = 0;
     double tokensPerSecond = 0;
     double loss = -1;        // train: mean relative error over the heads, else -1

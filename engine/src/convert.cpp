@@ -15,7 +15,6 @@
 #include <fstream>
 #include <functional>
 #include <numeric>
-#include <optional>
 
 namespace recur {
 
@@ -145,8 +144,23 @@ double mean_nll_increase(const std::vector<passkey_answer_score> &scores, const 
 
 } // namespace
 
-bool retrieval_keeps_trained(double original_nll, double trained_nll, double window_nll) {
-    return trained_nll <= original_nll + retrieval_nll_tolerance || trained_nll <= window_nll;
+size_t retrieval_choice(double original_nll, int32_t original_found, const std::vector<double> &kl,
+                        const std::vector<double> &nll) {
+    if (kl.empty() || kl.size() != nll.size()) throw error("convert: one KL and one answer NLL per candidate expected");
+    std::vector<size_t> order(kl.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return kl[a] < kl[b]; });
+    if (original_found <= 0) return order.front();
+    const double best_nll = *std::min_element(nll.begin(), nll.end());
+    for (size_t i : order)
+        if (nll[i] <= original_nll + retrieval_nll_tolerance || nll[i] <= best_nll) return i;
+    return order.front(); // not reached: the best retriever qualifies
+}
+
+double end_to_end_choice::kl_of(const std::string &name) const {
+    for (const auto &c : candidates)
+        if (c.name == name) return c.kl;
+    return -1;
 }
 
 float initial_dt_bias(int32_t window) {
@@ -197,21 +211,17 @@ std::vector<bool> choose_groups(const std::vector<double> &group_recency, double
     return chosen;
 }
 
-convert_phase_plan convert_phases(const convert_params &p) {
-    convert_phase_plan plan;
-    plan.phases.push_back("analysis");
-    if (p.retrieval_probe_trials > 0) plan.phases.push_back("retrieval_probe");
+std::vector<std::string> convert_phases(const convert_params &p) {
+    std::vector<std::string> phases = {"analysis"};
+    if (p.retrieval_probe_trials > 0) phases.push_back("retrieval_probe");
     // As convert_to_hybrid decides want_rec / want_wr and whether distill_heads runs.
     const int distilled_kinds = p.automatic ? 2 : p.kind == replacement_kind::window ? 0 : p.steps > 0 ? 1 : 0;
     for (int k = 0; k < distilled_kinds; ++k) {
-        plan.phases.push_back("capture");
-        if (p.steps > 0) plan.phases.push_back("train");
+        phases.push_back("capture");
+        if (p.steps > 0) phases.push_back("train");
     }
-    if (p.automatic && p.compare_end_to_end) {
-        plan.phases.push_back("compare");
-        plan.optional.push_back("retrieval");
-    }
-    return plan;
+    if (p.automatic && p.compare_end_to_end) phases.insert(phases.end(), {"compare", "retrieval"});
+    return phases;
 }
 
 convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &calib_tokens, const convert_params &p,
@@ -668,7 +678,6 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         // Index 0: the mix at out_path; i > 0: cands[i - 1].
         auto path_of = [&](size_t i) { return i == 0 ? out_path : cands[i - 1].path; };
         auto name_of = [&](size_t i) { return i == 0 ? std::string("mix") : cands[i - 1].name; };
-        auto is_window = [&](size_t i) { return i == 0 ? !mix_has_trained : cands[i - 1].kind == replacement_kind::window; };
         std::vector<double> kl;
         try {
             for (auto &c : cands) {
@@ -690,56 +699,42 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             throw;
         }
         e2e.measured = true;
-        e2e.mix_kl = kl[0];
-        size_t best = 0; // a tie keeps the earlier
-        for (size_t i = 1; i < kl.size(); ++i) {
-            const std::string &n = cands[i - 1].name;
-            (n == "winrec" ? e2e.winrec_kl : n == "window" ? e2e.window_kl : e2e.window_no_sinks_kl) = kl[i];
+        for (size_t i = 0; i < kl.size(); ++i) e2e.candidates.push_back({name_of(i), kl[i], -1, -1, -1});
+        size_t best = 0; // by KL alone (a tie keeps the earlier), unless the retrieval check runs
+        for (size_t i = 1; i < kl.size(); ++i)
             if (kl[i] < kl[best]) best = i;
-        }
-        // The window candidate of lowest KL (the mix is one when it has no trained groups), if any.
-        std::optional<size_t> win;
-        for (size_t i = 0; i < kl.size(); ++i)
-            if (is_window(i) && (!win || kl[i] < kl[*win])) win = i;
-        if (!is_window(best) && win) {
-            // A candidate with trained heads wins on KL: check it still retrieves like the
-            // original, against the best window candidate (measured on SmolLM2-135M: mixes with
-            // lower KL found fewer passkeys than all windows did, docs/quality.md).
-            // retrieval_keeps_trained decides.
-            try {
-                std::unique_ptr<model> trained = model::load(path_of(best)), alt = model::load(path_of(*win));
-                const std::vector<scored_prompt> prompts =
-                    passkey_scoring_prompts(m.vocab(), calib_tokens, dp.seq_len, retrieval_trials, retrieval_seed);
-                if (!prompts.empty()) {
-                    phase_meter meter(distill_progress, "retrieval", "retrieval check",
-                                      3 * int64_t(prompts.size()) * dp.seq_len);
-                    std::vector<std::vector<passkey_answer_score>> scores; // [original, trained, window][trial]
-                    const model *const scored[] = {&m, trained.get(), alt.get()};
-                    for (const model *x : scored)
-                        scores.push_back(score_prompts(*x, prompts, p.n_threads, p.n_batch, meter));
-                    const size_t n = prompts.size();
-                    e2e.retrieval_trials = int32_t(n);
-                    e2e.retrieval_checked = name_of(best);
-                    e2e.retrieval_original = e2e.retrieval_lost_trained = e2e.retrieval_lost_window = 0;
-                    e2e.retrieval_trained = e2e.retrieval_window = 0;
-                    e2e.retrieval_original_nll = e2e.retrieval_trained_nll = e2e.retrieval_window_nll = 0;
+        // The retrieval check (retrieval_choice): the original and every candidate on the same
+        // passkey prompts.
+        try {
+            const std::vector<scored_prompt> prompts =
+                passkey_scoring_prompts(m.vocab(), calib_tokens, dp.seq_len, retrieval_trials, retrieval_seed);
+            if (!prompts.empty()) {
+                phase_meter meter(distill_progress, "retrieval", "retrieval check",
+                                  int64_t(1 + kl.size()) * int64_t(prompts.size()) * dp.seq_len);
+                const std::vector<passkey_answer_score> original = score_prompts(m, prompts, p.n_threads, p.n_batch, meter);
+                const size_t n = prompts.size();
+                e2e.retrieval_trials = int32_t(n);
+                e2e.retrieval_original = 0;
+                e2e.retrieval_original_nll = 0;
+                for (const auto &o : original) e2e.retrieval_original += o.top1, e2e.retrieval_original_nll += o.nll / double(n);
+                std::vector<double> nll;
+                for (size_t i = 0; i < kl.size(); ++i) {
+                    const std::unique_ptr<model> h = model::load(path_of(i));
+                    const std::vector<passkey_answer_score> sc = score_prompts(*h, prompts, p.n_threads, p.n_batch, meter);
+                    end_to_end_candidate &c = e2e.candidates[i];
+                    c.retrieval_nll = 0, c.retrieval_found = c.retrieval_lost = 0;
                     for (size_t t = 0; t < n; ++t) {
-                        const passkey_answer_score &o = scores[0][t], &x = scores[1][t], &w = scores[2][t];
-                        e2e.retrieval_original += o.top1, e2e.retrieval_trained += x.top1, e2e.retrieval_window += w.top1;
-                        e2e.retrieval_lost_trained += o.top1 && !x.top1;
-                        e2e.retrieval_lost_window += o.top1 && !w.top1;
-                        e2e.retrieval_original_nll += o.nll / double(n);
-                        e2e.retrieval_trained_nll += x.nll / double(n);
-                        e2e.retrieval_window_nll += w.nll / double(n);
+                        c.retrieval_nll += sc[t].nll / double(n);
+                        c.retrieval_found += sc[t].top1;
+                        c.retrieval_lost += original[t].top1 && !sc[t].top1;
                     }
-                    if (!retrieval_keeps_trained(e2e.retrieval_original_nll, e2e.retrieval_trained_nll,
-                                                 e2e.retrieval_window_nll))
-                        best = *win;
+                    nll.push_back(c.retrieval_nll);
                 }
-            } catch (...) {
-                abandon();
-                throw;
+                best = retrieval_choice(e2e.retrieval_original_nll, e2e.retrieval_original, kl, nll);
             }
+        } catch (...) {
+            abandon();
+            throw;
         }
         if (best > 0) {
             const candidate &c = cands[best - 1];

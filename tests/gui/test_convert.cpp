@@ -95,8 +95,8 @@ class TestConvert : public QObject {
         QVERIFY(!QFileInfo::exists(r.outputPath + QStringLiteral(".part")));
         // Progress: the analysis and the training were reported, each phase's count never went back.
         // Each phase is one stage, numbered from 1 without a gap, out of the default conversion's
-        // six (analysis, capture and training of both trained kinds, the end-to-end comparison)
-        // and one optional retrieval check.
+        // seven (analysis, capture and training of both trained kinds, the end-to-end comparison,
+        // the retrieval check).
         QStringList phases;
         QString phase;
         qint64 last = -1;
@@ -107,16 +107,14 @@ class TestConvert : public QObject {
                 phases << phase;
             }
             QCOMPARE(p.stage, int(phases.size()));
-            QCOMPARE(p.stages, 6);
-            QCOMPARE(p.optionalStages, 1);
+            QCOMPARE(p.stages, 7);
             QVERIFY2(p.done >= last, qPrintable(phase));
             QVERIFY(p.done <= p.total);
             last = p.done;
         }
-        QCOMPARE(phases.mid(0, 6), (QStringList{QStringLiteral("analysis"), QStringLiteral("capture"), QStringLiteral("train"),
-                                                QStringLiteral("capture"), QStringLiteral("train"), QStringLiteral("compare")}));
-        QVERIFY2(phases.size() == 6 || (phases.size() == 7 && phases.back() == QStringLiteral("retrieval")),
-                 qPrintable(phases.join(',')));
+        QCOMPARE(phases, (QStringList{QStringLiteral("analysis"), QStringLiteral("capture"), QStringLiteral("train"),
+                                      QStringLiteral("capture"), QStringLiteral("train"), QStringLiteral("compare"),
+                                      QStringLiteral("retrieval")}));
 
         // The hybrid is no model to convert again.
         ConvertRequest again = request(QStringLiteral("twice.gguf"), 30);
@@ -192,10 +190,10 @@ class TestConvert : public QObject {
         QSignalSpy use(&dlg, &ConvertDialog::useModelRequested);
         dlg.start();
         QVERIFY(dlg.isRunning());
-        // Progress names the stage, how many there are, and the phase ("Stage 2 of 6–7 · Recording
+        // Progress names the stage, how many there are, and the phase ("Stage 2 of 7 · Recording
         // what the original heads do: ...").
         QTRY_VERIFY_WITH_TIMEOUT(dlg.statusText().startsWith(QStringLiteral("Stage ")) || !dlg.isRunning(), 60000);
-        QVERIFY2(dlg.statusText().contains(QStringLiteral(" of 6–7 · ")) || !dlg.isRunning(), qPrintable(dlg.statusText()));
+        QVERIFY2(dlg.statusText().contains(QStringLiteral(" of 7 · ")) || !dlg.isRunning(), qPrintable(dlg.statusText()));
         QVERIFY2(dlg.isRunning(), "finished before any progress was shown");
         QTRY_VERIFY_WITH_TIMEOUT(!dlg.isRunning(), 300000);
         QVERIFY2(dlg.statusText().startsWith(QStringLiteral("Wrote dialog.gguf")), qPrintable(dlg.statusText()));

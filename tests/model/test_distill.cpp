@@ -586,16 +586,30 @@ TEST(Distill, ResumeFromCheckpointEqualsAnUninterruptedRun) {
     std::remove(p.checkpoint_path.c_str());
 }
 
-// The retrieval check's rule against hand-worked cases (tolerance 0.1 nats).
-TEST(Distill, RetrievalRuleKeepsTheTrainedCandidateWithinTheToleranceOrNoWorseThanTheWindows) {
+// The retrieval check's rule against hand-worked cases (tolerance 0.1 nats): in order of KL, the
+// first candidate within the tolerance of the original's answer NLL or no worse than any other.
+TEST(Distill, RetrievalRuleKeepsTheLowestKlCandidateThatRetrieves) {
     EXPECT_EQ(retrieval_nll_tolerance, 0.1);
-    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.50, 2.40));  // as likely as the original's
-    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.59, 2.40));  // within the tolerance
-    EXPECT_FALSE(retrieval_keeps_trained(2.50, 2.61, 2.40)); // beyond it, windows better
-    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.80, 2.80));  // beyond it, but no worse than the windows
-    EXPECT_TRUE(retrieval_keeps_trained(2.50, 4.00, 4.50));  // far beyond, windows worse still
-    EXPECT_FALSE(retrieval_keeps_trained(2.52, 2.81, 2.53)); // SmolLM2 25% at 1k (60 prompts): +0.28 against +0.004
-    EXPECT_TRUE(retrieval_keeps_trained(2.50, 2.20, 2.00));  // better than the original
+    const std::vector<double> kl2 = {0.01, 0.02}; // a trained mix, then windows
+    EXPECT_EQ(retrieval_choice(2.50, 20, kl2, {2.50, 2.40}), 0u); // as likely as the original's
+    EXPECT_EQ(retrieval_choice(2.50, 20, kl2, {2.59, 2.40}), 0u); // within the tolerance
+    EXPECT_EQ(retrieval_choice(2.50, 20, kl2, {2.61, 2.40}), 1u); // beyond it, windows better
+    EXPECT_EQ(retrieval_choice(2.50, 20, kl2, {2.80, 2.80}), 0u); // beyond it, but no worse than the windows
+    EXPECT_EQ(retrieval_choice(2.50, 20, kl2, {4.00, 4.50}), 0u); // far beyond, windows worse still
+    EXPECT_EQ(retrieval_choice(2.52, 20, kl2, {2.81, 2.53}), 1u); // SmolLM2 25% at 1k (60 prompts): +0.28 against +0.004
+    EXPECT_EQ(retrieval_choice(2.50, 20, kl2, {2.20, 2.00}), 0u); // better than the original
+    // SmolLM2 50%, session 13 (KL on held-out text; NLL of the 60 evaluation prompts at 1k): all
+    // windows win on KL and lose retrieval, the mix too; the 8-row window + recurrent groups,
+    // third by KL, are within the tolerance.
+    EXPECT_EQ(retrieval_choice(2.523, 39, {0.0256, 0.0590, 0.0214}, {3.266, 2.609, 2.866}), 1u);
+    // None within the tolerance: the best retriever.
+    EXPECT_EQ(retrieval_choice(2.50, 20, {0.01, 0.02, 0.03}, {3.0, 2.9, 3.1}), 1u);
+    // A KL tie keeps the earlier.
+    EXPECT_EQ(retrieval_choice(2.50, 20, {0.05, 0.05}, {2.5, 2.5}), 0u);
+    // The original finds no key: the likelihoods rank noise, the lowest KL is kept (stories260K).
+    EXPECT_EQ(retrieval_choice(45.107, 0, {0.121, 0.328, 0.112}, {45.586, 44.632, 45.343}), 2u);
+    EXPECT_THROW(retrieval_choice(2.5, 20, {0.1, 0.2}, {2.5}), error);
+    EXPECT_THROW(retrieval_choice(2.5, 20, {}, {}), error);
 }
 
 // Copy drills: with distinct tokens 0..n-1 the one copied span is visible exactly: a run of
@@ -870,10 +884,11 @@ TEST(Distill, ConvertAutoChoosesTheKindPerGroup) {
 // --kind auto (by default) then compares its per-group choice end to end on the held-out sequences
 // with all window + recurrent groups (unless the choice is that already), with all plain windows
 // (when the choice has trained groups) and with the default sinks also with all windows without
-// sinks, and keeps the best. With 1-token windows and --sinks 0 the windows must lose, and by a
-// wide margin: a KL that measured nothing (zeros, or the same number twice) fails. The file must
-// be what the report says was kept. With --write-candidates a per-group choice that is not kept
-// stays as OUT-mix.gguf (and only then).
+// sinks, by KL and by the retrieval check, and keeps the candidate the rule picks. With 1-token
+// windows and --sinks 0 the windows must lose on KL, and by a wide margin: a KL that measured
+// nothing (zeros, or the same number twice) fails. The file must be what the report says was
+// kept. With --write-candidates a per-group choice that is not kept stays as OUT-mix.gguf (and
+// only then).
 TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
     const std::string out = tmp("distill_auto_e2e.gguf"), mix_file = tmp("distill_auto_e2e-mix.gguf");
     for (const char *window : {" --window-tokens 1 --sinks 0", ""}) {
@@ -916,53 +931,48 @@ TEST(Distill, ConvertAutoKeepsTheBetterHybridEndToEnd) {
         // The mix is a window candidate itself when it has no trained groups: then there is no
         // all-window candidate (window_kl absent).
         const bool mix_is_window = win < 0;
-        // The smallest KL measured was kept (a tie keeps the earlier of mix, winrec, window, no
-        // sinks), unless that candidate has trained heads and the retrieval check's rule drops
-        // it: its keys' mean NLL is more than 0.1 nats above the original's and above the best
-        // window candidate's.
-        std::string want = "mix";
-        double want_kl = mix;
-        const std::pair<const char *, double> others[] = {{"winrec", wr}, {"window", win}, {"window_no_sinks", plain}};
-        for (auto &[name, v] : others)
-            if (v >= 0 && v < want_kl) want = name, want_kl = v;
-        std::string best_window = mix_is_window ? "mix" : "";
-        double best_window_kl = mix_is_window ? mix : 1e30;
-        if (win >= 0 && win < best_window_kl) best_window = "window", best_window_kl = win;
-        if (plain >= 0 && plain < best_window_kl) best_window = "window_no_sinks", best_window_kl = plain;
-        const bool want_trained = want == "winrec" || (want == "mix" && !mix_is_window);
-        const double r_trials = optional("retrieval_trials"), r_orig = optional("retrieval_original"),
-                     lost_tr = optional("retrieval_lost_trained"), lost_win = optional("retrieval_lost_window"),
-                     r_tr = optional("retrieval_trained"), r_win = optional("retrieval_window"),
-                     nll_orig = optional("retrieval_original_nll"), nll_tr = optional("retrieval_trained_nll"),
-                     nll_win = optional("retrieval_window_nll");
-        bool trained_kept_by_rule = true;
-        if (want_trained && !best_window.empty()) {
-            EXPECT_EQ(r_trials, 32.0) << "a trained candidate won on KL, so retrieval was checked: " << json;
-            EXPECT_EQ(string_field("retrieval_checked"), want) << json;
-            for (double c : {r_orig, r_tr, r_win}) {
-                EXPECT_GE(c, 0.0);
-                EXPECT_LE(c, r_trials);
-            }
-            for (double v : {nll_orig, nll_tr, nll_win}) EXPECT_GT(v, 0.0) << json;
-            EXPECT_GE(lost_tr, 0.0);
-            EXPECT_LE(lost_tr, r_orig);
-            EXPECT_GE(r_tr, r_orig - lost_tr) << "found = the original's minus lost plus gained";
-            EXPECT_GE(lost_win, 0.0);
-            EXPECT_LE(lost_win, r_orig);
-            EXPECT_GE(r_win, r_orig - lost_win);
-            trained_kept_by_rule = nll_tr <= nll_orig + 0.1 || nll_tr <= nll_win;
-            if (!trained_kept_by_rule) want = best_window;
-        } else {
-            EXPECT_LT(r_trials, 0.0) << "no retrieval check unless a trained candidate wins on KL: " << json;
+        // Every candidate answered the retrieval check's 32 prompts; its numbers are consistent.
+        const double r_trials = number("retrieval_trials"), r_orig = number("retrieval_original"),
+                     nll_orig = number("retrieval_original_nll");
+        EXPECT_EQ(r_trials, 32.0) << json;
+        EXPECT_GT(nll_orig, 0.0);
+        std::vector<std::string> names;
+        std::vector<double> kls, nlls;
+        for (const char *name : {"mix", "winrec", "window", "window_no_sinks"}) {
+            const size_t c = json.find(std::string("{\"name\":\"") + name + "\"", at);
+            EXPECT_EQ(c != std::string::npos, optional(std::string(name) + "_kl") >= 0) << name;
+            if (c == std::string::npos) continue;
+            auto field = [&](const std::string &key) {
+                const size_t k = json.find("\"" + key + "\":", c);
+                EXPECT_LT(k, json.find('}', c)) << name << " " << key;
+                return std::stod(json.substr(k + key.size() + 3));
+            };
+            names.push_back(name);
+            kls.push_back(field("kl"));
+            nlls.push_back(field("retrieval_nll"));
+            EXPECT_EQ(kls.back(), optional(std::string(name) + "_kl"));
+            EXPECT_GT(nlls.back(), 0.0) << name;
+            const double found = field("retrieval_found"), lost = field("retrieval_lost");
+            EXPECT_GE(lost, 0.0);
+            EXPECT_LE(lost, r_orig);
+            EXPECT_GE(found, r_orig - lost) << "found = the original's minus lost plus gained";
+            EXPECT_LE(found, r_trials);
         }
+        // The rule, worked again here: in order of KL (a tie keeps the earlier), the first whose
+        // keys' mean NLL is within 0.1 nats of the original's or no worse than every other's (the
+        // first outright when the original finds no key, as stories260K at 256 tokens).
+        std::vector<size_t> order(names.size());
+        std::iota(order.begin(), order.end(), size_t(0));
+        std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return kls[x] < kls[y]; });
+        const double best_nll = *std::min_element(nlls.begin(), nlls.end());
+        std::string want;
+        for (size_t i : order)
+            if (want.empty() && (r_orig == 0 || nlls[i] <= nll_orig + 0.1 || nlls[i] <= best_nll)) want = names[i];
         EXPECT_EQ(kept, want) << json;
         if (*window) {
             // Explicit --sinks 0: no no-sinks candidate; 1-token windows lose by a wide margin to
             // both trained candidates.
             EXPECT_LT(plain, 0.0);
-            if (trained_kept_by_rule) {
-                EXPECT_TRUE(kept == "mix" || kept == "winrec") << json;
-            }
             EXPECT_GT(win, 1.5 * mix) << "a 1-token window should be far worse than trained heads";
             if (wr >= 0) {
                 EXPECT_GT(win, 1.5 * wr) << "a 1-token window should be far worse than trained heads";
@@ -1041,9 +1051,7 @@ TEST(Distill, ConvertPhasesAreTheOnesReported) {
                 note(pr.phase);
                 return true;
             });
-        const convert_phase_plan plan = convert_phases(cp);
-        EXPECT_EQ(order, plan.phases) << "kind " << int(r.kind) << ", steps " << r.steps << ", probe " << r.probe_trials;
-        EXPECT_TRUE(plan.optional.empty());
+        EXPECT_EQ(order, convert_phases(cp)) << "kind " << int(r.kind) << ", steps " << r.steps << ", probe " << r.probe_trials;
         std::remove(out.c_str());
     }
 }
@@ -1060,7 +1068,7 @@ TEST(Distill, ConvertAutoChecksReportProgressAndStopWhenCancelled) {
     cp.steps = 20;
     cp.automatic = true;
     cp.distill.seq_len = 256;
-    cp.window_tokens = 1; // 1-token windows: the trained mix wins on KL, so retrieval is checked too
+    cp.window_tokens = 1; // the smallest windows, without sinks: the quickest conversion
     cp.sinks = 0;
     const std::string out = tmp("checks_cancel.gguf");
     struct seen {
@@ -1091,12 +1099,9 @@ TEST(Distill, ConvertAutoChecksReportProgressAndStopWhenCancelled) {
             return true;
         });
     ASSERT_TRUE(res.end_to_end.measured);
-    ASSERT_GT(res.end_to_end.retrieval_trials, 0) << "a trained candidate should win on KL against 1-token windows";
+    ASSERT_GT(res.end_to_end.retrieval_trials, 0);
     // The stages a progress display counts are the ones reported, the optional check included.
-    const convert_phase_plan plan = convert_phases(cp);
-    std::vector<std::string> want = plan.phases;
-    want.insert(want.end(), plan.optional.begin(), plan.optional.end());
-    EXPECT_EQ(order, want);
+    EXPECT_EQ(order, convert_phases(cp));
     for (const char *phase : {"compare", "retrieval"}) {
         ASSERT_TRUE(phases.count(phase)) << phase;
         const seen &s = phases[phase];

@@ -105,33 +105,34 @@ struct group_choice {
     double loss[3] = {-1, -1, -1}, rel[3] = {-1, -1, -1}; // indexed by replacement_kind
 };
 
-// The automatic choice's last step (convert_params::compare_end_to_end): the per-group choice
-// ("mix"), all window + recurrent groups ("winrec"; when the mix is not already that), all
-// windows with the sinks ("window"; when the mix has trained groups), all windows without sinks
-// ("window_no_sinks"; with try_without_sinks). KLs are the mean KL(original ‖ hybrid) per
-// held-out position in nats, -1 where not measured. Why the all-winrec candidate: on SmolLM2-135M
-// at 25% the per-group mix (11 groups window + recurrent, 12 windows) lost end to end to all
-// windows, while all window + recurrent groups, never compared whole, equalled all windows on
-// 2048-token perplexity and retrieval (docs/quality.md, session 12).
+// The automatic choice's last step (convert_params::compare_end_to_end), per candidate hybrid:
+// the per-group choice ("mix"), all window + recurrent groups as trained ("winrec"; when the mix
+// is not already that), all windows with the sinks ("window"; when the mix has trained groups),
+// all windows without sinks ("window_no_sinks"; with try_without_sinks). kl: mean
+// KL(original ‖ hybrid) per held-out position in nats. Then the retrieval check: passkey prompts
+// of seq_len tokens with the calibration text as filler, each key scored teacher-forced
+// (recur/passkey.h score_passkey_answer) by the original and every candidate; retrieval_nll is
+// the mean negative log-likelihood of the keys (nats), retrieval_found the keys whose every token
+// was the model's first choice, retrieval_lost those of the original's found keys it misses
+// (-1: not run). retrieval_choice decides. Why the all-winrec candidate: on SmolLM2-135M at 25%
+// the per-group mix lost end to end to all windows, while all window + recurrent groups, never
+// compared whole before, equalled them on 2048-token perplexity and retrieval (docs/quality.md,
+// session 12).
+struct end_to_end_candidate {
+    std::string name;
+    double kl = -1, retrieval_nll = -1;
+    int32_t retrieval_found = -1, retrieval_lost = -1;
+};
 struct end_to_end_choice {
     bool measured = false;
-    double mix_kl = -1, winrec_kl = -1, window_kl = -1, window_no_sinks_kl = -1;
+    std::vector<end_to_end_candidate> candidates; // in the order above (a KL tie keeps the earlier)
     int64_t positions = 0;     // held-out positions compared
-    std::string kept = "mix";  // the candidate written (a tie keeps the earlier: mix, winrec, window, ...)
-    // Retrieval check, run when a candidate with trained heads (the mix when it has any, or
-    // winrec) has the lowest KL and a window candidate was measured: passkey prompts of seq_len
-    // tokens with the calibration text as filler, each key scored teacher-forced
-    // (recur/passkey.h score_passkey_answer) by the original, that trained candidate (named in
-    // retrieval_checked) and the window candidate of lowest KL. retrieval_*_nll: mean negative
-    // log-likelihood of the key (nats), which retrieval_keeps_trained decides by (a mean KL can
-    // hide a lost ability to retrieve); retrieval_original, _trained, _window: keys whose every
-    // token was the model's first choice; retrieval_lost_*: of the original's such keys, those a
-    // hybrid misses. retrieval_trials = 0: not run.
-    int32_t retrieval_trials = 0, retrieval_original = -1, retrieval_lost_trained = -1, retrieval_lost_window = -1;
-    int32_t retrieval_trained = -1, retrieval_window = -1;
-    double retrieval_original_nll = -1, retrieval_trained_nll = -1, retrieval_window_nll = -1;
-    std::string retrieval_checked; // "mix" or "winrec" when the check ran
+    std::string kept = "mix";  // the candidate written
+    int32_t retrieval_trials = 0, retrieval_original = -1; // 0 / -1: the check did not run
+    double retrieval_original_nll = -1;
     double seconds = 0;
+    // The candidate's KL, -1 when it was not measured.
+    double kl_of(const std::string &name) const;
 };
 
 // Per-group cache sizes of a conversion (default_windows below).
@@ -158,15 +159,22 @@ struct convert_result {
     distill_report distill;           // empty when steps == 0
 };
 
-// The retrieval check's rule: the trained candidate (lower KL) is kept when the mean answer
-// negative log-likelihood of its keys is at most the original's plus retrieval_nll_tolerance, or
-// at most the best window candidate's; else that window candidate is. Why the likelihood and not
-// the count of keys found: on SmolLM2-135M at 25% the count on 32 prompts could not tell a mix
-// that finds 10 points fewer passkeys at 60 (original 22, mix 21, windows 21), while its answer
-// NLL was 0.28 nats above the original's (standard error 0.04) and the windows' 0.00
-// (docs/quality.md). The tolerance is about a third of that loss.
+// The retrieval check's rule: candidates are taken in order of KL (lowest first, a tie keeps the
+// earlier), and the first whose keys' mean answer negative log-likelihood is at most the
+// original's plus retrieval_nll_tolerance, or at most every other candidate's, is kept (so one is
+// always kept: the best retriever qualifies). Returns its index. When the original finds none of
+// the keys (original_found 0) the lowest KL is kept: a model that cannot retrieve at this length
+// (stories260K: 45 nats per key) gives likelihoods that rank noise, not retrieval. Why the likelihood and not the
+// count of keys found: on SmolLM2-135M at 25% the count on 32 prompts could not tell a mix that
+// finds 10 points fewer passkeys at 60 (original 22, mix 21, windows 21), while its answer NLL
+// was 0.28 nats above the original's (standard error 0.04) and the windows' 0.00 (docs/quality.md).
+// The tolerance is about a third of that loss. Why every candidate and not only a trained one
+// that wins on KL (sessions 6-12): at 50% of SmolLM2's groups all windows win on KL (0.021
+// against the mix's 0.026 and 8-row window + recurrent groups' 0.059) and lose retrieval (35/60
+// passkeys at 1k, answer NLL +0.34) where the 8-row heads keep it (37/60, +0.09; session 13).
 constexpr double retrieval_nll_tolerance = 0.1;
-bool retrieval_keeps_trained(double original_nll, double trained_nll, double window_nll);
+size_t retrieval_choice(double original_nll, int32_t original_found, const std::vector<double> &kl,
+                        const std::vector<double> &nll);
 
 // Picks groups from per-group recency (layer-major order). Ties keep the earlier group. Groups
 // marked in `exclude` (empty: none) are never picked; with a fraction, the count is still that
@@ -177,12 +185,9 @@ std::vector<bool> choose_groups(const std::vector<double> &group_recency, double
 // The progress phases convert_to_hybrid reports for p, in order (the stages a progress display
 // counts): "analysis" (its progress callback), then through distill_progress "retrieval_probe"
 // (with the retrieval probe), "capture" and "train" per distilled kind ("train" only with steps >
-// 0), and "compare" (automatic, with compare_end_to_end). `optional`: phases the run itself
-// decides on, after those: "retrieval", when a candidate with trained heads wins on KL.
-struct convert_phase_plan {
-    std::vector<std::string> phases, optional;
-};
-convert_phase_plan convert_phases(const convert_params &p);
+// 0), and "compare" and "retrieval" (automatic, with compare_end_to_end; the retrieval check is
+// skipped only when no passkey prompt fits in seq_len).
+std::vector<std::string> convert_phases(const convert_params &p);
 
 // Runs the analysis over calib_tokens (BOS first where the vocabulary adds it), initialises the
 // chosen groups' recurrent heads, distils them on all of calib_tokens when p.steps > 0
