@@ -679,6 +679,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
         auto path_of = [&](size_t i) { return i == 0 ? out_path : cands[i - 1].path; };
         auto name_of = [&](size_t i) { return i == 0 ? std::string("mix") : cands[i - 1].name; };
         std::vector<double> kl;
+        std::vector<std::unique_ptr<model>> loaded; // [mix, cands...]: for the KL and the retrieval check
         try {
             for (auto &c : cands) {
                 const replacement_kind k = c.kind;
@@ -687,7 +688,6 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             // The held-out sequences, cut exactly as distill_heads cut them.
             std::vector<std::vector<int32_t>> held = calibration_sequences(m, calib_tokens, dp.seq_len);
             held.erase(held.begin(), held.end() - int64_t(std::min(held.size(), size_t(std::max(1, dp.holdout_sequences)))));
-            std::vector<std::unique_ptr<model>> loaded;
             std::vector<const model *> hybrids;
             for (size_t i = 0; i <= cands.size(); ++i) loaded.push_back(model::load(path_of(i)));
             for (auto &h : loaded) hybrids.push_back(h.get());
@@ -719,8 +719,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
                 for (const auto &o : original) e2e.retrieval_original += o.top1, e2e.retrieval_original_nll += o.nll / double(n);
                 std::vector<double> nll;
                 for (size_t i = 0; i < kl.size(); ++i) {
-                    const std::unique_ptr<model> h = model::load(path_of(i));
-                    const std::vector<passkey_answer_score> sc = score_prompts(*h, prompts, p.n_threads, p.n_batch, meter);
+                    const std::vector<passkey_answer_score> sc = score_prompts(*loaded[i], prompts, p.n_threads, p.n_batch, meter);
                     end_to_end_candidate &c = e2e.candidates[i];
                     c.retrieval_nll = 0, c.retrieval_found = c.retrieval_lost = 0;
                     for (size_t t = 0; t < n; ++t) {
@@ -736,6 +735,7 @@ convert_result convert_to_hybrid(const model &m, const std::vector<int32_t> &cal
             abandon();
             throw;
         }
+        loaded.clear(); // the files are renamed and removed below
         if (best > 0) {
             const candidate &c = cands[best - 1];
             // With --write-candidates the rejected per-group mix is kept for measurement.
